@@ -1,0 +1,180 @@
+"""Configuration dataclasses: the single source of truth for a model, its diffusion and its training.
+
+A checkpoint stores `ModelConfig` and `DiffusionConfig` as JSON, so the file alone rebuilds the
+network and its noise schedule; nothing in the code base hard-codes a size, a step count or a device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+BetaSchedule = Literal["linear", "cosine"]
+PredictionType = Literal["epsilon", "v"]
+
+BETA_SCHEDULES: tuple[str, ...] = ("linear", "cosine")
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the denoising UNet.
+
+    `channel_mults[i]` scales `base_channels` at level `i`; each level after the first halves the
+    resolution, so `image_size` must be divisible by `2 ** (len(channel_mults) - 1)`.
+    `attention_resolutions` lists the feature-map sizes (e.g. 7 for 28 -> 14 -> 7) that get
+    self-attention. `num_classes = 0` makes an unconditional model; otherwise the model learns one
+    extra "null" label (index `num_classes`) for classifier-free guidance.
+    """
+
+    image_size: int = 28
+    in_channels: int = 1
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (7,)
+    dropout: float = 0.0
+    num_classes: int = 10
+    norm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        levels = len(self.channel_mults)
+        if levels < 1:
+            raise ValueError("channel_mults needs at least one level")
+        if self.image_size < 4 or self.image_size % (2 ** (levels - 1)) != 0:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**{levels - 1} "
+                f"for {levels} resolution levels"
+            )
+        if self.base_channels < 1 or self.num_res_blocks < 1:
+            raise ValueError("base_channels and num_res_blocks must be at least 1")
+        for mult in self.channel_mults:
+            if (self.base_channels * mult) % self.norm_groups != 0:
+                raise ValueError(
+                    f"every level's channels must be divisible by norm_groups={self.norm_groups}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes < 0:
+            raise ValueError("num_classes must be >= 0 (0 = unconditional)")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The noise schedule and what the network predicts. The network itself never sees this."""
+
+    num_timesteps: int = 1000
+    beta_schedule: BetaSchedule = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: PredictionType = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be at least 2, got {self.num_timesteps}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
+        if not 0.0 < self.beta_start <= self.beta_end < 1.0:
+            raise ValueError("need 0 < beta_start <= beta_end < 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Stops at whichever of `max_steps`, `epochs`, `max_minutes` comes first."""
+
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    epochs: float | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    ema_decay: float = 0.999
+    ema_warmup_steps: int = 100
+    p_uncond: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max steps must be at least 1, got {self.max_steps}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max minutes must be positive, got {self.max_minutes}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
+        for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+# Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" matches the 2.3M
+# SimpleUnet of the second write-up in scale; "unet-256" is the first write-up's 64-128-256 UNet.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                        attention_resolutions=(), norm_groups=4),
+    "small": ModelConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+                         attention_resolutions=(7,)),
+    "medium": ModelConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2,
+                          attention_resolutions=(7,)),
+    "seed-002": ModelConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=2,
+                            attention_resolutions=(7,)),
+    "unet-256": ModelConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2,
+                            attention_resolutions=(7,)),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """Return the named preset, with any fields replaced by `overrides`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys with a clear message."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    return cls(**data)
+
+
+__all__ = [
+    "BETA_SCHEDULES",
+    "PREDICTION_TYPES",
+    "PRESETS",
+    "DiffusionConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "from_dict",
+    "preset",
+    "to_dict",
+]

@@ -1,0 +1,133 @@
+"""Pictures: sample grids, the forward-noising strip, the reverse-process strip, a GIF, the loss curve.
+
+Grids and GIFs are drawn with Pillow (exact pixels, scaled up with nearest-neighbour so a digit
+stays crisp); labelled figures use matplotlib with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import atomic_write
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, scale: int = 2, padding: int = 2) -> Image.Image:
+    """uint8 `(N, H, W)` -> one greyscale image with `nrow` digits per row (square by default)."""
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError("grid_image expects uint8 images shaped (N, H, W)")
+    count, height, width = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / nrow)
+    canvas = np.full((rows * (height + padding) + padding, nrow * (width + padding) + padding), 40, np.uint8)
+    for index, image in enumerate(images.numpy()):
+        r, c = divmod(index, nrow)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        canvas[top:top + height, left:left + width] = image
+    picture = Image.fromarray(canvas, mode="L")
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
+def save_png(picture: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+    return save_png(grid_image(images, nrow=nrow, scale=scale), path)
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    _matplotlib().close(fig)
+    return path
+
+
+def strip_figure(rows: Sequence[torch.Tensor], column_titles: Sequence[str], title: str,
+                 path: str | Path, row_titles: Sequence[str] | None = None) -> Path:
+    """A table of digits: `rows[r]` is uint8 `(columns, H, W)`; one titled column per entry."""
+    plt = _matplotlib()
+    n_rows, n_cols = len(rows), len(column_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.85 * n_cols + 0.6, 0.9 * n_rows + 0.7), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.imshow(row[c].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=8)
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[r], fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None = None,
+             scale: int = 3, frame_ms: int = 70, hold_last_ms: int = 1500) -> Path:
+    """An animated GIF; each frame is uint8 `(N, H, W)` laid out as a grid."""
+    pictures = [grid_image(frame, nrow=nrow, scale=scale) for frame in frames]
+    durations = [frame_ms] * (len(pictures) - 1) + [hold_last_ms]
+    path = Path(path)
+    atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
+                                                   duration=durations, loop=0))
+    return path
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a kill; the rest is still good
+    return rows
+
+
+def loss_curve(metrics_path: str | Path, path: str | Path) -> Path:
+    """Training loss against step (raw and smoothed), with wall-clock minutes on a second axis."""
+    rows = [row for row in read_metrics(metrics_path) if "loss" in row]
+    if not rows:
+        raise ValueError(f"{metrics_path} holds no loss values")
+    plt = _matplotlib()
+    steps = np.array([row["step"] for row in rows])
+    losses = np.array([row["loss"] for row in rows])
+    window = max(1, len(losses) // 20)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(steps, losses, color="#9ab", linewidth=0.8, label="loss")
+    ax.plot(steps[window - 1:], smooth, color="#135", linewidth=1.8, label=f"moving mean ({window})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("MSE loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False)
+    if "elapsed_s" in rows[-1] and rows[-1]["step"] > 0:
+        minutes_per_step = rows[-1]["elapsed_s"] / 60 / rows[-1]["step"]
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * minutes_per_step, lambda m: m / minutes_per_step))
+        top.set_xlabel("minutes (average pace)")
+    ax.set_title("Training loss", fontsize=11)
+    fig.tight_layout()
+    return _save_figure(fig, path)

@@ -1,0 +1,230 @@
+"""Samplers as pure functions with one signature, in the manner of k-diffusion's `sampling.py`:
+
+    sampler(denoise, x, timesteps, schedule, *, generator=None, callback=None) -> x_0
+
+- `denoise(x_t, t)` returns the predictions `(x0_hat, eps_hat)` at integer timesteps `t` `(B,)`;
+  `Denoiser` builds one from a network (classifier-free guidance and clipping included).
+- `x` is the starting noise `(B, C, H, W)`; `timesteps` a descending 1-D tensor of ints from
+  `make_timesteps`; after the last (t = 0) the sampler steps to the clean image, where
+  alpha-bar = 1, so no noise is ever added at the last step.
+- `generator` drives every random draw; `callback(info)` sees each step's `i`, `t`, `x`, `x0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .schedule import NoiseSchedule
+
+Prediction = tuple[torch.Tensor, torch.Tensor]
+Callback = Callable[[dict[str, Any]], None] | None
+
+
+class DenoiseFn(Protocol):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> Prediction: ...
+
+
+def make_timesteps(num_timesteps: int, num_inference_steps: int) -> torch.Tensor:
+    """Evenly spaced timesteps from T-1 down to 0, both included (`(N,)`, descending).
+
+    Starting at T-1 and ending at 0 keeps the first step at pure noise and the last at the cleanest
+    level, as Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    sec. 3.3, recommend; the seeds' "leading" spacing never visits the noisiest step.
+    """
+    if not 1 <= num_inference_steps <= num_timesteps:
+        raise ValueError(f"steps must be between 1 and {num_timesteps}, got {num_inference_steps}")
+    if num_inference_steps == 1:
+        return torch.tensor([num_timesteps - 1])
+    return torch.linspace(num_timesteps - 1, 0, num_inference_steps, dtype=torch.float64).round().long()
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _abar(schedule: NoiseSchedule, timesteps: torch.Tensor, i: int) -> tuple[float, float]:
+    """alpha-bar at step i and at the step after it (1.0 after the last: the clean image)."""
+    table = schedule.alphas_cumprod64
+    current = float(table[timesteps[i]])
+    following = float(table[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
+    return current, following
+
+
+def _batched(t: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+
+
+@torch.no_grad()
+def sample_ddpm(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
+                generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+    """Ancestral sampling from the posterior q(x_s | x_t, x0_hat), Ho et al. (2020) eqs. (6)-(7).
+
+    With every timestep this is the original DDPM sampler. With a subset, the betas between visited
+    steps are respaced (Nichol & Dhariwal 2021, sec. 4): beta = 1 - abar_t / abar_s. The last step's
+    posterior variance is zero, so its output is x0_hat itself.
+    """
+    for i, t in enumerate(timesteps.tolist()):
+        x0, _ = denoise(x, _batched(t, x))
+        abar_t, abar_s = _abar(schedule, timesteps, i)
+        beta = 1.0 - abar_t / abar_s
+        coef_x0 = abar_s ** 0.5 * beta / (1.0 - abar_t)
+        coef_xt = (1.0 - beta) ** 0.5 * (1.0 - abar_s) / (1.0 - abar_t)
+        variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
+        x = coef_x0 * x0 + coef_xt * x
+        if variance > 0:
+            x = x + variance ** 0.5 * _noise_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
+                generator: torch.Generator | None = None, callback: Callback = None,
+                eta: float = 0.0) -> torch.Tensor:
+    """DDIM, Song et al. (2021) eq. (12), with sigma from eq. (16) scaled by `eta`.
+
+    `eta = 0` is the deterministic DDIM ODE sampler; `eta = 1` matches DDPM's variance.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    for i, t in enumerate(timesteps.tolist()):
+        x0, eps = denoise(x, _batched(t, x))
+        abar_t, abar_s = _abar(schedule, timesteps, i)
+        sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
+        x = abar_s ** 0.5 * x0 + max(1 - abar_s - sigma ** 2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * _noise_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_solver_pp(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
+                         schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+                         callback: Callback = None) -> torch.Tensor:
+    """DPM-Solver++(2M), Lu et al. (2022), "DPM-Solver++", Algorithm 2 (multistep, data prediction).
+
+    With lambda = log(alpha / sigma) and h = lambda_s - lambda_t (eq. 8):
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D,
+        D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev,  r = h_prev / h.
+    The first step and the last (to the clean image, h = inf) are first order, which is DDIM.
+    Deterministic: `generator` is accepted for the common signature and not used.
+    """
+    previous_x0: torch.Tensor | None = None
+    previous_h = 0.0
+    for i, t in enumerate(timesteps.tolist()):
+        x0, _ = denoise(x, _batched(t, x))
+        abar_t, abar_s = _abar(schedule, timesteps, i)
+        if abar_s >= 1.0:  # last step: straight to the denoised image
+            x = x0
+        else:
+            alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
+            lambda_t = 0.5 * torch.tensor(abar_t / (1 - abar_t), dtype=torch.float64).log().item()
+            lambda_s = 0.5 * torch.tensor(abar_s / (1 - abar_s), dtype=torch.float64).log().item()
+            h = lambda_s - lambda_t
+            if previous_x0 is None:
+                d = x0
+            else:
+                r = previous_h / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+            x = (sigma_s / sigma_t) * x - alpha_s * torch.expm1(torch.tensor(-h)).item() * d
+            previous_x0, previous_h = x0, h
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
+Sampler = Callable[..., torch.Tensor]
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpm++2m": sample_dpm_solver_pp,
+}
+DEFAULT_SAMPLER = "dpm++2m"
+DEFAULT_STEPS = 20
+
+
+class Denoiser:
+    """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`.
+
+    Classifier-free guidance (Ho & Salimans 2022, eq. 6, written with the unconditional output as
+    the base): out = out_uncond + w (out_cond - out_uncond), so w = 0 is unconditional and w = 1
+    purely conditional; both branches run in one batched forward pass. `clip` clamps x0_hat to
+    [-1, 1] (the data range) and re-derives eps_hat from it, as DDPM's reference sampler does.
+    """
+
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
+                 guidance: float = 1.0, clip: bool = True) -> None:
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
+        num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
+        self.null_label = num_classes
+        if labels is not None and num_classes == 0:
+            raise ValueError("this model is unconditional; it cannot be asked for a digit")
+        self.evaluations = 0
+
+    def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.labels is None or self.guidance == 0:
+            self.evaluations += 1
+            null = torch.full_like(t, self.null_label) if self.null_label else None
+            return self.model(x, t, null)
+        if self.guidance == 1:
+            self.evaluations += 1
+            return self.model(x, t, self.labels)
+        null = torch.full_like(self.labels, self.null_label)
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
+        self.evaluations += 1
+        cond, uncond = both.chunk(2)
+        return uncond + self.guidance * (cond - uncond)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
+        x0, eps = self.schedule.to_x0_eps(x, t, self._output(x, t))
+        if self.clip:
+            x0 = x0.clamp(-1.0, 1.0)
+            a = self.schedule.sqrt_alphas_cumprod.to(x.device)[t].view(-1, 1, 1, 1)
+            s = self.schedule.sqrt_one_minus_alphas_cumprod.to(x.device)[t].view(-1, 1, 1, 1)
+            eps = (x - a * x0) / s
+        return x0, eps
+
+
+def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
+             guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = DEFAULT_STEPS,
+             generator: torch.Generator | None = None, batch_size: int = 256, device: torch.device | str = "cpu",
+             callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
+             ) -> torch.Tensor:
+    """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
+
+    `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
+    `steps=None` means every timestep. Initial noise comes from `generator` (CPU by default) so
+    the same seed gives the same digits on any device.
+    """
+    if num < 1:
+        raise ValueError(f"number of samples must be at least 1, got {num}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if labels is not None and len(labels) != num:
+        raise ValueError(f"got {len(labels)} labels for {num} samples")
+    config = model.config  # type: ignore[attr-defined]
+    timesteps = make_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps)
+    sample_fn = SAMPLERS[sampler]
+    model = model.to(device).eval()
+    outputs = []
+    for start in range(0, num, batch_size):
+        count = min(batch_size, num - start)
+        shape = (count, config.in_channels, config.image_size, config.image_size)
+        x = torch.randn(shape, generator=generator).to(device)
+        batch_labels = labels[start:start + count].to(device) if labels is not None else None
+        denoise = Denoiser(model, schedule, batch_labels, guidance, clip)
+        outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
+                                 **(sampler_kwargs or {})).cpu())
+    return torch.cat(outputs)

@@ -1,0 +1,92 @@
+"""Noise schedules and the forward process q(x_t | x_0).
+
+Time convention, used everywhere: integer timesteps t in [0, T), t = 0 the least noisy.
+`alphas_cumprod[t]` is alpha-bar_t of Ho et al. (2020), so x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+(eq. 4). Tables are computed once in float64 and cast to float32 (as improved-diffusion does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import DiffusionConfig
+
+
+def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Linear betas of Ho et al. (2020), sec. 4; float64 `(T,)`.
+
+    The end points are given for T = 1000; like improved-diffusion we rescale them by 1000 / T so a
+    shorter chain still ends near pure noise (the seed's T=300 with unscaled betas does not).
+    """
+    scale = 1000.0 / num_timesteps
+    return torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), num_timesteps,
+                          dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Cosine schedule of Nichol & Dhariwal (2021), eq. (17); float64 `(T,)`, betas clipped at 0.999."""
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(max=max_beta)
+
+
+class NoiseSchedule:
+    """The discrete variance-preserving schedule, with the quantities samplers need.
+
+    Attributes (float32, shape `(T,)`): `betas`, `alphas_cumprod`, `sqrt_alphas_cumprod`,
+    `sqrt_one_minus_alphas_cumprod`, `log_snr` (log(abar / (1 - abar)), decreasing in t).
+    """
+
+    def __init__(self, config: DiffusionConfig) -> None:
+        self.config = config
+        if config.beta_schedule == "linear":
+            betas = linear_betas(config.num_timesteps, config.beta_start, config.beta_end)
+        else:
+            betas = cosine_betas(config.num_timesteps)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self.num_timesteps = config.num_timesteps
+        self.betas = betas.float()
+        self.alphas_cumprod64 = alphas_cumprod
+        self.alphas_cumprod = alphas_cumprod.float()
+        self.sqrt_alphas_cumprod = alphas_cumprod.sqrt().float()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - alphas_cumprod).sqrt().float()
+        self.log_snr = (alphas_cumprod.log() - (1.0 - alphas_cumprod).log()).float()
+
+    def _gather(self, table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        """table[t] reshaped to broadcast against a tensor of `ndim` dims: `(B, 1, 1, 1)`."""
+        values = table.to(t.device)[t]
+        return values.reshape(-1, *([1] * (ndim - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0) with the given noise: eq. (4) of Ho et al. (2020)."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        return a * x0 + s * noise
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, sec. 4)."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        return a * noise - s * x0
+
+    def to_x0_eps(self, x_t: torch.Tensor, t: torch.Tensor,
+                  output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convert the network output at (x_t, t) into predictions of (x_0, eps)."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        if self.config.prediction_type == "epsilon":
+            eps = output
+            x0 = (x_t - s * eps) / a
+        else:  # v-prediction: x0 = a x_t - s v, eps = s x_t + a v
+            x0 = a * x_t - s * output
+            eps = s * x_t + a * output
+        return x0, eps
+
+    def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.config.prediction_type == "epsilon":
+            return noise
+        return self.v_target(x0, t, noise)

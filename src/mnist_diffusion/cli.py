@@ -187,8 +187,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _labels_for(args: argparse.Namespace, conditional: bool, generator: torch.Generator) -> tuple[
         torch.Tensor | None, int, int | None]:
     """Labels to sample, how many samples, and digits per grid row."""
-    if args.digit is not None and args.digits is not None:
-        raise UsageError("give --digit or --digits, not both")
     asked = args.digit is not None or args.digits is not None
     if asked and not conditional:
         raise UsageError("this checkpoint is unconditional: it cannot draw a chosen digit "
@@ -303,7 +301,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
     # 3. GIF of 100 digits forming (one row per digit when conditional), predicted x_t every step.
     frames: list[torch.Tensor] = []
-    steps = 60
+    steps = min(60, schedule.num_timesteps)
     labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
     generate(model, schedule, 100, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm", steps=steps,
              generator=generator, device=device, callback=lambda i: frames.append(to_uint8(i["x"].cpu())))
@@ -380,8 +378,9 @@ def build_parser() -> Parser:
     p = commands.add_parser("sample", help="draw digits into a PNG grid (and optionally an .npz)")
     p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     p.add_argument("--num", type=positive_int, help="number of digits (default: 256)")
-    p.add_argument("--digit", type=digit, help="draw only this digit (class-conditional models)")
-    p.add_argument("--digits", type=digit_list, help="one grid row per digit, e.g. 0-9 or 1,3,5")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--digit", type=digit, help="draw only this digit (class-conditional models)")
+    which.add_argument("--digits", type=digit_list, help="one grid row per digit, e.g. 0-9 or 1,3,5")
     p.add_argument("--per-digit", type=positive_int, default=10, help="digits per row with --digits (default: 10)")
     p.add_argument("--out", default="samples.png", help="PNG grid to write (default: samples.png)")
     p.add_argument("--npz", help="also save the uint8 images (N x 28 x 28) and labels here")

@@ -371,26 +371,30 @@ class Trainer:
         total = self.total_steps()
         budget_s = self.config.max_minutes * 60 if self.config.max_minutes is not None else math.inf
         losses: list[float] = []
-        window_start, window_images = time.monotonic(), 0
+        window_start = time.monotonic()
         last_saved: Path | None = None
         stopped_early = False
+
+        def log(elapsed: float) -> None:
+            nonlocal losses, window_start
+            now = time.monotonic()
+            row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                   "loss": sum(losses) / len(losses), "lr": learning_rate(self.config, self.step - 1),
+                   "images_per_s": round(len(losses) * self.config.batch_size / max(now - window_start, 1e-9), 2),
+                   "elapsed_s": round(elapsed, 2)}
+            self._append_metrics(row)
+            self.on_log(row)
+            losses, window_start = [], now
+
         with (lock or _null()), _stop_on_signals() as signals:
             if main:
                 self._prepare_run_dir()
             self.model.train()
             while (total is None or self.step < total) and self.elapsed_before + time.monotonic() - start < budget_s:
                 losses.append(self.train_step())
-                window_images += self.config.batch_size
                 elapsed = self.elapsed_before + time.monotonic() - start
                 if main and self.step % self.config.log_every == 0:
-                    now = time.monotonic()
-                    row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                           "loss": sum(losses) / len(losses), "lr": learning_rate(self.config, self.step - 1),
-                           "images_per_s": round(window_images / max(now - window_start, 1e-9), 2),
-                           "elapsed_s": round(elapsed, 2)}
-                    self._append_metrics(row)
-                    self.on_log(row)
-                    losses, window_start, window_images = [], now, 0
+                    log(elapsed)
                 if main and self.step % self.config.checkpoint_every == 0:
                     last_saved = self.save(elapsed)
                 if main and self.step % self.config.sample_every == 0:
@@ -399,6 +403,8 @@ class Trainer:
                     stopped_early = True
                     break
             elapsed = self.elapsed_before + time.monotonic() - start
+            if main and losses:
+                log(elapsed)
             if main and (last_saved is None or not last_saved.name.endswith(f"{self.step:08d}.safetensors")):
                 last_saved = self.save(elapsed)
         return TrainResult(self.step, self.images_seen, elapsed, stopped_early, last_saved)

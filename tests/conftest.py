@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny models, tiny checkpoints and tiny IDX files, all made on the spot."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_diffusion import data
+from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+from mnist_diffusion.config import DiffusionConfig, ModelConfig, preset
+from mnist_diffusion.unet import UNet
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in the IDX format (magic 0x0000 08 ndim, big-endian dims)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fake_mnist(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` 28x28 'digits': a bright bar whose position encodes the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count).astype(np.uint8)
+    images = np.zeros((count, 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 4:24, 2 + 2 * label:4 + 2 * label] = 255
+    return images, labels
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data root holding tiny IDX files in MNIST/raw, with their checksums made the known ones."""
+    raw = data.raw_dir(tmp_path / "data")
+    raw.mkdir(parents=True)
+    checksums = {}
+    for split, count in (("train", 256), ("test", 64)):
+        images, labels = fake_mnist(count, seed=len(split))
+        image_name, label_name = data.SPLIT_FILES[split]
+        for name, array in ((image_name, images), (label_name, labels)):
+            payload = idx_bytes(array)
+            (raw / name).write_bytes(payload)
+            checksums[name] = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(data, "SHA256", checksums)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    return preset("tiny")
+
+
+@pytest.fixture
+def tiny_diffusion() -> DiffusionConfig:
+    return DiffusionConfig(num_timesteps=50)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, tiny_config: ModelConfig, tiny_diffusion: DiffusionConfig) -> Path:
+    torch.manual_seed(0)
+    model = UNet(tiny_config)
+    # Non-zero output layer so that samples depend on the weights.
+    torch.nn.init.normal_(model.out[-1].weight, std=0.05)
+    return save_checkpoint(Checkpoint(tiny_config, tiny_diffusion, model.state_dict()), tmp_path / "tiny.safetensors")

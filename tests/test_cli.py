@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_diffusion.cli import build_parser, main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own exits (usage errors, --help)
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mnist-diffusion") and "error" in lines[0]
+    assert pattern in lines[0], lines[0]
+
+
+def test_help_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "sample" in out and "train" in out
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name in subcommands:
+        code, out, _ = run_cli(capsys, name, "--help")
+        assert code == 0 and f"usage: mnist-diffusion {name}" in out
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "mnist_diffusion", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("mnist-diffusion ")
+
+
+def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, npz = tmp_path / "grid.png", tmp_path / "s.npz"
+    code, stdout, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-2",
+                                "--per-digit", "4", "--steps", "3", "--out", str(out), "--npz", str(npz))
+    assert code == 0, err
+    with np.load(npz) as saved:
+        assert saved["images"].shape == (12, 28, 28) and saved["images"].dtype == np.uint8
+        assert saved["labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    with Image.open(out) as grid:
+        size = grid.size
+    assert size == (2 * (4 * 30 + 2), 2 * (3 * 30 + 2))  # 4 columns, 3 rows, 2 px gaps, scaled x2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "--num", "0"], "must be at least 1"),
+        (["sample", "--digit", "11"], "a digit is 0-9"),
+        (["sample", "--digits", "9-2"], "runs backwards"),
+        (["sample", "--sampler", "euler-magic"], "invalid choice"),
+        (["sample", "--guidance", "-1"], ">= 0"),
+        (["sample", "--steps", "0"], "must be at least 1"),
+        (["sample", "--batch-size", "0"], "must be at least 1"),
+        (["sample", "--checkpoint", "missing.safetensors"], "does not exist"),
+        (["sample", "--out", "grid.jpg"], "ending in .png"),
+        (["sample", "--digit", "3", "--digits", "0-9"], "not allowed with"),
+        (["train", "--run-dir", "r", "--preset", "gigantic", "--max-steps", "1"], "invalid choice"),
+        (["train", "--run-dir", "r"], "say how long to train"),
+        (["train", "--run-dir", "r", "--batch-size", "0", "--max-steps", "1"], "must be at least 1"),
+        (["train", "--run-dir", "r", "--resume", "--max-steps", "1"], "no checkpoint to resume"),
+        (["export", "--checkpoint", "nope.safetensors", "--out", "m.safetensors"], "does not exist"),
+        (["figures", "--run-dir", "nowhere"], "no metrics.jsonl"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, message)
+
+
+def test_unwritable_output_is_refused_before_sampling(tmp_path: Path, tiny_checkpoint: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path under a file instead
+            target = tmp_path / "afile"
+            target.write_text("")
+            out = target / "grid.png"
+        else:
+            out = locked / "grid.png"
+        code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--out", str(out))
+    finally:
+        locked.chmod(0o700)
+    assert_one_line_error(code, err, "directory")
+
+
+def test_digit_on_an_unconditional_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import DiffusionConfig, preset
+    from mnist_diffusion.unet import UNet
+
+    config = preset("tiny", num_classes=0)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=10), UNet(config).state_dict()),
+                           tmp_path / "u.safetensors")
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(path), "--digit", "3",
+                           "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, "unconditional")
+
+
+def test_foreign_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_bytes(b"\x00" * 100)
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(bogus), "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, "not a safetensors file")
+
+
+def test_train_then_sample_then_figures_end_to_end(tmp_path: Path, mnist_root: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "4",
+                             "--batch-size", "32", "--timesteps", "20", "--data-root", str(mnist_root),
+                             "--device", "cpu")
+    assert code == 0, err
+    assert "done: step 4" in out
+    checkpoint = run_dir / "checkpoints" / "step_00000004.safetensors"
+    exported = tmp_path / "model.safetensors"
+    assert run_cli(capsys, "export", "--checkpoint", str(checkpoint), "--out", str(exported))[0] == 0
+    code, out, err = run_cli(capsys, "figures", "--checkpoint", str(exported), "--out-dir", str(tmp_path / "fig"),
+                             "--run-dir", str(run_dir), "--data-root", str(mnist_root))
+    assert code == 0, err
+    for name in ("forward_process.png", "reverse_process.png", "sampling.gif", "loss_curve.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 1000, name
+    # Re-running on the same directory resumes and says so.
+    code, out, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "6",
+                             "--batch-size", "32", "--timesteps", "20", "--data-root", str(mnist_root))
+    assert code == 0 and "resuming" in err and "done: step 6" in out

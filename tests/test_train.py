@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fake_mnist
 
 from mnist_diffusion import train as train_module
 from mnist_diffusion.checkpoint import load_checkpoint
@@ -15,6 +14,8 @@ from mnist_diffusion.data import to_model_space
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import EMA, Trainer, TrainingError, diffusion_loss, learning_rate
 from mnist_diffusion.unet import UNet
+
+from conftest import fake_mnist
 
 DIFFUSION = DiffusionConfig(num_timesteps=50)
 

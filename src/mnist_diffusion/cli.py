@@ -314,6 +314,95 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from .classifier import train_classifier
+
+    out = writable_file(Path(args.out), (".safetensors",))
+    train, test = load_mnist(args.data_root, "train"), load_mnist(args.data_root, "test")
+    result = train_classifier(train, test, out, epochs=args.epochs, seed=args.seed,
+                              on_epoch=lambda epoch, acc: info(f"epoch {epoch}: test accuracy {acc:.4f}"))
+    print(f"wrote {out}: test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs "
+          f"({result.seconds / 60:.1f} min)")
+
+
+def _samples_from_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    import numpy as np
+
+    if not path.exists():
+        raise UsageError(f"--samples {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as payload:
+            images = payload["images"] if "images" in payload else payload[payload.files[0]]
+            labels = payload.get("labels")
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise UsageError(f"{path} is not a readable .npz of images ({error})") from None
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise UsageError(f"{path}: expected uint8 images shaped (N, 28, 28), got {images.dtype} {images.shape}")
+    return torch.from_numpy(images.copy()), (torch.from_numpy(labels.astype("int64")) if labels is not None else None)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import time
+
+    from . import evaluate as ev
+    from .classifier import load_classifier
+    from .figures import strip_figure
+    from .sampling import generate
+    from .train import pick_device
+
+    out_dir = writable_dir(Path(args.out_dir))
+    if args.samples and args.checkpoint:
+        raise UsageError("give --checkpoint or --samples, not both")
+    classifier = load_classifier(args.classifier)
+    settings: dict = {}
+    if args.samples:
+        images, labels = _samples_from_npz(Path(args.samples))
+        name, settings["samples"] = "samples", str(args.samples)
+    else:
+        device = pick_device(args.device)
+        checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, device)
+        conditional = checkpoint.model_config.conditional
+        labels = torch.arange(args.num) % NUM_CLASSES if conditional and args.guidance > 0 else None
+        steps = args.steps or (schedule.num_timesteps if args.sampler == "ddpm" else DEFAULT_STEPS)
+        started = time.monotonic()
+        with _progress(-(-args.num // args.batch_size) * steps, f"generate {args.num}") as bar:
+            images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=args.guidance,
+                                       sampler=args.sampler, steps=steps, batch_size=args.batch_size,
+                                       generator=torch.Generator().manual_seed(args.seed), device=device,
+                                       callback=lambda _: bar.update(1)))
+        settings.update(checkpoint=args.checkpoint or "shipped default", sampler=args.sampler, steps=steps,
+                        guidance=args.guidance, seed=args.seed, ema=not args.no_ema,
+                        generation_s=round(time.monotonic() - started, 1))
+        name = f"model ({args.sampler}, {steps} steps, w={args.guidance:g})"
+        info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
+    train_images, _ = load_mnist(args.data_root, "train")
+    test_images, _ = load_mnist(args.data_root, "test")
+    started = time.monotonic()
+    evaluator = ev.Evaluator(classifier, test_images, train_images)
+    row, extras = evaluator.score(name, images, labels)
+    rows = [row]
+    if not args.no_references:
+        generator = torch.Generator().manual_seed(args.seed)
+        floor = train_images[torch.randperm(len(train_images), generator=generator)[:10_000]]
+        noise = torch.randint(0, 256, (10_000, 28, 28), generator=generator, dtype=torch.uint8)
+        rows.append(evaluator.score("MNIST train 10k (floor)", floor, memorize=False)[0])
+        rows.append(evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0])
+        rows.append(evaluator.score("uniform noise", noise)[0])
+    settings["scoring_s"] = round(time.monotonic() - started, 1)
+    json_path, md_path = ev.write_report(rows, settings, out_dir)
+    d1, d2, index = extras["nearest"]
+    closest = torch.argsort(d1 / d2)[:12]
+    figure = strip_figure([images[closest], train_images[index[closest]]],
+                          [f"{(d1 / d2)[i]:.2f}" for i in closest.tolist()],
+                          "Samples most like a training image (nearest / second-nearest distance above each)",
+                          out_dir / "nearest_neighbours.png", row_titles=["sample", "nearest\ntrain"])
+    print(ev.format_table(rows))
+    print(f"scored in {settings['scoring_s']:.0f} s; wrote {json_path}, {md_path}, {figure}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     out = writable_file(Path(args.out), (".safetensors",))
     checkpoint = load_checkpoint(args.checkpoint)
@@ -399,6 +488,27 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     _add_device(p)
     p.set_defaults(func=cmd_figures)
+
+    p = commands.add_parser("train-classifier", help="train the MNIST classifier behind the quality metrics")
+    p.add_argument("--out", default="classifier.safetensors", help="weights file to write")
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = commands.add_parser("evaluate", help="FID, KID, precision/recall, coverage, copies: a quality report")
+    p.add_argument("--checkpoint", help="model to sample from (default: the shipped model)")
+    p.add_argument("--samples", help="score an .npz of uint8 images (N x 28 x 28) instead of sampling")
+    p.add_argument("--num", type=positive_int, default=10_000, help="digits to generate (default: 10000)")
+    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    p.add_argument("--no-references", action="store_true", help="skip the floor, test and noise rows")
+    p.add_argument("--classifier", help="classifier weights (default: the shipped ones)")
+    p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
+    p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
+    _add_sampling(p)
+    _add_device(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="strip a training checkpoint to its EMA weights for sampling")
     p.add_argument("--checkpoint", required=True)

@@ -1,0 +1,254 @@
+"""Quality metrics for generated digits, all against the 10,000 MNIST test images.
+
+In the feature space of the project's own MNIST classifier (`classifier.py`):
+- FID (Heusel et al. 2017) and KID (Binkowski et al. 2018, unbiased MMD^2 with the cubic kernel);
+- precision / recall (Kynkaanniemi et al. 2019) and density / coverage (Naeem et al. 2020), k = 5.
+From the classifier's predictions: the class histogram, its KL divergence from uniform, the mean
+confidence, and for conditional samples the fraction classified as the digit asked for.
+In pixel space: each sample's nearest and second-nearest training image, the fraction of near
+copies (nearest < 1/3 of second nearest), the median nearest distance, and duplicates within the set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write
+from .classifier import DigitClassifier, embed
+
+NEAREST_K = 5
+COPY_RATIO = 1.0 / 3.0
+
+
+# -- feature-space metrics --------------------------------------------------------------------
+
+def feature_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean `(D,)` and covariance `(D, D)` (unbiased), float64."""
+    x = features.double().numpy()
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), Heusel et al. (2017), eq. (6).
+
+    Tr (S1 S2)^(1/2) = Tr (S1^(1/2) S2 S1^(1/2))^(1/2): a symmetric PSD matrix, so eigh suffices
+    and no complex parts appear (scipy.linalg.sqrtm is not needed).
+    """
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    value = float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+    return max(value, 0.0)
+
+
+def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    return frechet_distance(*feature_stats(features_a), *feature_stats(features_b))
+
+
+def kid(features_a: torch.Tensor, features_b: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over random subsets."""
+    generator = torch.Generator().manual_seed(seed)
+    a, b = features_a.double(), features_b.double()
+    m = min(subset_size, len(a), len(b))
+    d = a.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=generator)[:m]]
+        y = b[torch.randperm(len(b), generator=generator)[:m]]
+        k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        off_diagonal = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+        values.append((off_diagonal - 2 * k_xy.mean()).item())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Euclidean distances `(len(a), len(b))`, chunked to bound memory."""
+    return torch.cat([torch.cdist(a[i:i + chunk], b) for i in range(0, len(a), chunk)])
+
+
+def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point of `x` to its k-th nearest other point."""
+    radii = []
+    for i in range(0, len(x), 2048):
+        d = torch.cdist(x[i:i + 2048], x)
+        radii.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # column 0 is the point itself
+    return torch.cat(radii)
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K) -> dict[str, float]:
+    """Precision, recall (Kynkaanniemi et al. 2019) and density, coverage (Naeem et al. 2020, eqs. 1-4)."""
+    real, fake = real.float(), fake.float()
+    real_radius = _kth_neighbour_radius(real, k)  # (R,)
+    fake_radius = _kth_neighbour_radius(fake, k)  # (F,)
+    inside_real = torch.zeros(len(fake), dtype=torch.long)  # how many real balls hold each fake
+    covered = torch.zeros(len(real), dtype=torch.bool)
+    recalled = torch.zeros(len(real), dtype=torch.bool)
+    for i in range(0, len(real), 2048):
+        d = torch.cdist(real[i:i + 2048], fake)  # (chunk, F)
+        in_ball = d <= real_radius[i:i + 2048, None]
+        inside_real += in_ball.sum(0)
+        covered[i:i + 2048] = in_ball.any(1)
+        recalled[i:i + 2048] = (d <= fake_radius[None, :]).any(1)
+    return {
+        "precision": (inside_real > 0).double().mean().item(),
+        "recall": recalled.double().mean().item(),
+        "density": inside_real.double().sum().item() / (k * len(fake)),
+        "coverage": covered.double().mean().item(),
+    }
+
+
+# -- classifier-output metrics ----------------------------------------------------------------
+
+def class_histogram(probabilities: torch.Tensor) -> np.ndarray:
+    predicted = probabilities.argmax(1)
+    return torch.bincount(predicted, minlength=probabilities.shape[1]).double().numpy() / len(predicted)
+
+
+def kl_from_uniform(histogram: np.ndarray) -> float:
+    """KL(p || uniform) = log K - H(p); log 10 when every digit is the same class."""
+    p = histogram[histogram > 0]
+    return float(math.log(len(histogram)) + (p * np.log(p)).sum())
+
+
+# -- memorization -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def nearest_two(queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False,
+                chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each query (uint8 `(N, 28, 28)`): distances to its nearest and second-nearest reference
+    in pixel space (pixels in [0, 1]) and the nearest one's index."""
+    q = queries.reshape(len(queries), -1).float() / 255
+    r = references.reshape(len(references), -1).float() / 255
+    r_sq = (r * r).sum(1)
+    first, second, index = [], [], []
+    for i in range(0, len(q), chunk):
+        block = q[i:i + chunk]
+        d2 = (block * block).sum(1, keepdim=True) - 2 * block @ r.T + r_sq[None, :]  # (chunk, R)
+        if exclude_self:
+            d2[torch.arange(len(block)), torch.arange(i, i + len(block))] = float("inf")
+        values, indices = d2.clamp_min(0).topk(2, dim=1, largest=False)
+        first.append(values[:, 0].sqrt())
+        second.append(values[:, 1].sqrt())
+        index.append(indices[:, 0])
+    return torch.cat(first), torch.cat(second), torch.cat(index)
+
+
+def memorization(samples: torch.Tensor, train_images: torch.Tensor) -> dict[str, Any]:
+    d1, d2, index = nearest_two(samples, train_images)
+    copies = d1 < COPY_RATIO * d2
+    s1, s2, _ = nearest_two(samples, samples, exclude_self=True)
+    return {
+        "near_copy_rate": copies.double().mean().item(),
+        "median_nearest_distance": d1.median().item(),
+        "duplicate_rate": (s1 < COPY_RATIO * s2).double().mean().item(),
+        "_nearest": (d1, d2, index),
+    }
+
+
+# -- the report -------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    name: str
+    count: int
+    fid: float | None = None
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    density: float | None = None
+    coverage: float | None = None
+    kl_uniform: float | None = None
+    confidence: float | None = None
+    conditional_accuracy: float | None = None
+    near_copy_rate: float | None = None
+    median_nearest_distance: float | None = None
+    duplicate_rate: float | None = None
+    histogram: list[float] = field(default_factory=list)
+
+
+class Evaluator:
+    """Holds the classifier and the reference features, so several sets are scored the same way."""
+
+    def __init__(self, classifier: DigitClassifier, test_images: torch.Tensor, train_images: torch.Tensor) -> None:
+        self.classifier = classifier
+        self.train_images = train_images
+        self.test_features, _ = embed(classifier, test_images)
+        self.test_stats = feature_stats(self.test_features)
+
+    def score(self, name: str, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+              distribution: bool = True, memorize: bool = True) -> tuple[Row, dict[str, Any]]:
+        features, probabilities = embed(self.classifier, images)
+        histogram = class_histogram(probabilities)
+        row = Row(name=name, count=len(images), histogram=histogram.round(4).tolist(),
+                  kl_uniform=kl_from_uniform(histogram), confidence=probabilities.max(1).values.mean().item())
+        if labels is not None:
+            row.conditional_accuracy = (probabilities.argmax(1) == labels).double().mean().item()
+        extras: dict[str, Any] = {}
+        if distribution:
+            row.fid = frechet_distance(*feature_stats(features), *self.test_stats)
+            row.kid_mean, row.kid_std = kid(features, self.test_features)
+            for key, value in prdc(self.test_features, features).items():
+                setattr(row, key, value)
+        if memorize:
+            result = memorization(images, self.train_images)
+            extras["nearest"] = result.pop("_nearest")
+            for key, value in result.items():
+                setattr(row, key, value)
+        return row, extras
+
+
+COLUMNS = [("fid", "FID", "{:.3f}"), ("kid_mean", "KID x1e3", "{:.2f}"), ("precision", "prec", "{:.3f}"),
+           ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"), ("coverage", "cover", "{:.3f}"),
+           ("kl_uniform", "KL(unif)", "{:.4f}"), ("confidence", "conf", "{:.3f}"),
+           ("conditional_accuracy", "cond acc", "{:.4f}"), ("near_copy_rate", "copies", "{:.4f}"),
+           ("median_nearest_distance", "NN dist", "{:.2f}"), ("duplicate_rate", "dups", "{:.4f}")]
+
+
+def _cell(row: Row, key: str, fmt: str) -> str:
+    value = getattr(row, key)
+    if value is None:
+        return "-"
+    if key == "kid_mean":
+        return f"{value * 1e3:.2f}±{(row.kid_std or 0) * 1e3:.2f}"
+    return fmt.format(value)
+
+
+def format_table(rows: list[Row], markdown: bool = False) -> str:
+    header = ["set", "N"] + [title for _, title, _ in COLUMNS]
+    body = [[row.name, str(row.count)] + [_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths,
+                                                                                                      strict=True)))
+                     for cells in [header, *body])
+
+
+def write_report(rows: list[Row], settings: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"settings": settings, "rows": [asdict(row) for row in rows]}
+    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
+    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
+    lines = ["# mnist-diffusion evaluation", "",
+             "Features: the shipped MNIST classifier's 128-d penultimate layer; reference: the 10,000 MNIST test "
+             "images. KID is x1e3 (mean ± std over 100 subsets of 1,000). Near copies: nearest training image "
+             "closer than 1/3 of the second nearest (pixel space, [0, 1]).", "",
+             format_table(rows, markdown=True), "", "Settings:", "", "```", json.dumps(settings, indent=2), "```", ""]
+    atomic_write(md_path, lambda tmp: tmp.write_text("\n".join(lines)))
+    return json_path, md_path

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_diffusion import evaluate as ev
+from mnist_diffusion.classifier import DigitClassifier, default_classifier_path, embed, load_classifier
+
+
+def gaussian(n: int, mean: float, dim: int = 8, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    return mean + scale * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_fid_of_a_set_against_itself_is_zero() -> None:
+    x = gaussian(2000, 0.0)
+    assert ev.fid(x, x) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_matches_the_closed_form_for_commuting_covariances() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # shared eigenvectors: S1 S2 = S2 S1
+    a, b = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_between_sampled_gaussians_approaches_the_formula() -> None:
+    x, y = gaussian(20_000, 0.0, seed=1), gaussian(20_000, 0.5, seed=2, scale=2.0)
+    expected = 8 * 0.5 ** 2 + 8 * (1 - 2) ** 2  # ||dmu||^2 + sum (sqrt(1) - sqrt(4))^2
+    assert ev.fid(x, y) == pytest.approx(expected, rel=0.03)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two() -> None:
+    same, _ = ev.kid(gaussian(2000, 0.0, seed=1), gaussian(2000, 0.0, seed=2), subsets=20, subset_size=500)
+    different, _ = ev.kid(gaussian(2000, 0.0, seed=1), gaussian(2000, 1.0, seed=2), subsets=20, subset_size=500)
+    assert abs(same) < 0.01 and different > 0.5
+
+
+def test_precision_recall_density_coverage_on_identical_and_disjoint_sets() -> None:
+    x = gaussian(500, 0.0, dim=4).float()
+    identical = ev.prdc(x, x.clone())
+    assert identical["precision"] == 1.0 and identical["recall"] == 1.0 and identical["coverage"] == 1.0
+    assert identical["density"] == pytest.approx(1.0 + 1 / ev.NEAREST_K, rel=0.2)  # each point in ~k+1 balls
+    disjoint = ev.prdc(x, x + 100.0)
+    assert disjoint == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_single_class_sample_has_kl_log_10() -> None:
+    probabilities = torch.zeros(50, 10, dtype=torch.float64)
+    probabilities[:, 3] = 1.0
+    assert ev.kl_from_uniform(ev.class_histogram(probabilities)) == pytest.approx(math.log(10))
+    assert ev.kl_from_uniform(np.full(10, 0.1)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_exact_copies_of_training_images_are_all_flagged() -> None:
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (300, 28, 28), generator=generator, dtype=torch.uint8)
+    copies = train[torch.randperm(300, generator=generator)[:40]]
+    fresh = torch.randint(0, 256, (40, 28, 28), generator=generator, dtype=torch.uint8)
+    assert ev.memorization(copies, train)["near_copy_rate"] == 1.0
+    assert ev.memorization(fresh, train)["near_copy_rate"] == 0.0
+    stats = ev.memorization(torch.cat([fresh, fresh[:10]]), train)
+    assert stats["duplicate_rate"] == pytest.approx(20 / 50)
+
+
+def test_nearest_two_matches_brute_force() -> None:
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randint(0, 256, (7, 28, 28), generator=generator, dtype=torch.uint8)
+    refs = torch.randint(0, 256, (30, 28, 28), generator=generator, dtype=torch.uint8)
+    d1, d2, index = ev.nearest_two(queries, refs, chunk=3)
+    brute = torch.cdist(queries.reshape(7, -1).double() / 255, refs.reshape(30, -1).double() / 255)
+    ordered = brute.sort(dim=1)
+    torch.testing.assert_close(d1.double(), ordered.values[:, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(d2.double(), ordered.values[:, 1], rtol=1e-4, atol=1e-4)
+    assert torch.equal(index, ordered.indices[:, 0])
+
+
+def test_table_and_report(tmp_path: Path) -> None:
+    row = ev.Row(name="model", count=10, fid=1.5, kid_mean=0.002, kid_std=0.0001, conditional_accuracy=0.99)
+    text = ev.format_table([row])
+    assert "model" in text and "1.500" in text and "2.00±0.10" in text
+    json_path, md_path = ev.write_report([row], {"seed": 0}, tmp_path)
+    assert '"fid": 1.5' in json_path.read_text()
+    assert "| model | 10 | 1.500 |" in md_path.read_text()
+
+
+def test_embed_gives_features_and_probabilities() -> None:
+    features, probabilities = embed(DigitClassifier().eval(), torch.zeros(5, 28, 28, dtype=torch.uint8))
+    assert features.shape == (5, 128) and probabilities.shape == (5, 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(5, dtype=torch.float64))
+
+
+def test_shipped_classifier_loads() -> None:
+    assert default_classifier_path().stat().st_size < 5e6
+    assert isinstance(load_classifier(), DigitClassifier)

@@ -96,11 +96,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None,
-                   generator: torch.Generator) -> torch.Tensor:
-    """MSE between the network output and its target at uniformly drawn t (Ho et al. 2020, eq. 14)."""
-    batch = x0.shape[0]
-    t = torch.randint(0, schedule.num_timesteps, (batch,), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+                   t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """MSE between the network output at (x_t, t) and its target (Ho et al. 2020, eq. 14).
+
+    x0, noise: `(B, C, H, W)`; t: `(B,)` ints in [0, T); labels: `(B,)` or None.
+    """
     x_t = schedule.q_sample(x0, t, noise)
     return F.mse_loss(model(x_t, t, labels), schedule.training_target(x0, t, noise))
 
@@ -253,6 +253,7 @@ class Trainer:
             self.elapsed_before = float(resumed.extra.get("elapsed_s", 0.0))
             self.say(f"resuming {self.run_dir} from step {self.step}")
         self.resumed_from = resumed.step if resumed is not None else None
+        self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
         self.ddp_model: nn.Module = self.model
         if self.ctx.world_size > 1:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -264,13 +265,13 @@ class Trainer:
         return len(self.images) // self.config.batch_size
 
     def batch_indices(self, step: int) -> torch.Tensor:
-        """This rank's slice of the global batch of `step`: epoch permutation seeded by (seed, epoch)."""
+        """The global batch of `step`: a slice of epoch `e`'s permutation, seeded by (seed, e)."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
-            self.config.seed * 1_000_003 + epoch))
-        batch = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
-        per_rank = self.config.batch_size // self.ctx.world_size
-        return batch[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
+        if self._order_epoch != epoch:
+            seed = self.config.seed * 1_000_003 + epoch
+            self._order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
+            self._order_epoch = epoch
+        return self._order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
 
     def total_steps(self) -> int | None:
         limits = []
@@ -282,27 +283,36 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> float:
+        """One optimizer step. Random draws are made for the whole global batch from a generator
+        seeded by (seed, step), and each rank takes its slice, so N processes compute what one
+        process would on the same batch."""
         step, config = self.step, self.config
-        generator = torch.Generator().manual_seed(_step_seed(config.seed, step, self.ctx.rank, stream=0))
-        torch.manual_seed(_step_seed(config.seed, step, self.ctx.rank, stream=1))  # dropout draws
-        index = self.batch_indices(step)
+        generator = torch.Generator().manual_seed(_step_seed(config.seed, step, stream=0))
+        torch.manual_seed(_step_seed(config.seed, step, stream=1 + self.ctx.rank))  # dropout draws
+        index = self.batch_indices(step)  # (B,)
+        t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=generator)
+        noise = torch.randn((len(index), self.model_config.in_channels, self.model_config.image_size,
+                             self.model_config.image_size), generator=generator)
+        drop = torch.rand(len(index), generator=generator) < config.p_uncond
+        mine = slice(self.ctx.rank * len(index) // self.ctx.world_size,
+                     (self.ctx.rank + 1) * len(index) // self.ctx.world_size)
+        index, t, noise, drop = index[mine], t[mine].to(self.device), noise[mine].to(self.device), drop[mine]
         x0 = to_model_space(self.images[index], self.model_config.image_size).to(self.device)
         labels = None
         if self.model_config.conditional:
             labels = self.labels[index].clone()
-            drop = torch.rand(len(labels), generator=generator) < config.p_uncond
             labels[drop] = self.model_config.num_classes  # the null label (Ho & Salimans 2022)
             labels = labels.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, generator)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; stopped, the last good "
-                                f"checkpoint is kept (try a lower --lr)")
+        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t, noise)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        loss.backward()  # DDP averages the gradients of all ranks here
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        # The all-reduced gradient norm is the same on every rank, so all ranks stop together.
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            raise TrainingError(f"loss became {loss.item():.4g} (gradient norm {grad_norm.item():.4g}) at step "
+                                f"{step}; stopped, the last good checkpoint is kept (try a lower --lr)")
         self.optimizer.step()
         self.ema.update(self.model, step)
         self.step += 1
@@ -346,6 +356,8 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         try:
+            for stale in (self.run_dir / CHECKPOINT_DIR).glob(".*.tmp"):  # left by a killed write
+                stale.unlink(missing_ok=True)
             configs = {"model": to_dict(self.model_config), "diffusion": to_dict(self.diffusion_config),
                        "train": to_dict(self.config)}
             atomic_write(self.run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(configs, indent=2)))
@@ -417,9 +429,9 @@ class Trainer:
             raise TrainingError(f"cannot append to {self.run_dir / 'metrics.jsonl'}: {error.strerror}") from None
 
 
-def _step_seed(seed: int, step: int, rank: int, stream: int) -> int:
-    """A distinct, reproducible seed per (seed, step, rank, stream); no process-salted hashing."""
-    return (((seed * 1_000_003 + step) * 4096 + rank) * 4 + stream) % (2**63 - 1)
+def _step_seed(seed: int, step: int, stream: int) -> int:
+    """A distinct, reproducible seed per (seed, step, stream); no process-salted hashing."""
+    return ((seed * 1_000_003 + step) * 4099 + stream) % (2**63 - 1)
 
 
 def _logged_step(line: str) -> int | None:

@@ -1,0 +1,124 @@
+"""Sampling benchmark: every sampler at 5, 10, 20, 50 steps and DDPM at full T, in one run.
+
+For one checkpoint it measures wall time per image, network forward passes per image, images per
+second and, when the MNIST files and the shipped classifier are there, the quality metrics of
+`mnist-diffusion evaluate` on the same samples. Writes benchmarks/results/sampling.{md,json}.
+
+    python benchmarks/sampling.py [--checkpoint PATH] [--num 1000] [--full-num 1000]
+
+All rows use the same seed, labels (equal numbers of each digit) and guidance, so the rows differ
+only in the sampler. Classifier-free guidance runs the conditional and unconditional branches in
+one batched forward pass; "passes/img" counts such a pass once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.cli import DEFAULT_GUIDANCE
+from mnist_diffusion.data import NUM_CLASSES, DataError, load_mnist, to_uint8
+from mnist_diffusion.sampling import DEFAULT_SPACING, generate
+from mnist_diffusion.schedule import NoiseSchedule
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="default: the shipped model")
+    parser.add_argument("--num", type=int, default=1000, help="images per few-step row")
+    parser.add_argument("--full-num", type=int, default=1000, help="images for DDPM at full T")
+    parser.add_argument("--steps", default="5,10,20,50")
+    parser.add_argument("--samplers", default="ddim,dpm++2m,ddpm")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--out", default=str(RESULTS / "sampling"))
+    args = parser.parse_args()
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = checkpoint.build_model()
+    schedule = NoiseSchedule(checkpoint.diffusion_config)
+    evaluator = _evaluator(args.data_root)
+
+    plan = [(name, int(steps)) for name in args.samplers.split(",") for steps in args.steps.split(",")]
+    plan.append(("ddpm", schedule.num_timesteps))
+    rows = []
+    for name, steps in plan:
+        num = args.full_num if steps == schedule.num_timesteps else args.num
+        labels = torch.arange(num) % NUM_CLASSES if checkpoint.model_config.conditional else None
+        calls = []  # the callback runs once per network pass (both guidance branches share a pass)
+        start = time.perf_counter()
+        images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=name, steps=steps,
+                          generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
+                          callback=calls.append)
+        seconds = time.perf_counter() - start
+        batches = -(-num // args.batch_size)
+        row = {"sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
+               "seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / num, 2),
+               "images_per_s": round(num / seconds, 2), "passes_per_image": len(calls) / batches}
+        if evaluator is not None:
+            scored, _ = evaluator.score(f"{name}-{steps}", to_uint8(images), labels, memorize=False)
+            row.update(fid=round(scored.fid, 3), precision=round(scored.precision, 4),
+                       recall=round(scored.recall, 4), coverage=round(scored.coverage, 4),
+                       conditional_accuracy=None if labels is None else round(scored.conditional_accuracy, 4))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    _write(rows, args, checkpoint, evaluator is not None)
+
+
+def _evaluator(data_root: str):
+    from mnist_diffusion.classifier import load_classifier
+    from mnist_diffusion.evaluate import Evaluator
+
+    try:
+        test_images, _ = load_mnist(data_root, "test", download=False)
+        train_images, _ = load_mnist(data_root, "train", download=False)
+        return Evaluator(load_classifier(), test_images, train_images)
+    except (DataError, ValueError) as error:
+        print(f"no quality metrics ({error})", file=sys.stderr)
+        return None
+
+
+def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality: bool) -> None:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    full = next(row for row in rows if row["sampler"] == "ddpm" and row["steps"] == max(r["steps"] for r in rows))
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "cpu": platform.processor() or platform.machine()}
+    meta = {"checkpoint": args.checkpoint or "shipped default", "step": checkpoint.step, "guidance": args.guidance,
+            "batch_size": args.batch_size, "machine": machine, "date": time.strftime("%Y-%m-%d")}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    header = ["sampler", "steps", "spacing", "N", "ms/img", "img/s", "passes/img", "speed-up vs DDPM-full"]
+    if with_quality:
+        header += ["FID", "precision", "recall", "coverage", "cond. acc."]
+    lines = ["# Sampling benchmark", "",
+             f"Checkpoint: {meta['checkpoint']} (step {checkpoint.step}); guidance w={args.guidance}; batch "
+             f"{args.batch_size}; {machine['threads']} CPU threads; torch {machine['torch']}; {meta['date']}.",
+             "Every row is from the same run of `python benchmarks/sampling.py`; the speed-up is the ratio of "
+             "wall times per image within it. FID is in the MNIST classifier's feature space against the 10,000 "
+             "test digits; with N samples it is biased upwards, so compare rows of equal N only.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["sampler"], str(row["steps"]), row["spacing"], str(row["num"]), f"{row['ms_per_image']:.1f}",
+                 f"{row['images_per_s']:.1f}", f"{row['passes_per_image']:.0f}",
+                 f"{full['ms_per_image'] / row['ms_per_image']:.0f}x"]
+        if with_quality:
+            acc = row.get("conditional_accuracy")
+            cells += [f"{row['fid']:.2f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['coverage']:.3f}", "-" if acc is None else f"{acc:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

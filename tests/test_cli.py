@@ -144,3 +144,32 @@ def test_train_then_sample_then_figures_end_to_end(tmp_path: Path, mnist_root: P
     code, out, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "6",
                              "--batch-size", "32", "--timesteps", "20", "--data-root", str(mnist_root))
     assert code == 0 and "resuming" in err and "done: step 6" in out
+
+
+def test_checkpoint_for_another_image_size_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import DiffusionConfig, preset
+    from mnist_diffusion.unet import UNet
+
+    config = preset("tiny", image_size=64)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=10), UNet(config).state_dict()),
+                           tmp_path / "big.safetensors")
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(path), "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, "64px")
+
+
+def test_padded_32px_model_samples_28px_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import DiffusionConfig, preset
+    from mnist_diffusion.unet import UNet
+
+    config = preset("tiny", image_size=32)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=10), UNet(config).state_dict()),
+                           tmp_path / "padded.safetensors")
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(path), "--num", "3", "--steps", "2",
+                           "--out", str(tmp_path / "x.png"), "--npz", str(tmp_path / "x.npz"))
+    assert code == 0, err
+    with np.load(tmp_path / "x.npz") as saved:
+        assert saved["images"].shape == (3, 28, 28)

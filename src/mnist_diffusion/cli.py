@@ -22,6 +22,7 @@ from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 PROG = "mnist-diffusion"
 DEFAULT_GUIDANCE = 2.0
+IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (the seeds' size)
 EXIT_USAGE = 2
 
 
@@ -116,6 +117,10 @@ def _load_model(path: str | None, use_ema: bool, device: torch.device):
     from .schedule import NoiseSchedule
 
     checkpoint = load_checkpoint(path)
+    config = checkpoint.model_config
+    if config.in_channels != 1 or config.image_size not in IMAGE_SIZES:
+        raise UsageError(f"{path or 'the shipped model'} is for {config.in_channels}-channel {config.image_size}px "
+                         f"images; MNIST models here are 1-channel at {' or '.join(map(str, IMAGE_SIZES))}px")
     model = checkpoint.build_model(use_ema=use_ema).to(device)
     return checkpoint, model, NoiseSchedule(checkpoint.diffusion_config)
 
@@ -143,8 +148,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--resume: {run_dir} has no checkpoint to resume from")
     if args.epochs is None and args.max_minutes is None and args.max_steps is None:
         raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
-    model_config = preset(args.preset, **({"num_classes": 0} if args.unconditional else {}),
-                          **({"dropout": args.dropout} if args.dropout is not None else {}))
+    overrides: dict = {"image_size": args.image_size}
+    if args.unconditional:
+        overrides["num_classes"] = 0
+    if args.dropout is not None:
+        overrides["dropout"] = args.dropout
+    model_config = preset(args.preset, **overrides)
     diffusion_config = DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
     train_config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
@@ -464,6 +473,8 @@ def build_parser() -> Parser:
     p.add_argument("--p-uncond", type=non_negative_float, default=TrainConfig.p_uncond,
                    help="probability of dropping the label (classifier-free guidance training)")
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
+    p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
+                   help="28 (native) or 32 (zero-padded, as the seeds did); sampling always uses the trained size")
     p.add_argument("--dropout", type=non_negative_float, default=None)
     p.add_argument("--timesteps", type=positive_int, default=DiffusionConfig.num_timesteps,
                    help="diffusion steps T (default: 1000)")

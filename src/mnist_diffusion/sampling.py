@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -150,15 +151,15 @@ def sample_dpm_solver_pp(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.T
             x = x0
         else:
             alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
-            lambda_t = 0.5 * torch.tensor(abar_t / (1 - abar_t), dtype=torch.float64).log().item()
-            lambda_s = 0.5 * torch.tensor(abar_s / (1 - abar_s), dtype=torch.float64).log().item()
+            lambda_t = 0.5 * math.log(abar_t / (1 - abar_t))
+            lambda_s = 0.5 * math.log(abar_s / (1 - abar_s))
             h = lambda_s - lambda_t
             if previous_x0 is None:
                 d = x0
             else:
                 r = previous_h / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
-            x = (sigma_s / sigma_t) * x - alpha_s * torch.expm1(torch.tensor(-h)).item() * d
+            x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
             previous_x0, previous_h = x0, h
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})

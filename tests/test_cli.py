@@ -173,3 +173,34 @@ def test_padded_32px_model_samples_28px_digits(tmp_path: Path, capsys: pytest.Ca
     assert code == 0, err
     with np.load(tmp_path / "x.npz") as saved:
         assert saved["images"].shape == (3, 28, 28)
+
+
+def test_evaluate_rejects_bad_sample_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    code, _, err = run_cli(capsys, "evaluate", "--samples", str(tmp_path / "none.npz"), "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "does not exist")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, images=np.zeros((4, 32, 32), np.float32))
+    code, _, err = run_cli(capsys, "evaluate", "--samples", str(wrong), "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "expected uint8 images shaped (N, 28, 28)")
+    code, _, err = run_cli(capsys, "evaluate", "--samples", str(wrong), "--checkpoint", "x.safetensors",
+                           "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "not both")
+
+
+def test_evaluate_end_to_end_writes_the_report(tmp_path: Path, tiny_checkpoint: Path, mnist_root: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    code, out, err = run_cli(capsys, "evaluate", "--checkpoint", str(tiny_checkpoint), "--num", "30", "--steps", "2",
+                             "--data-root", str(mnist_root), "--out-dir", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert "MNIST train 10k (floor)" in out and "uniform noise" in out
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names[0].startswith("model (dpm++2m, 2 steps") and len(names) == 4
+    model_row = report["rows"][0]
+    assert model_row["count"] == 30 and model_row["conditional_accuracy"] is not None
+    assert sum(model_row["histogram"]) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "nearest_neighbours.png").exists()

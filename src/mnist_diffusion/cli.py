@@ -400,7 +400,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if not args.no_references:
         generator = torch.Generator().manual_seed(args.seed)
         floor = train_images[torch.randperm(len(train_images), generator=generator)[:10_000]]
-        noise = torch.randint(0, 256, (10_000, 28, 28), generator=generator, dtype=torch.uint8)
+        noise = torch.randint(0, 256, (len(floor), 28, 28), generator=generator, dtype=torch.uint8)
         rows.append(evaluator.score("MNIST train 10k (floor)", floor, memorize=False)[0])
         rows.append(evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0])
         rows.append(evaluator.score("uniform noise", noise)[0])

@@ -456,11 +456,13 @@ def _null() -> Iterator[None]:
 
 
 def _merge_resume(stored: TrainConfig | None, requested: TrainConfig) -> TrainConfig:
-    """On resume keep the run's own recipe; only the stopping limits may be raised."""
+    """On resume keep the run's own recipe (so the result is the run it would have been); take
+    from the request only when to stop and how often to log, save and sample."""
     if stored is None:
         return requested
-    return dataclasses.replace(stored, epochs=requested.epochs, max_steps=requested.max_steps,
-                               max_minutes=requested.max_minutes)
+    operational = ("epochs", "max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints",
+                   "sample_every", "log_every")
+    return dataclasses.replace(stored, **{name: getattr(requested, name) for name in operational})
 
 
 def train(run_dir: str | Path, model_config: ModelConfig, diffusion_config: DiffusionConfig,

@@ -74,6 +74,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     _write(rows, args, checkpoint, evaluator is not None)
     _comparison_figure(model, schedule, checkpoint.model_config.conditional, args, Path(args.out).parent)
+    # The README shows this figure as docs/images/sampler_comparison.png (copied by hand).
 
 
 def _comparison_figure(model, schedule, conditional: bool, args: argparse.Namespace, out_dir: Path) -> None:

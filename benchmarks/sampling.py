@@ -124,7 +124,8 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
              f"{args.batch_size}; {machine['threads']} CPU threads; torch {machine['torch']}; {meta['date']}.",
              "Every row is from the same run of `python benchmarks/sampling.py`; the speed-up is the ratio of "
              "wall times per image within it. FID is in the MNIST classifier's feature space against the 10,000 "
-             "test digits; with N samples it is biased upwards, so compare rows of equal N only.", "",
+             "test digits; with N samples it is biased upwards, so compare rows of equal N only. Precision, recall "
+             "and coverage rest on k-nearest-neighbour radii and mean little below a few thousand samples.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["sampler"], str(row["steps"]), row["spacing"], str(row["num"]), f"{row['ms_per_image']:.1f}",

@@ -88,10 +88,15 @@ def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat(radii)
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K) -> dict[str, float]:
-    """Precision, recall (Kynkaanniemi et al. 2019) and density, coverage (Naeem et al. 2020, eqs. 1-4)."""
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K,
+         real_radius: torch.Tensor | None = None) -> dict[str, float]:
+    """Precision, recall (Kynkaanniemi et al. 2019) and density, coverage (Naeem et al. 2020, eqs. 1-4).
+
+    `real_radius` (the k-NN radii of `real`) may be passed in when one reference scores many sets.
+    """
     real, fake = real.float(), fake.float()
-    real_radius = _kth_neighbour_radius(real, k)  # (R,)
+    if real_radius is None:
+        real_radius = _kth_neighbour_radius(real, k)  # (R,)
     fake_radius = _kth_neighbour_radius(fake, k)  # (F,)
     inside_real = torch.zeros(len(fake), dtype=torch.long)  # how many real balls hold each fake
     covered = torch.zeros(len(real), dtype=torch.bool)
@@ -189,6 +194,7 @@ class Evaluator:
         self.train_images = train_images
         self.test_features, _ = embed(classifier, test_images)
         self.test_stats = feature_stats(self.test_features)
+        self.test_radius = _kth_neighbour_radius(self.test_features.float(), NEAREST_K)
 
     def score(self, name: str, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               distribution: bool = True, memorize: bool = True) -> tuple[Row, dict[str, Any]]:
@@ -202,7 +208,7 @@ class Evaluator:
         if distribution:
             row.fid = frechet_distance(*feature_stats(features), *self.test_stats)
             row.kid_mean, row.kid_std = kid(features, self.test_features)
-            for key, value in prdc(self.test_features, features).items():
+            for key, value in prdc(self.test_features, features, real_radius=self.test_radius).items():
                 setattr(row, key, value)
         if memorize:
             result = memorization(images, self.train_images)

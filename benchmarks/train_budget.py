@@ -9,7 +9,7 @@ and the last with `--eval-num`, and appends a row per recipe to benchmarks/resul
 rate, so throughput is reported as a share of what this CPU can do. Recipes:
 
 - default: what `mnist-diffusion train` does with no options (class-conditional, EMA).
-- seed-002: the second write-up's recipe at its scale: ~2.3M-4M UNet, T=300, linear betas, Adam
+- seed-002: the second write-up's recipe at its scale: a 2.6M UNet, T=300, linear betas, Adam
   1e-4, batch 128, unconditional, no EMA (betas rescaled by 1000/T, see schedule.linear_betas).
 """
 

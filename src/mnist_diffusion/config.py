@@ -140,7 +140,7 @@ PRESETS: dict[str, ModelConfig] = {
                          attention_resolutions=(7,)),
     "medium": ModelConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2,
                           attention_resolutions=(7,)),
-    "seed-002": ModelConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=2,
+    "seed-002": ModelConfig(base_channels=32, channel_mults=(1, 2, 3), num_res_blocks=2,
                             attention_resolutions=(7,)),
     "unet-256": ModelConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2,
                             attention_resolutions=(7,)),

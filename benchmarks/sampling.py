@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from mnist_diffusion.checkpoint import load_checkpoint
-from mnist_diffusion.cli import DEFAULT_GUIDANCE
 from mnist_diffusion.data import NUM_CLASSES, DataError, load_mnist, to_uint8
-from mnist_diffusion.sampling import DEFAULT_SPACING, generate
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_SPACING, generate
 from mnist_diffusion.schedule import NoiseSchedule
 
 RESULTS = Path(__file__).parent / "results"

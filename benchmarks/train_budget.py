@@ -28,12 +28,12 @@ from mnist_diffusion.classifier import load_classifier
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
-from mnist_diffusion.sampling import generate
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, generate
 from mnist_diffusion.train import Trainer, diffusion_loss
 
 RESULTS = Path(__file__).parent / "results"
 RECIPES = {
-    "default": (preset("small"), DiffusionConfig(), TrainConfig(), 2.0),
+    "default": (preset("small"), DiffusionConfig(), TrainConfig(), DEFAULT_GUIDANCE),
     "seed-002": (preset("seed-002", num_classes=0), DiffusionConfig(num_timesteps=300),
                  TrainConfig(lr=1e-4, warmup_steps=1, grad_clip=0.0, ema_decay=0.0, ema_warmup_steps=0), 0.0),
 }

@@ -18,10 +18,9 @@ from . import __version__
 from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import BETA_SCHEDULES, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from .sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 PROG = "mnist-diffusion"
-DEFAULT_GUIDANCE = 2.0
 IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (the seeds' size)
 EXIT_USAGE = 2
 

@@ -174,6 +174,7 @@ SAMPLERS: dict[str, Sampler] = {
 }
 DEFAULT_SAMPLER = "dpm++2m"
 DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 2.0  # classifier-free guidance weight used by the CLI, demos and training grids
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr"}
 
@@ -216,9 +217,7 @@ class Denoiser:
         x0, eps = self.schedule.to_x0_eps(x, t, self._output(x, t))
         if self.clip:
             x0 = x0.clamp(-1.0, 1.0)
-            a = self.schedule.sqrt_alphas_cumprod.to(x.device)[t].view(-1, 1, 1, 1)
-            s = self.schedule.sqrt_one_minus_alphas_cumprod.to(x.device)[t].view(-1, 1, 1, 1)
-            eps = (x - a * x0) / s
+            eps = self.schedule.eps_from_x0(x, t, x0)
         return x0, eps
 
 

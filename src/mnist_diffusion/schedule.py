@@ -86,6 +86,12 @@ class NoiseSchedule:
             eps = s * x_t + a * output
         return x0, eps
 
+    def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The noise that takes x0 to x_t at t: eq. (4) of Ho et al. (2020) solved for eps."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        return (x_t - a * x0) / s
+
     def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.config.prediction_type == "epsilon":
             return noise

@@ -342,11 +342,12 @@ class Trainer:
     def save_samples(self) -> Path | None:
         """A 10x10 grid from the EMA weights, one row per digit when conditional (fixed seed)."""
         from .figures import save_grid  # local imports: only needed every `sample_every` steps
-        from .sampling import generate
+        from .sampling import DEFAULT_GUIDANCE, generate
 
         conditional = self.model_config.conditional
         labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
-        images = generate(self.ema.model, self.schedule, 100, labels=labels, guidance=2.0 if conditional else 1.0,
+        guidance = DEFAULT_GUIDANCE if conditional else 1.0
+        images = generate(self.ema.model, self.schedule, 100, labels=labels, guidance=guidance,
                           generator=torch.Generator().manual_seed(0), device=self.device)
         try:
             return save_grid(to_uint8(images), self.run_dir / SAMPLE_DIR / f"step_{self.step:08d}.png", nrow=10)

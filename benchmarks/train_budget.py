@@ -1,22 +1,38 @@
 """Training benchmark: train recipes for the same wall-clock budget, then score them the same way.
 
-    python benchmarks/train_budget.py --minutes 60 [--recipes default,seed-002] [--eval-num 10000]
+Two phases, so scoring can be redone (say, with another sampler) without retraining:
 
-For each recipe it trains from scratch in `runs/budget/<recipe>`, keeps a checkpoint every
-`--curve-every` minutes, scores each one with `--curve-num` samples (the FID-against-minutes curve)
-and the last with `--eval-num`, and appends a row per recipe to benchmarks/results/training.md
-(plus training.json and fid_vs_minutes.png). In the same run it measures the machine's fp32 matmul
-rate, so throughput is reported as a share of what this CPU can do. Recipes:
+    python benchmarks/train_budget.py train --recipe default --minutes 60 [--threads 2]
+    python benchmarks/train_budget.py score --recipes default [--eval-num 10000] [--threads 2]
+    python benchmarks/train_budget.py report [--recipes default,seed-002]
 
-- default: what `mnist-diffusion train` does with no options (class-conditional, EMA).
+`train` trains one recipe from scratch in `runs/budget/<recipe>`, exporting the EMA weights every
+`--curve-every` minutes to `curve/` (the points of the FID-against-minutes curve), and writes
+`result.json` with the throughput: images/s, FLOPs per training image (torch.utils.flop_counter),
+the fp32 matmul rate measured in the same process with the same thread count, and peak RSS.
+Two recipes can train side by side, one per core, so both get the same share of the machine:
+
+    taskset -c 0 python benchmarks/train_budget.py train --recipe default --minutes 60 --threads 1 &
+    taskset -c 1 python benchmarks/train_budget.py train --recipe seed-002 --minutes 60 --threads 1 &
+
+`score` samples each curve point (`--curve-num` digits) and the final model (`--eval-num`) with the
+default sampler (unguided for unconditional recipes), scores them with `mnist-diffusion evaluate`'s
+code and writes `score.json` in the run directory. `report` scores the train-vs-test floor and the
+test set at the same N and appends one row per recipe to benchmarks/results/training.md (plus
+training.json and fid_vs_minutes.png).
+
+Recipes:
+- default: what `mnist-diffusion train --max-minutes M` does with no other options.
 - seed-002: the second write-up's recipe at its scale: a 2.6M UNet, T=300, linear betas, Adam
-  1e-4, batch 128, unconditional, no EMA (betas rescaled by 1000/T, see schedule.linear_betas).
+  1e-4 at a constant rate, batch 128, unconditional, no EMA (betas rescaled by 1000/T, see
+  schedule.linear_betas).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from dataclasses import replace
@@ -24,35 +40,42 @@ from pathlib import Path
 
 import torch
 
+from mnist_diffusion.checkpoint import Checkpoint, export_model, load_checkpoint
 from mnist_diffusion.classifier import load_classifier
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, generate
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, generate
+from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 
 RESULTS = Path(__file__).parent / "results"
 RECIPES = {
-    "default": (preset("small"), DiffusionConfig(), TrainConfig(), DEFAULT_GUIDANCE),
+    "default": (preset("small"), DiffusionConfig(), TrainConfig()),
     "seed-002": (preset("seed-002", num_classes=0), DiffusionConfig(num_timesteps=300),
-                 TrainConfig(lr=1e-4, warmup_steps=1, grad_clip=0.0, ema_decay=0.0, ema_warmup_steps=0), 0.0),
+                 TrainConfig(lr=1e-4, warmup_steps=1, lr_decay="none", grad_clip=0.0, ema_decay=0.0,
+                             ema_warmup_steps=0)),
 }
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(size: int = 1024, seconds: float = 5.0) -> float:
+    """fp32 matrix-multiply rate of this process (same threads as training), best of 1-second runs."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start, count = time.perf_counter(), 0
+        while time.perf_counter() - start < 1.0:
+            a @ b
+            count += 1
+        best = max(best, 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9)
+    return best
 
 
-def train_flops_per_image(model_config, diffusion_config, batch: int = 32) -> float:
+def train_flops_per_image(model_config, diffusion_config, train_config, batch: int = 32) -> float:
     """FLOPs of one forward+backward pass per image, by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mnist_diffusion.schedule import NoiseSchedule
     from mnist_diffusion.unet import UNet
 
     model, schedule = UNet(model_config), NoiseSchedule(diffusion_config)
@@ -60,105 +83,174 @@ def train_flops_per_image(model_config, diffusion_config, batch: int = 32) -> fl
     t = torch.randint(0, diffusion_config.num_timesteps, (batch,))
     labels = torch.zeros(batch, dtype=torch.long) if model_config.conditional else None
     with FlopCounterMode(display=False) as counter:
-        diffusion_loss(model, schedule, x0, labels, t, torch.randn_like(x0)).backward()
+        diffusion_loss(model, schedule, x0, labels, t, torch.randn_like(x0), train_config.min_snr_gamma).backward()
     return counter.get_total_flops() / batch
 
 
-def score(evaluator: Evaluator, model, schedule, conditional: bool, guidance: float, num: int) -> dict:
-    labels = torch.arange(num) % NUM_CLASSES if conditional and guidance > 0 else None
-    images = to_uint8(generate(model, schedule, num, labels=labels, guidance=guidance,
-                               generator=torch.Generator().manual_seed(0)))
-    row, _ = evaluator.score("model", images, labels, memorize=num >= 10_000)
-    return {k: v for k, v in row.__dict__.items() if k not in ("name", "histogram") and v is not None}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=60)
-    parser.add_argument("--recipes", default="default,seed-002")
-    parser.add_argument("--eval-num", type=int, default=10_000)
-    parser.add_argument("--curve-every", type=float, default=10, help="minutes between curve points")
-    parser.add_argument("--curve-num", type=int, default=1000)
-    parser.add_argument("--data-root", default="data")
-    parser.add_argument("--run-root", default="runs/budget")
-    args = parser.parse_args()
-
-    peak_gflops = matmul_gflops()
+def cmd_train(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    model_config, diffusion_config, train_config = RECIPES[args.recipe]
+    peak = matmul_gflops()
+    flops = train_flops_per_image(model_config, diffusion_config, train_config)
     images, labels = load_mnist(args.data_root, "train")
+    run_dir = Path(args.run_root) / args.recipe
+    curve_dir = run_dir / "curve"
+    curve_dir.mkdir(parents=True, exist_ok=True)
+    config = replace(train_config, max_minutes=args.minutes, sample_every=10**9, log_every=10)
+    next_point = [args.curve_every]
+    trainer: Trainer
+
+    def snapshot(row: dict) -> None:
+        if row["elapsed_s"] / 60 >= next_point[0]:
+            path = curve_dir / f"min_{next_point[0]:05.1f}.safetensors"
+            export_model(trainer.make_checkpoint(row["elapsed_s"]), path)
+            next_point[0] += args.curve_every
+
+    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels,
+                      device="cpu", on_log=snapshot)
+    result = trainer.run()
+    final = trainer.make_checkpoint(result.elapsed_s)
+    export_model(final, curve_dir / f"min_{result.elapsed_s / 60:05.1f}.safetensors")
+    images_per_s = result.images_seen / result.elapsed_s
+    summary = {
+        "recipe": args.recipe, "threads": args.threads, "minutes": round(result.elapsed_s / 60, 2),
+        "steps": result.step, "images_seen": result.images_seen, "images_per_s": round(images_per_s, 1),
+        "train_gflop_per_image": round(flops / 1e9, 3), "achieved_gflops": round(images_per_s * flops / 1e9, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary), flush=True)
+
+
+def sample_and_score(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int) -> dict:
+    model = checkpoint.build_model()
+    conditional = checkpoint.model_config.conditional
+    labels = torch.arange(num) % NUM_CLASSES if conditional else None
+    start = time.perf_counter()
+    images = to_uint8(generate(model, NoiseSchedule(checkpoint.diffusion_config), num, labels=labels,
+                               guidance=DEFAULT_GUIDANCE if conditional else 0.0, batch_size=batch_size,
+                               generator=torch.Generator().manual_seed(0)))
+    seconds = time.perf_counter() - start
+    row, _ = evaluator.score("model", images, labels, memorize=num >= 10_000)
+    metrics = {k: v for k, v in row.__dict__.items() if k not in ("name", "histogram") and v is not None}
+    return metrics | {"sampling_s": round(seconds, 1)}
+
+
+def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor, torch.Tensor]:
+    images, _ = load_mnist(args.data_root, "train")
     test_images, _ = load_mnist(args.data_root, "test")
-    evaluator = Evaluator(load_classifier(), test_images, images)
-    floor = evaluator.score("floor", images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-                                           [:10_000]], memorize=False)[0]
-    results = []
+    return Evaluator(load_classifier(), test_images, images), images, test_images
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    evaluator, _, _ = _evaluator(args)
     for name in args.recipes.split(","):
-        model_config, diffusion_config, train_config, guidance = RECIPES[name]
-        flops = train_flops_per_image(model_config, diffusion_config)
         run_dir = Path(args.run_root) / name
+        summary = json.loads((run_dir / "result.json").read_text())
+        points = sorted((run_dir / "curve").glob("min_*.safetensors"))
         curve = []
-        trained_minutes = 0.0
-        while trained_minutes < args.minutes:
-            trained_minutes = min(args.minutes, trained_minutes + args.curve_every)
-            config = replace(train_config, max_minutes=trained_minutes, sample_every=10**9)
-            trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels)
-            result = trainer.run()
-            point = score(evaluator, trainer.ema.model, trainer.schedule, model_config.conditional, guidance,
-                          args.curve_num)
-            curve.append({"minutes": round(result.elapsed_s / 60, 2), "fid": point["fid"]})
+        for path in points:
+            metrics = sample_and_score(evaluator, load_checkpoint(path), args.curve_num, args.batch_size)
+            curve.append({"minutes": float(path.stem[4:]), "fid": metrics["fid"]})
             print(name, curve[-1], flush=True)
-        final = score(evaluator, trainer.ema.model, trainer.schedule, model_config.conditional, guidance,
-                      args.eval_num)
-        images_per_s = result.images_seen / result.elapsed_s
-        results.append({
-            "recipe": name, "minutes": round(result.elapsed_s / 60, 1), "steps": result.step,
-            "images_seen": result.images_seen, "images_per_s": round(images_per_s, 1),
-            "train_gflop_per_image": round(flops / 1e9, 3),
-            "achieved_gflops": round(images_per_s * flops / 1e9, 1), "matmul_peak_gflops": round(peak_gflops, 1),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
-            "metrics": final, "curve": curve,
-        })
-        print(json.dumps(results[-1]), flush=True)
-    _write(results, floor, args)
+        final = sample_and_score(evaluator, load_checkpoint(points[-1]), args.eval_num, args.batch_size)
+        print(name, final, flush=True)
+        sampler = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
+                   "guidance": DEFAULT_GUIDANCE if load_checkpoint(points[-1]).model_config.conditional else 0.0}
+        (run_dir / "score.json").write_text(json.dumps(
+            summary | {"metrics": final, "curve": curve, "curve_num": args.curve_num, "sampling": sampler}, indent=2))
 
 
-def _write(results: list[dict], floor, args: argparse.Namespace) -> None:
+def cmd_report(args: argparse.Namespace) -> None:
+    """Score the floor (train vs test) and the test set as the scored runs were, and write the report."""
+    results = [json.loads((Path(args.run_root) / name / "score.json").read_text()) for name in args.recipes.split(",")]
+    evaluator, images, test_images = _evaluator(args)
+    num = results[0]["metrics"]["count"]
+    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:num]
+    floor = evaluator.score("floor", images[subset], memorize=False)[0]
+    test_row = evaluator.score("test", test_images[:num], memorize=num >= 10_000)[0]
+    _write(results, floor, test_row)
+
+
+def _write(results: list[dict], floor, test_row) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training.json").write_text(json.dumps({"floor": floor.__dict__, "results": results}, indent=2))
+    (RESULTS / "training.json").write_text(json.dumps(
+        {"floor": floor.__dict__, "test": test_row.__dict__, "results": results}, indent=2))
     path = RESULTS / "training.md"
     if not path.exists():
-        path.write_text("# Training benchmark\n\nRows appended by `python benchmarks/train_budget.py`; each row's "
-                        "metrics come from `mnist-diffusion evaluate`'s code on samples of the default sampler.\n\n"
-                        "| date | recipe | minutes | steps | images/s | GFLOP/img | share of matmul peak | peak RSS GB "
-                        "| N | FID | floor FID | precision | recall | coverage | cond. acc. | copies |\n"
-                        "|" + "---|" * 16 + "\n")
+        path.write_text("# Training benchmark\n\nRows appended by `python benchmarks/train_budget.py score`; "
+                        "each row's metrics come from `mnist-diffusion evaluate`'s code on samples of the "
+                        "default sampler. `threads` is the cores the run had; the matmul peak was measured "
+                        "in the same process with the same threads.\n\n"
+                        "| date | recipe | threads | minutes | steps | images/s | GFLOP/img | achieved GFLOP/s "
+                        "| matmul peak GFLOP/s | share | peak RSS GB | N | FID | floor FID | precision "
+                        "(floor) | recall (floor) | coverage (floor) | cond. acc. | copies (test) |\n"
+                        "|" + "---|" * 19 + "\n")
     with open(path, "a") as handle:
         for r in results:
             m = r["metrics"]
-            handle.write(f"| {time.strftime('%Y-%m-%d')} | {r['recipe']} | {r['minutes']} | {r['steps']} | "
-                         f"{r['images_per_s']} | {r['train_gflop_per_image']} | "
-                         f"{r['achieved_gflops'] / r['matmul_peak_gflops']:.0%} | {r['peak_rss_gb']} | "
-                         f"{m['count']} | {m['fid']:.2f} | {floor.fid:.2f} | {m['precision']:.3f} | "
-                         f"{m['recall']:.3f} | {m['coverage']:.3f} | {m.get('conditional_accuracy', '-')} | "
-                         f"{m.get('near_copy_rate', '-')} |\n")
-    _plot(results)
+            share = r["achieved_gflops"] / r["matmul_peak_gflops"]
+            accuracy = m.get("conditional_accuracy")
+            handle.write(
+                f"| {time.strftime('%Y-%m-%d')} | {r['recipe']} | {r['threads']} | {r['minutes']} | {r['steps']} | "
+                f"{r['images_per_s']} | {r['train_gflop_per_image']} | {r['achieved_gflops']} | "
+                f"{r['matmul_peak_gflops']} | {share:.0%} | {r['peak_rss_gb']} | {m['count']} | {m['fid']:.3f} | "
+                f"{floor.fid:.3f} | {m['precision']:.3f} ({floor.precision:.3f}) | "
+                f"{m['recall']:.3f} ({floor.recall:.3f}) | {m['coverage']:.3f} ({floor.coverage:.3f}) | "
+                f"{'-' if accuracy is None else f'{accuracy:.4f}'} | "
+                f"{m.get('near_copy_rate', '-')} ({test_row.near_copy_rate}) |\n")
+    _plot(results, floor.fid)
     print(f"appended to {path}")
 
 
-def _plot(results: list[dict]) -> None:
+def _plot(results: list[dict], floor_fid: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for r in results:
-        ax.plot([p["minutes"] for p in r["curve"]], [p["fid"] for p in r["curve"]], marker="o", label=r["recipe"])
-    ax.set_xlabel("training minutes (2 CPU cores)")
-    ax.set_ylabel("classifier FID (lower is better)")
+        ax.plot([p["minutes"] for p in r["curve"]], [p["fid"] for p in r["curve"]], marker="o",
+                label=f"{r['recipe']} ({r['parameters'] / 1e6:.1f}M parameters)")
+    ax.axhline(floor_fid, color="0.4", linestyle=":", label="train vs test floor")
+    ax.axhline(3 * floor_fid, color="0.6", linestyle="--", label="target: 3x floor")
+    threads = sorted({r["threads"] for r in results})
+    ax.set_xlabel(f"training minutes ({'/'.join(map(str, threads))} CPU core{'s' if threads != [1] else ''} each)")
+    ax.set_ylabel(f"classifier FID, {results[0]['curve_num']} samples")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "fid_vs_minutes.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--run-root", default="runs/budget")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train")
+    p.add_argument("--recipe", choices=sorted(RECIPES), required=True)
+    p.add_argument("--minutes", type=float, default=60)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--curve-every", type=float, default=10, help="minutes between curve points")
+    p.set_defaults(func=cmd_train)
+    p = commands.add_parser("score", help="sample and score a trained recipe's curve points and final model")
+    p.add_argument("--recipes", default="default,seed-002")
+    p.add_argument("--eval-num", type=int, default=10_000)
+    p.add_argument("--curve-num", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=cmd_score)
+    p = commands.add_parser("report", help="append the scored recipes to benchmarks/results/training.md")
+    p.add_argument("--recipes", default="default,seed-002")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
 
 
 if __name__ == "__main__":

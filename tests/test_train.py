@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +70,34 @@ def test_ema_update_matches_its_formula() -> None:
     torch.testing.assert_close(ema.model.weight, 0.9 * before + 0.1 * model.weight)
 
 
-def test_learning_rate_warms_up_linearly() -> None:
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_zero() -> None:
     config = TrainConfig(lr=1e-3, warmup_steps=4)
-    assert [learning_rate(config, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert [learning_rate(config, s, 0.0) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(config, 100, 0.5) == pytest.approx(5e-4)
+    assert learning_rate(config, 100, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(config, 100, None) == 1e-3  # no limit: nothing to decay towards
+    assert learning_rate(TrainConfig(lr=1e-3, lr_decay="none"), 1000, 0.9) == 1e-3
+
+
+def test_progress_is_the_nearest_of_the_step_and_time_limits(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path / "run", max_steps=10, max_minutes=2.0)
+    trainer.step = 5
+    assert trainer.progress(elapsed_s=30.0) == pytest.approx(0.5)  # steps: 5 of 10; time: 0.25
+    assert trainer.progress(elapsed_s=90.0) == pytest.approx(0.75)  # time binds first
+    assert trainer.progress(elapsed_s=1000.0) == 1.0
+
+
+def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps() -> None:
+    schedule = NoiseSchedule(DiffusionConfig())
+    t = torch.tensor([0, 100, 500, 999])
+    snr = schedule.alphas_cumprod64[t] / (1 - schedule.alphas_cumprod64[t])
+    weight = schedule.min_snr_weight(t, gamma=5.0)
+    assert torch.all(weight <= 1.0)
+    high = snr > 5
+    torch.testing.assert_close(weight[high].double(), 5.0 / snr[high])  # capped at gamma
+    torch.testing.assert_close(weight[~high], torch.ones(int((~high).sum())))  # plain MSE
+    v_weight = NoiseSchedule(DiffusionConfig(prediction_type="v")).min_snr_weight(t, gamma=5.0)
+    torch.testing.assert_close(v_weight.double(), snr.clamp(max=5.0) / (snr + 1), rtol=1e-6, atol=1e-7)
 
 
 def test_training_writes_checkpoints_metrics_and_keeps_the_last_few(tmp_path: Path) -> None:
@@ -92,8 +119,18 @@ def test_trainer_reads_mnist_from_the_data_root(tmp_path: Path, mnist_root: Path
 
 
 def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path: Path) -> None:
+    """Interrupted at step 3 (SIGINT, as Ctrl-C) and run again with the same command: the weights,
+    the learning-rate decay and the loss log are those of a run never interrupted."""
     straight = make_trainer(tmp_path / "a", max_steps=6).run()
-    make_trainer(tmp_path / "b", max_steps=3, checkpoint_every=3).run()
+
+    def interrupt(row: dict) -> None:
+        if row["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupted_trainer = make_trainer(tmp_path / "b", max_steps=6, checkpoint_every=100)
+    interrupted_trainer.on_log = interrupt
+    interrupted = interrupted_trainer.run()
+    assert interrupted.stopped_early and interrupted.step == 3
     resumed_trainer = make_trainer(tmp_path / "b", max_steps=6)
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.run()
@@ -141,3 +178,13 @@ def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(TrainingError, match="cannot create run directory"):
         make_trainer(blocker / "run").run()
+
+
+def test_min_snr_loss_with_an_unreachable_cap_is_plain_mse() -> None:
+    torch.manual_seed(0)
+    model, schedule = UNet(preset("tiny", num_classes=0)), NoiseSchedule(DIFFUSION)
+    x0, t = to_model_space(tiny_data(8)[0]), torch.randint(0, DIFFUSION.num_timesteps, (8,))
+    noise = torch.randn_like(x0)
+    plain = diffusion_loss(model, schedule, x0, None, t, noise)
+    torch.testing.assert_close(diffusion_loss(model, schedule, x0, None, t, noise, min_snr_gamma=1e12), plain)
+    assert diffusion_loss(model, schedule, x0, None, t, noise, min_snr_gamma=0.1) < plain

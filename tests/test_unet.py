@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnist_diffusion.config import ModelConfig, preset
-from mnist_diffusion.unet import UNet, count_parameters, timestep_embedding
+from mnist_diffusion.unet import UNet, Upsample2x, count_parameters, timestep_embedding
 
 
 @pytest.mark.parametrize("image_size", [28, 32])
@@ -54,3 +54,9 @@ def test_bad_model_config_is_rejected(kwargs: dict, message: str) -> None:
 def test_unknown_preset_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="choose from tiny, small"):
         preset("huge")
+
+
+def test_upsampling_equals_nearest_neighbour_interpolation() -> None:
+    x = torch.randn(2, 3, 7, 5)
+    torch.testing.assert_close(Upsample2x()(x), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"),
+                               rtol=0, atol=0)

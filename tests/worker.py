@@ -19,8 +19,10 @@ from mnist_diffusion.train import Trainer
 
 from conftest import fake_mnist
 
+# A constant learning rate: the kill test stops runs whose step limit it cannot know in advance, and
+# a cosine decay follows the limit (test_train checks resuming under the decay).
 CONFIG = {"batch_size": 16, "checkpoint_every": 1, "log_every": 1, "sample_every": 10**9, "warmup_steps": 3,
-          "ema_warmup_steps": 2, "lr": 2e-3}
+          "ema_warmup_steps": 2, "lr": 2e-3, "lr_decay": "none"}
 
 
 def make_trainer(run_dir: str | Path, max_steps: int) -> Trainer:

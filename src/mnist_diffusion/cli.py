@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError, export_model, load_checkpoint
-from .config import BETA_SCHEDULES, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
+from .config import BETA_SCHEDULES, LR_DECAYS, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
 from .sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
@@ -157,8 +157,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                                        prediction_type=args.prediction)
     train_config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                                max_steps=args.max_steps, max_minutes=args.max_minutes, seed=args.seed,
-                               ema_decay=args.ema_decay, p_uncond=args.p_uncond,
-                               checkpoint_every=args.checkpoint_every, sample_every=args.sample_every)
+                               ema_decay=args.ema_decay, p_uncond=args.p_uncond, lr_decay=args.lr_decay,
+                               min_snr_gamma=args.min_snr_gamma, checkpoint_every=args.checkpoint_every,
+                               sample_every=args.sample_every)
     device = pick_device(args.device)
     if checkpoint_paths(run_dir) and not args.resume:
         info(f"{run_dir} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
@@ -468,6 +469,10 @@ def build_parser() -> Parser:
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps")
     p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help="peak learning rate of AdamW")
+    p.add_argument("--lr-decay", choices=LR_DECAYS, default=TrainConfig.lr_decay,
+                   help="cosine: decay to 0 over the run's limit (steps, epochs or minutes); none: constant")
+    p.add_argument("--min-snr-gamma", type=non_negative_float, default=TrainConfig.min_snr_gamma,
+                   help="min-SNR-gamma loss weighting (default: 5; 0 is plain MSE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ema-decay", type=non_negative_float, default=TrainConfig.ema_decay)
     p.add_argument("--p-uncond", type=non_negative_float, default=TrainConfig.p_uncond,

@@ -90,6 +90,9 @@ class DiffusionConfig:
             raise ValueError("need 0 < beta_start <= beta_end < 1")
 
 
+LR_DECAYS = ("cosine", "none")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Stops at whichever of `max_steps`, `epochs`, `max_minutes` comes first."""
@@ -98,6 +101,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 200
+    lr_decay: str = "cosine"  # "cosine" to 0 over the run's limit (steps, epochs or minutes), or "none"
+    min_snr_gamma: float = 5.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     grad_clip: float = 1.0
     epochs: float | None = None
     max_steps: int | None = None
@@ -116,6 +121,10 @@ class TrainConfig:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"unknown LR decay {self.lr_decay!r}; choose from {', '.join(LR_DECAYS)}")
+        if self.min_snr_gamma < 0:
+            raise ValueError(f"min-SNR gamma must be >= 0, got {self.min_snr_gamma}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

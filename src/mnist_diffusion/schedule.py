@@ -92,6 +92,13 @@ class NoiseSchedule:
         s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
         return (x_t - a * x0) / s
 
+    def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Per-sample loss weight of min-SNR-gamma (Hang et al. 2023, eq. 9) for this schedule's
+        prediction type: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v. `(B,)`."""
+        snr = (self.alphas_cumprod64 / (1.0 - self.alphas_cumprod64)).to(t.device)[t]
+        denominator = snr if self.config.prediction_type == "epsilon" else snr + 1.0
+        return (snr.clamp(max=gamma) / denominator).float()
+
     def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.config.prediction_type == "epsilon":
             return noise

@@ -88,21 +88,29 @@ class EMA:
             ema_b.copy_(b)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up to `lr`, then constant (a wall-clock budget has no known end to decay to)."""
+def learning_rate(config: TrainConfig, step: int, progress: float | None) -> float:
+    """Linear warm-up to `lr` over `warmup_steps`, then a cosine decay to 0 as `progress` (the share
+    of the run's limit used so far, in [0, 1]) goes from 0 to 1. With no limit (`progress` None) or
+    `lr_decay="none"` the rate stays at `lr`."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    return config.lr
+    if config.lr_decay == "none" or progress is None:
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None,
-                   t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """MSE between the network output at (x_t, t) and its target (Ho et al. 2020, eq. 14).
+                   t: torch.Tensor, noise: torch.Tensor, min_snr_gamma: float = 0.0) -> torch.Tensor:
+    """MSE between the network output at (x_t, t) and its target (Ho et al. 2020, eq. 14), each
+    sample weighted by min-SNR-gamma (Hang et al. 2023) when `min_snr_gamma > 0`.
 
     x0, noise: `(B, C, H, W)`; t: `(B,)` ints in [0, T); labels: `(B,)` or None.
     """
     x_t = schedule.q_sample(x0, t, noise)
-    return F.mse_loss(model(x_t, t, labels), schedule.training_target(x0, t, noise))
+    if min_snr_gamma <= 0:
+        return F.mse_loss(model(x_t, t, labels), schedule.training_target(x0, t, noise))
+    per_sample = (model(x_t, t, labels) - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
+    return (schedule.min_snr_weight(t, min_snr_gamma) * per_sample).mean()
 
 
 @dataclass
@@ -244,6 +252,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
                                            weight_decay=train_config.weight_decay)
         self.step, self.images_seen, self.elapsed_before = 0, 0, 0.0
+        self.lr = train_config.lr
         if resumed is not None:
             self.model.load_state_dict(resumed.model_state)
             self.ema.model.load_state_dict(resumed.ema_state or resumed.model_state)
@@ -282,10 +291,21 @@ class Trainer:
         return min(limits) if limits else None
 
     # -- one step ---------------------------------------------------------------------------
-    def train_step(self) -> float:
-        """One optimizer step. Random draws are made for the whole global batch from a generator
-        seeded by (seed, step), and each rank takes its slice, so N processes compute what one
-        process would on the same batch."""
+    def progress(self, elapsed_s: float) -> float | None:
+        """The share of the run's limit used so far (the nearest of steps and minutes), or None."""
+        shares = []
+        if (total := self.total_steps()) is not None:
+            shares.append(self.step / total)
+        if self.config.max_minutes is not None:
+            shares.append(elapsed_s / (self.config.max_minutes * 60))
+        return min(1.0, max(shares)) if shares else None
+
+    def train_step(self, progress: float | None = None) -> float:
+        """One optimizer step; `progress` (see `progress`) sets the learning rate.
+
+        Random draws are made for the whole global batch from a generator seeded by (seed, step),
+        and each rank takes its slice, so N processes compute what one process would on the same batch.
+        """
         step, config = self.step, self.config
         generator = torch.Generator().manual_seed(_step_seed(config.seed, step, stream=0))
         torch.manual_seed(_step_seed(config.seed, step, stream=1 + self.ctx.rank))  # dropout draws
@@ -303,9 +323,10 @@ class Trainer:
             labels = self.labels[index].clone()
             labels[drop] = self.model_config.num_classes  # the null label (Ho & Salimans 2022)
             labels = labels.to(self.device)
+        self.lr = learning_rate(config, step, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t, noise)
+            group["lr"] = self.lr
+        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t, noise, config.min_snr_gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
@@ -392,7 +413,7 @@ class Trainer:
             nonlocal losses, window_start
             now = time.monotonic()
             row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                   "loss": sum(losses) / len(losses), "lr": learning_rate(self.config, self.step - 1),
+                   "loss": sum(losses) / len(losses), "lr": self.lr,
                    "images_per_s": round(len(losses) * self.config.batch_size / max(now - window_start, 1e-9), 2),
                    "elapsed_s": round(elapsed, 2)}
             self._append_metrics(row)
@@ -403,8 +424,13 @@ class Trainer:
             if main:
                 self._prepare_run_dir()
             self.model.train()
-            while (total is None or self.step < total) and self.elapsed_before + time.monotonic() - start < budget_s:
-                losses.append(self.train_step())
+            while True:
+                # Every rank uses the same clock reading (the slowest rank's), so all ranks stop on
+                # the same step and set the same learning rate.
+                elapsed = _agreed_max(self.elapsed_before + time.monotonic() - start, self.ctx)
+                if (total is not None and self.step >= total) or elapsed >= budget_s:
+                    break
+                losses.append(self.train_step(self.progress(elapsed)))
                 elapsed = self.elapsed_before + time.monotonic() - start
                 if main and self.step % self.config.log_every == 0:
                     log(elapsed)
@@ -442,13 +468,18 @@ def _logged_step(line: str) -> int | None:
         return None
 
 
+def _agreed_max(value: float, ctx: DistributedContext) -> float:
+    """The largest of every rank's `value` (the value itself in a single process)."""
+    if ctx.world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def _agree(flag: bool, ctx: DistributedContext) -> bool:
     """Every rank stops if any rank was told to stop."""
-    if ctx.world_size == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return _agreed_max(1.0 if flag else 0.0, ctx) > 0
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mnist_diffusion.checkpoint import (
     Checkpoint,
@@ -103,3 +103,21 @@ def test_shipped_model_loads_and_is_small() -> None:
     checkpoint = load_checkpoint()
     assert checkpoint.model_config.conditional
     assert checkpoint.model_config.image_size == 28
+
+
+def test_a_checkpoint_from_before_lr_decay_and_min_snr_resumes_with_its_own_recipe(tmp_path: Path) -> None:
+    """Format-1 files written before the cosine decay and min-SNR weighting existed trained with a
+    constant rate and plain MSE; loading them must not switch a resumed run to the new defaults."""
+    from safetensors import safe_open
+
+    model = UNet(preset("tiny"))
+    path = save_checkpoint(Checkpoint(preset("tiny"), DiffusionConfig(), model.state_dict(),
+                                      train_config=TrainConfig(batch_size=7)), tmp_path / "new.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        meta = json.loads(handle.metadata()["json"])
+    tensors = load_file(path)
+    del meta["train_config"]["lr_decay"], meta["train_config"]["min_snr_gamma"]
+    save_file(tensors, tmp_path / "old.safetensors", {"json": json.dumps(meta)})
+    loaded = load_checkpoint(tmp_path / "old.safetensors").train_config
+    assert loaded == TrainConfig(batch_size=7, lr_decay="none", min_snr_gamma=0.0)
+    assert load_checkpoint(path).train_config == TrainConfig(batch_size=7)

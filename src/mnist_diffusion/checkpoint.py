@@ -30,6 +30,10 @@ from safetensors.torch import load_file, save_file
 from .config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from .unet import UNet
 
+# Recipe fields added after format version 1 was written, with the values that reproduce what
+# runs saved before them did, so resuming such a run keeps its recipe.
+LEGACY_TRAIN_SETTINGS = {"lr_decay": "none", "min_snr_gamma": 0.0}
+
 FORMAT = "mnist-diffusion"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default.safetensors"
@@ -181,7 +185,8 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
                                                   meta["optimizer_param_groups"])
                              if "optimizer_param_groups" in meta else None),
             rng_state=groups["rng"],
-            train_config=from_dict(TrainConfig, meta["train_config"]) if "train_config" in meta else None,
+            train_config=(from_dict(TrainConfig, LEGACY_TRAIN_SETTINGS | meta["train_config"])
+                          if "train_config" in meta else None),
             step=int(meta.get("step", 0)),
             images_seen=int(meta.get("images_seen", 0)),
             extra=dict(meta.get("extra", {})),

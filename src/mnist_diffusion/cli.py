@@ -18,7 +18,7 @@ from . import __version__
 from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import BETA_SCHEDULES, LR_DECAYS, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
-from .sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from .sampling import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 PROG = "mnist-diffusion"
 IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (the seeds' size)
@@ -504,7 +504,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="samples.png", help="PNG grid to write (default: samples.png)")
     p.add_argument("--npz", help="also save the uint8 images (N x 28 x 28) and labels here")
     p.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     _add_sampling(p)
     _add_device(p)
@@ -530,7 +530,7 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint", help="model to sample from (default: the shipped model)")
     p.add_argument("--samples", help="score an .npz of uint8 images (N x 28 x 28) instead of sampling")
     p.add_argument("--num", type=positive_int, default=10_000, help="digits to generate (default: 10000)")
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     p.add_argument("--no-references", action="store_true", help="skip the floor, test and noise rows")
     p.add_argument("--classifier", help="classifier weights (default: the shipped ones)")

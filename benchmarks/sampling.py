@@ -4,11 +4,13 @@ For one checkpoint it measures wall time per image, network forward passes per i
 second and, when the MNIST files and the shipped classifier are there, the quality metrics of
 `mnist-diffusion evaluate` on the same samples. Writes benchmarks/results/sampling.{md,json}.
 
-    python benchmarks/sampling.py [--checkpoint PATH] [--num 1000] [--full-num 1000]
+    python benchmarks/sampling.py [--checkpoint PATH] [--num 1000] [--full-num 1000] [--guidance 1,2]
 
-All rows use the same seed, labels (equal numbers of each digit) and guidance, so the rows differ
-only in the sampler. Classifier-free guidance runs the conditional and unconditional branches in
-one batched forward pass; "passes/img" counts such a pass once.
+All rows use the same seed and labels (equal numbers of each digit), so rows of one guidance
+weight differ only in the sampler; a list of weights repeats the plan for each (`--full-num 0`
+leaves out the full-T DDPM rows, which cost T passes per image). Classifier-free guidance runs the
+conditional and unconditional branches in one batched forward pass; "passes/img" counts such a
+pass once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.data import NUM_CLASSES, DataError, load_mnist, to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_SPACING, generate
+from mnist_diffusion.sampling import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_SPACING, generate
 from mnist_diffusion.schedule import NoiseSchedule
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,8 +39,8 @@ def main() -> None:
     parser.add_argument("--full-num", type=int, default=1000, help="images for DDPM at full T")
     parser.add_argument("--steps", default="5,10,20,50")
     parser.add_argument("--samplers", default="ddim,dpm++2m,ddpm")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--guidance", default=str(DEFAULT_GUIDANCE), help="weights, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / "sampling"))
     args = parser.parse_args()
@@ -48,20 +50,22 @@ def main() -> None:
     schedule = NoiseSchedule(checkpoint.diffusion_config)
     evaluator = _evaluator(args.data_root)
 
-    plan = [(name, int(steps)) for name in args.samplers.split(",") for steps in args.steps.split(",")]
-    plan.append(("ddpm", schedule.num_timesteps))
+    plan = [(float(w), name, int(steps)) for w in args.guidance.split(",")
+            for name in args.samplers.split(",") for steps in args.steps.split(",")]
+    if args.full_num > 0:
+        plan += [(float(w), "ddpm", schedule.num_timesteps) for w in args.guidance.split(",")]
     rows = []
-    for name, steps in plan:
+    for guidance, name, steps in plan:
         num = args.full_num if steps == schedule.num_timesteps else args.num
         labels = torch.arange(num) % NUM_CLASSES if checkpoint.model_config.conditional else None
         calls = []  # the callback runs once per network pass (both guidance branches share a pass)
         start = time.perf_counter()
-        images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=name, steps=steps,
+        images = generate(model, schedule, num, labels=labels, guidance=guidance, sampler=name, steps=steps,
                           generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
                           callback=calls.append)
         seconds = time.perf_counter() - start
         batches = -(-num // args.batch_size)
-        row = {"sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
+        row = {"guidance": guidance, "sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
                "seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / num, 2),
                "images_per_s": round(num / seconds, 2), "passes_per_image": len(calls) / batches}
         if evaluator is not None:
@@ -72,11 +76,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     _write(rows, args, checkpoint, evaluator is not None)
-    _comparison_figure(model, schedule, checkpoint.model_config.conditional, args, Path(args.out).parent)
+    _comparison_figure(model, schedule, checkpoint.model_config.conditional, float(args.guidance.split(",")[0]),
+                       Path(args.out).parent)
     # The README shows this figure as docs/images/sampler_comparison.png (copied by hand).
 
 
-def _comparison_figure(model, schedule, conditional: bool, args: argparse.Namespace, out_dir: Path) -> None:
+def _comparison_figure(model, schedule, conditional: bool, guidance: float, out_dir: Path) -> None:
     """The same ten digits (same noise, same labels) from each sampler and step count."""
     from mnist_diffusion.figures import strip_figure
 
@@ -84,7 +89,7 @@ def _comparison_figure(model, schedule, conditional: bool, args: argparse.Namesp
     rows, titles = [], []
     for name, steps in [("ddpm", schedule.num_timesteps), ("ddpm", 50), ("ddim", 10), ("ddim", 20),
                         ("ddim", 50), ("dpm++2m", 5), ("dpm++2m", 10), ("dpm++2m", 20)]:
-        images = generate(model, schedule, NUM_CLASSES, labels=labels, guidance=args.guidance, sampler=name,
+        images = generate(model, schedule, NUM_CLASSES, labels=labels, guidance=guidance, sampler=name,
                           steps=steps, generator=torch.Generator().manual_seed(1))
         rows.append(to_uint8(images))
         titles.append(f"{name}, {steps}")
@@ -109,17 +114,18 @@ def _evaluator(data_root: str):
 def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality: bool) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    full = next(row for row in rows if row["sampler"] == "ddpm" and row["steps"] == max(r["steps"] for r in rows))
+    full_t = max(r["steps"] for r in rows)
+    full = {r["guidance"]: r for r in rows if r["sampler"] == "ddpm" and r["steps"] == full_t}
     machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu": platform.processor() or platform.machine()}
     meta = {"checkpoint": args.checkpoint or "shipped default", "step": checkpoint.step, "guidance": args.guidance,
             "batch_size": args.batch_size, "machine": machine, "date": time.strftime("%Y-%m-%d")}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    header = ["sampler", "steps", "spacing", "N", "ms/img", "img/s", "passes/img", "speed-up vs DDPM-full"]
+    header = ["w", "sampler", "steps", "spacing", "N", "ms/img", "img/s", "passes/img", "speed-up vs DDPM-full"]
     if with_quality:
         header += ["FID", "precision", "recall", "coverage", "cond. acc."]
     lines = ["# Sampling benchmark", "",
-             f"Checkpoint: {meta['checkpoint']} (step {checkpoint.step}); guidance w={args.guidance}; batch "
+             f"Checkpoint: {meta['checkpoint']} (step {checkpoint.step}); guidance w in {{{args.guidance}}}; batch "
              f"{args.batch_size}; {machine['threads']} CPU threads; torch {machine['torch']}; {meta['date']}.",
              "Every row is from the same run of `python benchmarks/sampling.py`; the speed-up is the ratio of "
              "wall times per image within it. FID is in the MNIST classifier's feature space against the 10,000 "
@@ -127,9 +133,10 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
              "and coverage rest on k-nearest-neighbour radii and mean little below a few thousand samples.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["sampler"], str(row["steps"]), row["spacing"], str(row["num"]), f"{row['ms_per_image']:.1f}",
-                 f"{row['images_per_s']:.1f}", f"{row['passes_per_image']:.0f}",
-                 f"{full['ms_per_image'] / row['ms_per_image']:.0f}x"]
+        reference = full.get(row["guidance"])
+        cells = [f"{row['guidance']:g}", row["sampler"], str(row["steps"]), row["spacing"], str(row["num"]),
+                 f"{row['ms_per_image']:.1f}", f"{row['images_per_s']:.1f}", f"{row['passes_per_image']:.0f}",
+                 "-" if reference is None else f"{reference['ms_per_image'] / row['ms_per_image']:.0f}x"]
         if with_quality:
             acc = row.get("conditional_accuracy")
             cells += [f"{row['fid']:.2f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}",

@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,8 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
 class DistributedContext:
     rank: int = 0
     world_size: int = 1
+    # Where the tensors of collectives live: NCCL takes only CUDA tensors.
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -130,7 +132,7 @@ def _init_distributed(device: torch.device) -> DistributedContext:
         return DistributedContext()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size())
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), device)
 
 
 class _Lock:
@@ -472,7 +474,7 @@ def _agreed_max(value: float, ctx: DistributedContext) -> float:
     """The largest of every rank's `value` (the value itself in a single process)."""
     if ctx.world_size == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return float(tensor.item())
 

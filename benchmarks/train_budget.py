@@ -15,11 +15,12 @@ Two recipes can train side by side, one per core, so both get the same share of 
     taskset -c 0 python benchmarks/train_budget.py train --recipe default --minutes 60 --threads 1 &
     taskset -c 1 python benchmarks/train_budget.py train --recipe seed-002 --minutes 60 --threads 1 &
 
-`score` samples each curve point (`--curve-num` digits) and the final model (`--eval-num`) with the
-default sampler (unguided for unconditional recipes), scores them with `mnist-diffusion evaluate`'s
-code and writes `score.json` in the run directory. `report` scores the train-vs-test floor and the
-test set at the same N and appends one row per recipe to benchmarks/results/training.md (plus
-training.json and fid_vs_minutes.png).
+`score` samples each curve point (`--curve-num` digits) with the default sampler (unguided for
+unconditional recipes) and scores it with `mnist-diffusion evaluate`'s code; the final model it
+hands to `mnist-diffusion evaluate --num EVAL_NUM` itself (report in `<run>/eval/`), so the final
+row is exactly what that command prints. It writes `score.json` in the run directory. `report`
+scores the train-vs-test floor and the test set at the same N and appends one row per recipe to
+benchmarks/results/training.md (plus training.json and fid_vs_minutes.png).
 
 Recipes:
 - default: what `mnist-diffusion train --max-minutes M` does with no other options.
@@ -34,6 +35,8 @@ import argparse
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -146,22 +149,37 @@ def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor, torch
 
 def cmd_score(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    evaluator, _, _ = _evaluator(args)
+    evaluator = _evaluator(args)[0] if args.part in ("curve", "all") else None
     for name in args.recipes.split(","):
         run_dir = Path(args.run_root) / name
-        summary = json.loads((run_dir / "result.json").read_text())
         points = sorted((run_dir / "curve").glob("min_*.safetensors"))
-        curve = []
-        for path in points:
-            metrics = sample_and_score(evaluator, load_checkpoint(path), args.curve_num, args.batch_size)
-            curve.append({"minutes": float(path.stem[4:]), "fid": metrics["fid"]})
-            print(name, curve[-1], flush=True)
-        final = sample_and_score(evaluator, load_checkpoint(points[-1]), args.eval_num, args.batch_size)
-        print(name, final, flush=True)
-        sampler = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
-                   "guidance": DEFAULT_GUIDANCE if load_checkpoint(points[-1]).model_config.conditional else 0.0}
-        (run_dir / "score.json").write_text(json.dumps(
-            summary | {"metrics": final, "curve": curve, "curve_num": args.curve_num, "sampling": sampler}, indent=2))
+        path = run_dir / "score.json"
+        score = json.loads(path.read_text()) if path.exists() else {}
+        score |= json.loads((run_dir / "result.json").read_text())
+        if evaluator is not None:
+            curve = []
+            for point in points:
+                metrics = sample_and_score(evaluator, load_checkpoint(point), args.curve_num, args.batch_size)
+                curve.append({"minutes": float(point.stem[4:]), "fid": metrics["fid"]})
+                print(name, curve[-1], flush=True)
+            score |= {"curve": curve, "curve_num": args.curve_num}
+        if args.part in ("final", "all"):
+            score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval")
+            print(name, score["metrics"], flush=True)
+        conditional = load_checkpoint(points[-1]).model_config.conditional
+        score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
+                             "guidance": DEFAULT_GUIDANCE if conditional else 0.0}
+        path.write_text(json.dumps(score, indent=2))
+
+
+def _evaluate(checkpoint: Path, num: int, out_dir: Path) -> dict:
+    """Score the final model with `mnist-diffusion evaluate` itself (so the numbers are the CLI's)."""
+    subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--checkpoint", str(checkpoint),
+                    "--num", str(num), "--out-dir", str(out_dir)], check=True)
+    report = json.loads((out_dir / "report.json").read_text())
+    model = report["rows"][0]
+    metrics = {k: v for k, v in model.items() if k not in ("name", "histogram") and v is not None}
+    return metrics | {"sampling_s": report["settings"]["generation_s"]}
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -245,6 +263,8 @@ def main() -> None:
     p.add_argument("--curve-num", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--part", choices=("curve", "final", "all"), default="all",
+                   help="score only the curve points or only the final model (to time it alone)")
     p.set_defaults(func=cmd_score)
     p = commands.add_parser("report", help="append the scored recipes to benchmarks/results/training.md")
     p.add_argument("--recipes", default="default,seed-002")

@@ -164,7 +164,8 @@ def cmd_score(args: argparse.Namespace) -> None:
                 print(name, curve[-1], flush=True)
             score |= {"curve": curve, "curve_num": args.curve_num}
         if args.part in ("final", "all"):
-            score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval")
+            score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
+            score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
         conditional = load_checkpoint(points[-1]).model_config.conditional
         score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
@@ -172,10 +173,11 @@ def cmd_score(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(score, indent=2))
 
 
-def _evaluate(checkpoint: Path, num: int, out_dir: Path) -> dict:
+def _evaluate(checkpoint: Path, num: int, out_dir: Path, threads: int) -> dict:
     """Score the final model with `mnist-diffusion evaluate` itself (so the numbers are the CLI's)."""
     subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--checkpoint", str(checkpoint),
-                    "--num", str(num), "--out-dir", str(out_dir)], check=True)
+                    "--num", str(num), "--out-dir", str(out_dir)], check=True,
+                   env=os.environ | {"OMP_NUM_THREADS": str(threads)})
     report = json.loads((out_dir / "report.json").read_text())
     model = report["rows"][0]
     metrics = {k: v for k, v in model.items() if k not in ("name", "histogram") and v is not None}
@@ -183,45 +185,94 @@ def _evaluate(checkpoint: Path, num: int, out_dir: Path) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    """Score the floor (train vs test) and the test set as the scored runs were, and write the report."""
+    """Write a dated section of training.md from the recipes' score.json files.
+
+    The floor and test rows of the full evaluation come from the same `mnist-diffusion evaluate`
+    report as the model row; the floor at the curve's N is scored here the same way."""
     results = [json.loads((Path(args.run_root) / name / "score.json").read_text()) for name in args.recipes.split(",")]
-    evaluator, images, test_images = _evaluator(args)
-    num = results[0]["metrics"]["count"]
-    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:num]
-    floor = evaluator.score("floor", images[subset], memorize=False)[0]
-    test_row = evaluator.score("test", test_images[:num], memorize=num >= 10_000)[0]
-    _write(results, floor, test_row)
+    evaluator, images, _ = _evaluator(args)
+    curve_num = results[0]["curve_num"]
+    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:curve_num]
+    curve_floor = evaluator.score("floor", images[subset], memorize=False)[0].fid
+    references = {}
+    for name in args.recipes.split(","):
+        report = Path(args.run_root) / name / "eval" / "report.json"
+        if report.exists():
+            rows = json.loads(report.read_text())["rows"]
+            references[name] = {"floor": rows[1], "test": rows[2]}
+    _write(results, curve_floor, references, args)
 
 
-def _write(results: list[dict], floor, test_row) -> None:
+def _write(results: list[dict], curve_floor: float, references: dict, args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(
-        {"floor": floor.__dict__, "test": test_row.__dict__, "results": results}, indent=2))
+        {"curve_floor_fid": curve_floor, "references": references, "results": results}, indent=2))
     path = RESULTS / "training.md"
     if not path.exists():
-        path.write_text("# Training benchmark\n\nRows appended by `python benchmarks/train_budget.py score`; "
-                        "each row's metrics come from `mnist-diffusion evaluate`'s code on samples of the "
-                        "default sampler. `threads` is the cores the run had; the matmul peak was measured "
-                        "in the same process with the same threads.\n\n"
-                        "| date | recipe | threads | minutes | steps | images/s | GFLOP/img | achieved GFLOP/s "
-                        "| matmul peak GFLOP/s | share | peak RSS GB | N | FID | floor FID | precision "
-                        "(floor) | recall (floor) | coverage (floor) | cond. acc. | copies (test) |\n"
-                        "|" + "---|" * 19 + "\n")
+        path.write_text("# Training benchmark\n\nSections appended by `python benchmarks/train_budget.py report`, "
+                        "newest last. Metrics come from `mnist-diffusion evaluate` and its code; FID is in the "
+                        "shipped MNIST classifier's feature space against the 10,000 test digits.\n")
+    threads = ", ".join(f"{r['recipe']} {r['threads']}" for r in results)
+    lines = ["", f"## {time.strftime('%Y-%m-%d %H:%M')}: {' vs '.join(r['recipe'] for r in results)}", "",
+             f"Threads (CPU cores) per run: {threads}. Runs that trained side by side each had one core of the "
+             f"two; the matmul peak was measured in each training process with its own thread count.", "",
+             "**Throughput**", "",
+             "| recipe | parameters | minutes | steps | images seen | images/s | train GFLOP/img | achieved GFLOP/s "
+             "| fp32 matmul peak GFLOP/s | share of peak | peak RSS GB |", "|" + "---|" * 11]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {r['parameters'] / 1e6:.2f}M | {r['minutes']} | {r['steps']} | "
+                     f"{r['images_seen']:,} | {r['images_per_s']} | {r['train_gflop_per_image']} | "
+                     f"{r['achieved_gflops']} | {r['matmul_peak_gflops']} | "
+                     f"{r['achieved_gflops'] / r['matmul_peak_gflops']:.0%} | {r['peak_rss_gb']} |")
+    minutes = sorted({p["minutes"] for r in results for p in r["curve"]})
+    lines += ["", f"**FID against training minutes** ({curve_num_text(results)} digits per point, default "
+              f"sampler; the train-vs-test floor at this N is {curve_floor:.3f}; plot: fid_vs_minutes.png)", "",
+              "| recipe | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|" + "---|" * (len(minutes) + 1)]
+    for r in results:
+        fids = {p["minutes"]: p["fid"] for p in r["curve"]}
+        lines.append(f"| {r['recipe']} | " + " | ".join(f"{fids[m]:.3f}" if m in fids else "-" for m in minutes) + " |")
+    if len(results) == 2:
+        a, b = (r["curve"][-1]["fid"] for r in results)
+        lines += ["", f"At the last point, {results[1]['recipe']}'s FID is **{b / a:.1f}x** {results[0]['recipe']}'s."]
+    for r in results:
+        if "metrics" not in r or r["recipe"] not in references:
+            continue
+        m, floor, test = r["metrics"], references[r["recipe"]]["floor"], references[r["recipe"]]["test"]
+        checks = [
+            ("FID <= 3x floor", f"{m['fid']:.3f} vs {3 * floor['fid']:.3f}", m["fid"] <= 3 * floor["fid"]),
+            *[(f"{k} >= 95% of floor", f"{m[k]:.3f} vs {0.95 * floor[k]:.3f}", m[k] >= 0.95 * floor[k])
+              for k in ("precision", "recall", "coverage")],
+            ("conditional accuracy >= 99%", f"{m['conditional_accuracy']:.4f}", m["conditional_accuracy"] >= 0.99),
+            ("near copies <= test set's", f"{m['near_copy_rate']:.4f} vs {test['near_copy_rate']:.4f}",
+             m["near_copy_rate"] <= test["near_copy_rate"]),
+            ("10,000 digits sampled in <= 5 min", f"{m['sampling_s']:.0f} s on {r.get('final_threads', '?')} "
+             f"thread(s)", m["sampling_s"] <= 300),
+            ("training >= 60% of matmul peak", f"{r['achieved_gflops'] / r['matmul_peak_gflops']:.0%}",
+             r["achieved_gflops"] / r["matmul_peak_gflops"] >= 0.6),
+            ("peak memory <= 3 GB", f"{r['peak_rss_gb']} GB", r["peak_rss_gb"] <= 3),
+        ]
+        lines += ["", f"**{r['recipe']}: full evaluation** (`mnist-diffusion evaluate --checkpoint <final> "
+                  f"--num {m['count']}`, report in {args.run_root}/{r['recipe']}/eval/)", "",
+                  "| set | N | FID | precision | recall | density | coverage | cond. acc. | near copies |",
+                  "|" + "---|" * 9,
+                  _row(r["recipe"], m), _row("MNIST train 10k (floor)", floor), _row("MNIST test", test),
+                  "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
     with open(path, "a") as handle:
-        for r in results:
-            m = r["metrics"]
-            share = r["achieved_gflops"] / r["matmul_peak_gflops"]
-            accuracy = m.get("conditional_accuracy")
-            handle.write(
-                f"| {time.strftime('%Y-%m-%d')} | {r['recipe']} | {r['threads']} | {r['minutes']} | {r['steps']} | "
-                f"{r['images_per_s']} | {r['train_gflop_per_image']} | {r['achieved_gflops']} | "
-                f"{r['matmul_peak_gflops']} | {share:.0%} | {r['peak_rss_gb']} | {m['count']} | {m['fid']:.3f} | "
-                f"{floor.fid:.3f} | {m['precision']:.3f} ({floor.precision:.3f}) | "
-                f"{m['recall']:.3f} ({floor.recall:.3f}) | {m['coverage']:.3f} ({floor.coverage:.3f}) | "
-                f"{'-' if accuracy is None else f'{accuracy:.4f}'} | "
-                f"{m.get('near_copy_rate', '-')} ({test_row.near_copy_rate}) |\n")
-    _plot(results, floor.fid)
+        handle.write("\n".join(lines) + "\n")
+    _plot(results, curve_floor)
     print(f"appended to {path}")
+
+
+def curve_num_text(results: list[dict]) -> str:
+    return f"{results[0]['curve_num']:,}"
+
+
+def _row(name: str, m: dict) -> str:
+    def cell(key: str, digits: int = 3) -> str:
+        return "-" if m.get(key) is None else f"{m[key]:.{digits}f}"
+    return (f"| {name} | {m['count']} | {cell('fid')} | {cell('precision')} | {cell('recall')} | {cell('density')} "
+            f"| {cell('coverage')} | {cell('conditional_accuracy', 4)} | {cell('near_copy_rate', 4)} |")
 
 
 def _plot(results: list[dict], floor_fid: float) -> None:
@@ -234,8 +285,9 @@ def _plot(results: list[dict], floor_fid: float) -> None:
     for r in results:
         ax.plot([p["minutes"] for p in r["curve"]], [p["fid"] for p in r["curve"]], marker="o",
                 label=f"{r['recipe']} ({r['parameters'] / 1e6:.1f}M parameters)")
-    ax.axhline(floor_fid, color="0.4", linestyle=":", label="train vs test floor")
-    ax.axhline(3 * floor_fid, color="0.6", linestyle="--", label="target: 3x floor")
+    # FID is biased upwards at small N, so only the floor at the same N is drawn; the 3x-floor target
+    # is judged on the 10,000-digit evaluation in the report, not on this curve.
+    ax.axhline(floor_fid, color="0.4", linestyle=":", label="train vs test floor (same N)")
     threads = sorted({r["threads"] for r in results})
     ax.set_xlabel(f"training minutes ({'/'.join(map(str, threads))} CPU core{'s' if threads != [1] else ''} each)")
     ax.set_ylabel(f"classifier FID, {results[0]['curve_num']} samples")

@@ -107,7 +107,8 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def loss_curve(metrics_path: str | Path, path: str | Path) -> Path:
-    """Training loss against step (raw and smoothed), with wall-clock minutes on a second axis."""
+    """Training loss against step (raw and smoothed) and the learning rate, with wall-clock minutes
+    on a second axis. The loss is the training objective: MSE, weighted per sample under min-SNR."""
     rows = [row for row in read_metrics(metrics_path) if "loss" in row]
     if not rows:
         raise ValueError(f"{metrics_path} holds no loss values")
@@ -120,10 +121,18 @@ def loss_curve(metrics_path: str | Path, path: str | Path) -> Path:
     ax.plot(steps, losses, color="#9ab", linewidth=0.8, label="loss")
     ax.plot(steps[window - 1:], smooth, color="#135", linewidth=1.8, label=f"moving mean ({window})")
     ax.set_xlabel("training step")
-    ax.set_ylabel("MSE loss")
+    ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if all("lr" in row for row in rows):
+        right = ax.twinx()
+        handles += right.plot(steps, [row["lr"] for row in rows], color="#c63", linestyle="--", linewidth=1.2,
+                              label="learning rate")
+        labels.append("learning rate")
+        right.set_ylabel("learning rate")
+        right.set_ylim(bottom=0)
+    ax.legend(handles, labels, frameon=False)
     if "elapsed_s" in rows[-1] and rows[-1]["step"] > 0:
         minutes_per_step = rows[-1]["elapsed_s"] / 60 / rows[-1]["step"]
         top = ax.secondary_xaxis("top", functions=(lambda s: s * minutes_per_step, lambda m: m / minutes_per_step))

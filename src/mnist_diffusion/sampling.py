@@ -178,8 +178,9 @@ DEFAULT_STEPS = 10
 # shipped model (benchmarks/results/guidance.md): 1.5 gave the lowest FID with >= 99% of digits the
 # one asked for; 1 fell to 96%, 2 cost variety (recall) and FID.
 DEFAULT_GUIDANCE = 1.5
-# Digits per batch. On a 2-core CPU small batches keep the feature maps in cache: 64 images ran
-# 1.4-1.6x the forward passes/s of 256 or 512 (benchmarks/inference_speed.py).
+# Digits per batch. On a 2-core CPU small batches keep the feature maps in cache: a pass over 64
+# or 128 images ran 1.4x the images/s of 256 and 2.3x that of 512 (benchmarks/inference_speed.py;
+# guidance makes the pass twice the digits).
 DEFAULT_BATCH_SIZE = 64
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr"}

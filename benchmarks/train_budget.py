@@ -127,24 +127,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary), flush=True)
 
 
-def sample_and_score(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int) -> dict:
-    model = checkpoint.build_model()
+def curve_fid(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int) -> float:
+    """FID of `num` digits of the default sampler (unguided for an unconditional model)."""
     conditional = checkpoint.model_config.conditional
     labels = torch.arange(num) % NUM_CLASSES if conditional else None
-    start = time.perf_counter()
-    images = to_uint8(generate(model, NoiseSchedule(checkpoint.diffusion_config), num, labels=labels,
-                               guidance=DEFAULT_GUIDANCE if conditional else 0.0, batch_size=batch_size,
-                               generator=torch.Generator().manual_seed(0)))
-    seconds = time.perf_counter() - start
-    row, _ = evaluator.score("model", images, labels, memorize=num >= 10_000)
-    metrics = {k: v for k, v in row.__dict__.items() if k not in ("name", "histogram") and v is not None}
-    return metrics | {"sampling_s": round(seconds, 1)}
+    images = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), num,
+                               labels=labels, guidance=DEFAULT_GUIDANCE if conditional else 0.0,
+                               batch_size=batch_size, generator=torch.Generator().manual_seed(0)))
+    return evaluator.score("model", images, labels, memorize=False)[0].fid
 
 
-def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor, torch.Tensor]:
+def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
+    """The evaluator against the test set, and the training images (for floor rows)."""
     images, _ = load_mnist(args.data_root, "train")
     test_images, _ = load_mnist(args.data_root, "test")
-    return Evaluator(load_classifier(), test_images, images), images, test_images
+    return Evaluator(load_classifier(), test_images, images), images
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -159,8 +156,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         if evaluator is not None:
             curve = []
             for point in points:
-                metrics = sample_and_score(evaluator, load_checkpoint(point), args.curve_num, args.batch_size)
-                curve.append({"minutes": float(point.stem[4:]), "fid": metrics["fid"]})
+                fid = curve_fid(evaluator, load_checkpoint(point), args.curve_num, args.batch_size)
+                curve.append({"minutes": float(point.stem[4:]), "fid": fid})
                 print(name, curve[-1], flush=True)
             score |= {"curve": curve, "curve_num": args.curve_num}
         if args.part in ("final", "all"):
@@ -190,7 +187,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     The floor and test rows of the full evaluation come from the same `mnist-diffusion evaluate`
     report as the model row; the floor at the curve's N is scored here the same way."""
     results = [json.loads((Path(args.run_root) / name / "score.json").read_text()) for name in args.recipes.split(",")]
-    evaluator, images, _ = _evaluator(args)
+    evaluator, images = _evaluator(args)
     curve_num = results[0]["curve_num"]
     subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:curve_num]
     curve_floor = evaluator.score("floor", images[subset], memorize=False)[0].fid
@@ -225,7 +222,8 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
                      f"{r['achieved_gflops']} | {r['matmul_peak_gflops']} | "
                      f"{r['achieved_gflops'] / r['matmul_peak_gflops']:.0%} | {r['peak_rss_gb']} |")
     minutes = sorted({p["minutes"] for r in results for p in r["curve"]})
-    lines += ["", f"**FID against training minutes** ({curve_num_text(results)} digits per point, default "
+    curve_num = results[0]["curve_num"]
+    lines += ["", f"**FID against training minutes** ({curve_num:,} digits per point, default "
               f"sampler; the train-vs-test floor at this N is {curve_floor:.3f}; plot: fid_vs_minutes.png)", "",
               "| recipe | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|" + "---|" * (len(minutes) + 1)]
     for r in results:
@@ -262,10 +260,6 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
         handle.write("\n".join(lines) + "\n")
     _plot(results, curve_floor)
     print(f"appended to {path}")
-
-
-def curve_num_text(results: list[dict]) -> str:
-    return f"{results[0]['curve_num']:,}"
 
 
 def _row(name: str, m: dict) -> str:

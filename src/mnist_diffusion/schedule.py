@@ -38,7 +38,8 @@ class NoiseSchedule:
     """The discrete variance-preserving schedule, with the quantities samplers need.
 
     Attributes (float32, shape `(T,)`): `betas`, `alphas_cumprod`, `sqrt_alphas_cumprod`,
-    `sqrt_one_minus_alphas_cumprod`, `log_snr` (log(abar / (1 - abar)), decreasing in t).
+    `sqrt_one_minus_alphas_cumprod`, `log_snr` (log(abar / (1 - abar)), decreasing in t); in float64,
+    `alphas_cumprod64` and `snr64` (abar / (1 - abar)).
     """
 
     def __init__(self, config: DiffusionConfig) -> None:
@@ -55,6 +56,7 @@ class NoiseSchedule:
         self.sqrt_alphas_cumprod = alphas_cumprod.sqrt().float()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - alphas_cumprod).sqrt().float()
         self.log_snr = (alphas_cumprod.log() - (1.0 - alphas_cumprod).log()).float()
+        self.snr64 = alphas_cumprod / (1.0 - alphas_cumprod)
 
     def _gather(self, table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
         """table[t] reshaped to broadcast against a tensor of `ndim` dims: `(B, 1, 1, 1)`."""
@@ -95,7 +97,7 @@ class NoiseSchedule:
     def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
         """Per-sample loss weight of min-SNR-gamma (Hang et al. 2023, eq. 9) for this schedule's
         prediction type: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v. `(B,)`."""
-        snr = (self.alphas_cumprod64 / (1.0 - self.alphas_cumprod64)).to(t.device)[t]
+        snr = self.snr64.to(t.device)[t]
         denominator = snr if self.config.prediction_type == "epsilon" else snr + 1.0
         return (snr.clamp(max=gamma) / denominator).float()
 

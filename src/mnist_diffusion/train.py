@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
@@ -107,10 +106,10 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
     x0, noise: `(B, C, H, W)`; t: `(B,)` ints in [0, T); labels: `(B,)` or None.
     """
     x_t = schedule.q_sample(x0, t, noise)
-    if min_snr_gamma <= 0:
-        return F.mse_loss(model(x_t, t, labels), schedule.training_target(x0, t, noise))
-    per_sample = (model(x_t, t, labels) - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
-    return (schedule.min_snr_weight(t, min_snr_gamma) * per_sample).mean()
+    error = (model(x_t, t, labels) - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
+    if min_snr_gamma > 0:
+        error = schedule.min_snr_weight(t, min_snr_gamma) * error
+    return error.mean()
 
 
 @dataclass

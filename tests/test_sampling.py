@@ -10,11 +10,13 @@ from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.sampling import (
     DEFAULT_SPACING,
     SAMPLERS,
+    SPACINGS,
     Denoiser,
     generate,
     make_timesteps,
     sample_ddim,
     sample_ddpm,
+    sample_dpm_solver_pp,
 )
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.unet import UNet
@@ -72,31 +74,127 @@ def test_ddim_with_eta_one_is_ddpm() -> None:
     torch.testing.assert_close(outputs[0], outputs[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_sampler_recovers_a_single_point(name: str) -> None:
-    point = torch.tensor(0.42)
+def point_denoiser(schedule: NoiseSchedule, point: float):
+    """The exact denoiser when every data point is `point`: x0 = point, eps re-derived from x_t."""
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        abar = SCHEDULE.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x0 = point.expand_as(x)
-        return x0, (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        abar = schedule.alphas_cumprod64[t].view(-1, 1, 1, 1)
+        x0 = torch.full_like(x, point)
+        return x0, ((x.double() - abar.sqrt() * point) / (1 - abar).sqrt()).float()
 
-    samples = run(name, denoise, 10, num=1000)
-    torch.testing.assert_close(samples, point.expand_as(samples), atol=1e-4, rtol=0)
+    return denoise
+
+
+def abar_after_each_step(timesteps: torch.Tensor) -> torch.Tensor:
+    """alpha-bar of the level each step lands on: the next timestep's, then 1 (the clean image)."""
+    return torch.cat([SCHEDULE.alphas_cumprod64[timesteps[1:]], torch.ones(1, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm++2m"])
+def test_deterministic_samplers_follow_the_exact_ode_path_of_a_single_point(name: str) -> None:
+    """For data that is one point p the probability-flow ODE is solved exactly by
+    x_s = sqrt(abar_s) p + sqrt(1 - abar_s) eps_T: eps stays the starting noise's (DDIM, eq. 12 of
+    Song et al. 2021) and the data prediction is constant (DPM-Solver++'s correction term vanishes).
+    Every intermediate state must sit on that path, not only the last."""
+    point, generator = 0.42, torch.Generator().manual_seed(0)
+    timesteps = make_timesteps(1000, 10, DEFAULT_SPACING[name], SCHEDULE.log_snr)
+    x_start = torch.randn(256, 1, 1, 1, generator=generator)
+    abar_start = SCHEDULE.alphas_cumprod64[timesteps[0]]
+    eps = (x_start.double() - abar_start.sqrt() * point) / (1 - abar_start).sqrt()
+    states: list[torch.Tensor] = []
+    SAMPLERS[name](point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE,
+                   callback=lambda info: states.append(info["x"]))
+    for state, abar in zip(states, abar_after_each_step(timesteps).tolist(), strict=True):
+        expected = abar ** 0.5 * point + (1 - abar) ** 0.5 * eps
+        torch.testing.assert_close(state.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ddpm_marginals_follow_the_forward_process_of_a_single_point() -> None:
+    """Ancestral sampling from x_T ~ N(sqrt(abar_T) p, 1 - abar_T) keeps every x_s distributed as
+    q(x_s | x_0 = p) = N(sqrt(abar_s) p, 1 - abar_s): the posterior mean and variance of Ho et al.
+    (2020), eqs. (6)-(7), both enter; a wrong variance shows in the std at every step."""
+    point, generator = 0.42, torch.Generator().manual_seed(0)
+    timesteps = make_timesteps(1000, 10)
+    abar_start = SCHEDULE.alphas_cumprod64[timesteps[0]].item()
+    noise = torch.randn(20_000, 1, 1, 1, generator=generator)
+    x_start = abar_start ** 0.5 * point + (1 - abar_start) ** 0.5 * noise
+    states: list[torch.Tensor] = []
+    sample_ddpm(point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE, generator=generator,
+                callback=lambda info: states.append(info["x"]))
+    for state, abar in zip(states[:-1], abar_after_each_step(timesteps).tolist()[:-1], strict=True):
+        assert state.mean().item() == pytest.approx(abar ** 0.5 * point, abs=0.03)
+        assert state.std().item() == pytest.approx((1 - abar) ** 0.5, rel=0.03)
+    assert torch.equal(states[-1], torch.full_like(states[-1], point))
+
+
+def reference_dpm_solver_pp_2m(denoise, x: torch.Tensor, timesteps: torch.Tensor,
+                               alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2M) written straight from Algorithm 2 of Lu et al. (2022), in float64, with the
+    clean image appended as the last time point (alpha = 1, sigma = 0, lambda = +inf)."""
+    abar = torch.cat([alphas_cumprod[timesteps], torch.ones(1, dtype=torch.float64)])
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    lam = torch.log(alpha / sigma)  # +inf at the clean end
+    x = x.double()
+    data_predictions: list[torch.Tensor] = []
+    for i in range(1, len(abar)):
+        t = torch.full((x.shape[0],), int(timesteps[i - 1]))
+        data_predictions.append(denoise(x.float(), t)[0].double())
+        h = lam[i] - lam[i - 1]
+        if i == 1 or i == len(abar) - 1:  # the first step and the step to lambda = inf: first order
+            d = data_predictions[-1]
+        else:
+            r = (lam[i - 1] - lam[i - 2]) / h
+            d = (1 + 1 / (2 * r)) * data_predictions[-1] - 1 / (2 * r) * data_predictions[-2]
+        x = sigma[i] / sigma[i - 1] * x - alpha[i] * torch.expm1(-h) * d
+    return x
+
+
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_dpm_solver_pp_matches_an_independent_implementation_of_the_paper(steps: int) -> None:
+    denoise = gaussian_denoiser(SCHEDULE, 0.3, 0.5)
+    x = torch.randn(2000, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    timesteps = make_timesteps(1000, steps, "logsnr", SCHEDULE.log_snr)
+    ours = sample_dpm_solver_pp(denoise, x, timesteps, SCHEDULE)
+    reference = reference_dpm_solver_pp_2m(denoise, x, timesteps, SCHEDULE.alphas_cumprod64)
+    torch.testing.assert_close(ours.double(), reference, atol=1e-6, rtol=1e-6)
 
 
 def test_timesteps_run_from_noisiest_to_cleanest() -> None:
     assert make_timesteps(1000, 5, "linear").tolist() == [999, 749, 500, 250, 0]
     assert make_timesteps(1000, 5, "quadratic").tolist() == [999, 562, 250, 62, 0]
     assert make_timesteps(1000, 1000).tolist() == list(range(999, -1, -1))
-    logsnr = make_timesteps(1000, 10, "logsnr", SCHEDULE.log_snr)
-    assert logsnr[0] == 999 and logsnr[-1] == 0 and torch.all(logsnr[1:] < logsnr[:-1])
-    gaps = SCHEDULE.log_snr[logsnr].diff()
-    assert gaps.max() / gaps.min() < 1.5  # evenly spaced in log-SNR, up to rounding to integer t
     with pytest.raises(ValueError, match="between 1 and 1000"):
         make_timesteps(1000, 0)
     with pytest.raises(ValueError, match="unknown spacing"):
         make_timesteps(1000, 10, "cubic")
+
+
+SCHEDULES = {"linear": SCHEDULE, "cosine": NoiseSchedule(DiffusionConfig(beta_schedule="cosine")),
+             "linear T=300": NoiseSchedule(DiffusionConfig(num_timesteps=300))}
+
+
+@pytest.mark.parametrize("schedule_name", sorted(SCHEDULES))
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_asking_for_n_steps_gives_n_distinct_steps(schedule_name: str, spacing: str) -> None:
+    """Rounding a fine grid onto integer timesteps used to repeat some (the cosine schedule's
+    log-SNR spacing gave 9 distinct steps for 10, 38 for 50): every step count must be honoured."""
+    schedule = SCHEDULES[schedule_name]
+    T = schedule.num_timesteps
+    for steps in (2, 5, 10, 20, 50, 100, T // 2, T - 1, T):
+        timesteps = make_timesteps(T, steps, spacing, schedule.log_snr)
+        assert len(timesteps) == steps, (steps, timesteps.tolist())
+        assert timesteps[0] == T - 1 and timesteps[-1] == 0
+        assert torch.all(timesteps[1:] < timesteps[:-1]), timesteps.tolist()
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_logsnr_spacing_is_even_in_log_snr(schedule_name: str) -> None:
+    """After the first step (always T-1, whatever its log-SNR), the steps are evenly spaced in log-SNR
+    up to rounding to integer t; for the cosine schedule this needs the capped last beta set aside."""
+    schedule = SCHEDULES[schedule_name]
+    timesteps = make_timesteps(1000, 10, "logsnr", schedule.log_snr)
+    gaps = schedule.log_snr.double()[timesteps[1:]].diff()
+    assert gaps.max() / gaps.min() < 1.5, timesteps.tolist()
 
 
 def test_ddpm_adds_no_noise_at_the_last_step() -> None:

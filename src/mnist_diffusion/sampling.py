@@ -30,21 +30,30 @@ class DenoiseFn(Protocol):
 
 
 SPACINGS: tuple[str, ...] = ("quadratic", "linear", "logsnr")
+# Lowest log(abar / (1 - abar)) the "logsnr" spacing spreads steps over: diffusers' DPM-Solver
+# `lambda_min_clipped = -5.1` for the cosine schedule, in log-SNR units (lambda there is half the
+# log-SNR). The linear schedule at T = 1000 ends at -10.1, above it, so its spacing is unaffected.
+LOG_SNR_MIN = -10.2
 
 
 def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = "quadratic",
                    log_snr: torch.Tensor | None = None) -> torch.Tensor:
-    """`num_inference_steps` timesteps from T-1 down to 0, both included (`(N,)`, descending ints).
+    """`num_inference_steps` distinct timesteps from T-1 down to 0, both included (`(N,)`, descending ints).
 
     Starting at T-1 and ending at 0 keeps the first step at pure noise and the last at the cleanest
     level (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", sec. 3.3);
-    the seeds' "leading" spacing never visits the noisiest step. Spacings:
+    a "leading" spacing that starts below T-1 never visits the noisiest step. Spacings:
     - "quadratic": t_i = (T-1) (1 - i/(N-1))^2, denser where the noise is low, where digits get their
       strokes (Song et al. 2021, DDIM, appendix D.2); the default of DDPM and DDIM.
     - "linear": evenly spaced in t.
     - "logsnr": evenly spaced in log(abar / (1 - abar)), needs `log_snr`; DPM-Solver's choice for
-      pixel-space models (Lu et al. 2022, sec. 3.3), the default of DPM-Solver++.
-    Duplicates from rounding are dropped, so fewer steps than asked can come back for N close to T.
+      pixel-space models (Lu et al. 2022, sec. 3.3), the default of DPM-Solver++. The span starts at
+      `LOG_SNR_MIN` when log-SNR(T-1) lies below it: the cosine schedule caps its last beta at 0.999,
+      which puts log-SNR(T-1) at -19.8 against -12.9 at T-2, and spreading steps over that artificial
+      gap rounded several onto T-1 and T-2. The first step is still T-1.
+    Where the grid is finer than the integer timesteps (many steps, or steep ends of a table),
+    rounding would repeat a timestep; `_strictly_descending` moves each repeat to the nearest free
+    integer, so exactly N distinct steps always come back.
     """
     if not 1 <= num_inference_steps <= num_timesteps:
         raise ValueError(f"steps must be between 1 and {num_timesteps}, got {num_inference_steps}")
@@ -52,8 +61,6 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
         raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
     if num_inference_steps == 1:
         return torch.tensor([num_timesteps - 1])
-    if num_inference_steps == num_timesteps:
-        return torch.arange(num_timesteps - 1, -1, -1)
     fraction = torch.linspace(1, 0, num_inference_steps, dtype=torch.float64)  # 1 -> 0
     if spacing == "linear":
         steps = fraction * (num_timesteps - 1)
@@ -63,9 +70,28 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
         if log_snr is None:
             raise ValueError("logsnr spacing needs the schedule's log_snr table")
         table = log_snr.double()
-        targets = table[-1] + (1 - fraction) * (table[0] - table[-1])
+        lowest = max(float(table[-1]), LOG_SNR_MIN)
+        targets = lowest + (1 - fraction) * (table[0] - lowest)  # (N,) rising log-SNR
         steps = (table[None, :] - targets[:, None]).abs().argmin(dim=1).double()
-    return torch.unique_consecutive(steps.round().long())
+        steps[0] = num_timesteps - 1
+    return _strictly_descending(steps.round().long(), num_timesteps)
+
+
+def _strictly_descending(steps: torch.Tensor, num_timesteps: int) -> torch.Tensor:
+    """Make rounded steps `(N,)` strictly descending from T-1 to 0, changing only repeated ones.
+
+    A backward pass lifts each step above the one after it (the last is 0); a forward pass lowers
+    each below the one before it (the first is T-1). Both bounds stay feasible because N <= T.
+    """
+    result = steps.tolist()
+    result[-1] = 0
+    for i in range(len(result) - 2, -1, -1):
+        result[i] = max(result[i], result[i + 1] + 1)
+    result[0] = num_timesteps - 1
+    for i in range(1, len(result)):
+        result[i] = min(result[i], result[i - 1] - 1)
+    return torch.tensor(result)
+
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else x.device

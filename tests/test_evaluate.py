@@ -63,10 +63,10 @@ def test_exact_copies_of_training_images_are_all_flagged() -> None:
     train = torch.randint(0, 256, (300, 28, 28), generator=generator, dtype=torch.uint8)
     copies = train[torch.randperm(300, generator=generator)[:40]]
     fresh = torch.randint(0, 256, (40, 28, 28), generator=generator, dtype=torch.uint8)
-    assert ev.memorization(copies, train)["near_copy_rate"] == 1.0
-    assert ev.memorization(fresh, train)["near_copy_rate"] == 0.0
+    assert ev.memorization(copies, train).near_copy_rate == 1.0
+    assert ev.memorization(fresh, train).near_copy_rate == 0.0
     stats = ev.memorization(torch.cat([fresh, fresh[:10]]), train)
-    assert stats["duplicate_rate"] == pytest.approx(20 / 50)
+    assert stats.duplicate_rate == pytest.approx(20 / 50)
 
 
 def test_nearest_two_matches_brute_force() -> None:
@@ -82,7 +82,7 @@ def test_nearest_two_matches_brute_force() -> None:
 
 
 def test_table_and_report(tmp_path: Path) -> None:
-    row = ev.Row(name="model", count=10, fid=1.5, kid_mean=0.002, kid_std=0.0001, conditional_accuracy=0.99)
+    row = ev.ScoreRow(name="model", count=10, fid=1.5, kid_mean=0.002, kid_std=0.0001, conditional_accuracy=0.99)
     text = ev.format_table([row])
     assert "model" in text and "1.500" in text and "2.00±0.10" in text
     json_path, md_path = ev.write_report([row], {"seed": 0}, tmp_path)

@@ -13,16 +13,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mnist_diffusion import train as train_module
+from mnist_diffusion import checkpoint as checkpoint_module
 from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.rundir import RunDirectory, RunDirError
 from worker import make_trainer
 
 WORKER = Path(__file__).parent / "worker.py"
 
 
 def newest_step(run_dir: Path) -> int:
-    paths = train_module.checkpoint_paths(run_dir)
-    return int(paths[-1].stem.split("_")[1]) if paths else 0
+    found = RunDirectory(run_dir).checkpoints()
+    return found[-1][0] if found else 0
+
+
+def newest_path(run_dir: Path) -> Path:
+    return RunDirectory(run_dir).checkpoints()[-1][1]
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
@@ -43,15 +48,15 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 0.25))  # land anywhere: mid-step, mid-write, mid-log
             process.send_signal(signal.SIGKILL)
             process.wait()
-        checkpoint = train_module.latest_checkpoint(run_dir)
-        assert checkpoint is not None and checkpoint.step > seen
+        checkpoint = RunDirectory(run_dir).loadable_checkpoints(warn=print)[0]
+        assert checkpoint.step > seen
         seen = checkpoint.step
     # Finish the killed run and an uninterrupted one the same way (same process settings).
     final_steps = seen + 3
     for directory in (run_dir, tmp_path / "straight"):
         subprocess.run([sys.executable, str(WORKER), str(directory), str(final_steps)], check=True)
-    resumed = load_checkpoint(train_module.checkpoint_paths(run_dir)[-1])
-    straight = load_checkpoint(train_module.checkpoint_paths(tmp_path / "straight")[-1])
+    resumed = load_checkpoint(newest_path(run_dir))
+    straight = load_checkpoint(newest_path(tmp_path / "straight"))
     assert resumed.step == straight.step == final_steps
     for key, value in straight.model_state.items():
         assert torch.equal(resumed.model_state[key], value), key
@@ -68,30 +73,33 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path) -> None:
     make_trainer(tmp_path / "run", 4).run()
-    newest = train_module.checkpoint_paths(tmp_path / "run")[-1]
+    newest = newest_path(tmp_path / "run")
     newest.write_bytes(newest.read_bytes()[:200])
     messages: list[str] = []
-    checkpoint = train_module.latest_checkpoint(tmp_path / "run", warn=messages.append)
-    assert checkpoint is not None and checkpoint.step == 3
+    checkpoint = RunDirectory(tmp_path / "run").loadable_checkpoints(warn=messages.append)[0]
+    assert checkpoint.step == 3
     assert "skipping unreadable checkpoint" in messages[0] and newest.name in messages[0]
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
+    """safetensors reports a full disk as its own SafetensorError, not OSError: it used to escape
+    as a traceback. Now: one message naming the checkpoint, the previous one intact, no temp file."""
+    from safetensors import SafetensorError
 
     trainer = make_trainer(tmp_path / "run", 6)
-    real_save = train_module.save_checkpoint
+    real_save_file = checkpoint_module.save_file
 
-    def save_until_full(checkpoint, path):
-        if checkpoint.step >= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(checkpoint, path)
+    def save_until_full(tensors, filename, metadata=None):
+        if trainer.step >= 3:
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+        return real_save_file(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_until_full)
-    with pytest.raises(train_module.TrainingError, match=r"No space left on device.*previous checkpoint is kept"):
+    monkeypatch.setattr(checkpoint_module, "save_file", save_until_full)
+    with pytest.raises(RunDirError, match=r"step_00000003.safetensors.*StorageFull.*previous checkpoint is kept"):
         trainer.run()
-    assert load_checkpoint(train_module.checkpoint_paths(tmp_path / "run")[-1]).step == 2
+    assert load_checkpoint(newest_path(tmp_path / "run")).step == 2
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
 
 
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
@@ -107,4 +115,4 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     for key, value in single.model.state_dict().items():
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], value, rtol=1e-4, atol=1e-5)
-    assert load_checkpoint(train_module.checkpoint_paths(tmp_path / "ddp")[-1]).step == 4
+    assert load_checkpoint(newest_path(tmp_path / "ddp")).step == 4

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from mnist_diffusion import train as train_module
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import to_model_space
+from mnist_diffusion.rundir import LOCK_FILE, RunDirectory, RunDirError, RunInUseError
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import EMA, Trainer, TrainingError, diffusion_loss, learning_rate
 from mnist_diffusion.unet import UNet
@@ -79,12 +82,48 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_zero() -> None
     assert learning_rate(TrainConfig(lr=1e-3, lr_decay="none"), 1000, 0.9) == 1e-3
 
 
-def test_progress_is_the_nearest_of_the_step_and_time_limits(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path / "run", max_steps=10, max_minutes=2.0)
-    trainer.step = 5
-    assert trainer.progress(elapsed_s=30.0) == pytest.approx(0.5)  # steps: 5 of 10; time: 0.25
-    assert trainer.progress(elapsed_s=90.0) == pytest.approx(0.75)  # time binds first
-    assert trainer.progress(elapsed_s=1000.0) == 1.0
+def test_the_decay_starts_where_warm_up_ends(tmp_path: Path) -> None:
+    """The cosine used to run from step 0, so the rate dropped 2.7% the step after a 200-step warm-up
+    of a 1,882-step run: the first decayed step must be at the peak, the last at zero."""
+    trainer = make_trainer(tmp_path / "run", max_steps=12, warmup_steps=4)
+    rates = []
+    for step in range(12):
+        trainer.state.step = step
+        rates.append(learning_rate(trainer.config, step, trainer.decay_progress(elapsed_s=0.0)))
+    assert rates[3] == rates[4] == trainer.config.lr  # end of warm-up, then the decay's first step
+    assert rates[8] == pytest.approx(trainer.config.lr / 2)  # half-way through steps 4..12
+    assert all(later < earlier for earlier, later in itertools.pairwise(rates[4:]))
+
+
+def test_decay_progress_is_the_nearest_of_the_step_and_time_limits(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path / "run", max_steps=12, max_minutes=2.0, warmup_steps=2)
+    trainer.state.step, trainer.state.warmup_elapsed_s = 7, 0.0
+    assert trainer.decay_progress(elapsed_s=30.0) == pytest.approx(0.5)  # steps: 5 of 10; time: 0.25
+    assert trainer.decay_progress(elapsed_s=90.0) == pytest.approx(0.75)  # time binds first
+    assert trainer.decay_progress(elapsed_s=1000.0) == 1.0
+    trainer.state.warmup_elapsed_s = 20.0  # the time decay counts from the end of warm-up
+    assert trainer.decay_progress(elapsed_s=90.0) == pytest.approx(70 / 100)
+
+
+def test_a_time_budget_resumes_with_the_clock_it_stopped_at(tmp_path: Path) -> None:
+    """With --max-minutes the rate follows elapsed time, which checkpoints carry across resumes
+    (with the warm-up's end), so a resumed run goes on along the same decay curve."""
+    first = make_trainer(tmp_path / "run", max_steps=None, max_minutes=0.05, warmup_steps=2)
+    result = first.run()
+    assert result.step > 2
+    resumed = make_trainer(tmp_path / "run", max_steps=None, max_minutes=10.0, warmup_steps=2)
+    assert resumed.step == result.step
+    assert resumed.state.elapsed_before_s == pytest.approx(result.elapsed_s, abs=0.05)
+    assert resumed.state.warmup_elapsed_s == pytest.approx(first.state.warmup_elapsed_s, abs=1e-2)
+    budget_s = 600.0 - resumed.state.warmup_elapsed_s
+    expected = (result.elapsed_s - resumed.state.warmup_elapsed_s) / budget_s
+    assert resumed.decay_progress(result.elapsed_s) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_larger_step_limit_on_resume_stretches_the_rest_of_the_decay(tmp_path: Path) -> None:
+    make_trainer(tmp_path / "run", max_steps=6, warmup_steps=2).run()
+    longer = make_trainer(tmp_path / "run", max_steps=12, warmup_steps=2)
+    assert longer.step == 6 and longer.decay_progress(0.0) == pytest.approx((6 - 2) / (12 - 2))
 
 
 def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps() -> None:
@@ -103,12 +142,12 @@ def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps() -> None
 def test_training_writes_checkpoints_metrics_and_keeps_the_last_few(tmp_path: Path) -> None:
     result = make_trainer(tmp_path / "run", keep_checkpoints=2).run()
     assert result.step == 6 and result.images_seen == 96
-    names = [p.name for p in train_module.checkpoint_paths(tmp_path / "run")]
+    names = [path.name for _, path in RunDirectory(tmp_path / "run").checkpoints()]
     assert names == ["step_00000004.safetensors", "step_00000006.safetensors"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
     assert (tmp_path / "run" / "config.json").exists()
-    assert not (tmp_path / "run" / train_module.LOCK_FILE).exists()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def test_trainer_reads_mnist_from_the_data_root(tmp_path: Path, mnist_root: Path) -> None:
@@ -155,28 +194,76 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path: 
     monkeypatch.setattr(train_module, "diffusion_loss", loss_that_explodes)
     with pytest.raises(TrainingError, match="at step 4"):
         trainer.run()
-    assert train_module.checkpoint_paths(tmp_path / "run")[-1].name == "step_00000004.safetensors"
+    assert RunDirectory(tmp_path / "run").checkpoints()[-1][1].name == "step_00000004.safetensors"
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mnist_diffusion.rundir import RunLock
+with RunLock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(30)
+"""
 
 
 def test_a_live_lock_refuses_a_second_training(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
-        (run_dir / train_module.LOCK_FILE).write_text(str(sleeper.pid))
-        with pytest.raises(TrainingError, match=f"in use by training process {sleeper.pid}"):
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInUseError, match=f"in use by training process {holder.pid} on "):
             make_trainer(run_dir).run()
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # The holder is dead now: its stale lock no longer blocks.
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # The holder died without cleaning up: the kernel released its lock, so the run goes ahead.
     assert make_trainer(run_dir).run().step == 6
+
+
+def test_a_lock_file_naming_an_unrelated_live_process_does_not_block(tmp_path: Path) -> None:
+    """The lock used to be a pid file: pid 1 (always alive) in it blocked training forever."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).write_text("1")
+    assert make_trainer(run_dir).run().step == 6
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+from mnist_diffusion.rundir import RunLock, RunInUseError
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+try:
+    with RunLock(Path(sys.argv[1])):
+        time.sleep(0.5)
+        print("got it")
+except RunInUseError:
+    print("refused")
+"""
+
+
+def test_two_processes_entering_at_the_same_instant_never_both_get_the_lock(tmp_path: Path) -> None:
+    """The old check-then-write lock let both of two simultaneous processes in (2 of 20 trials)."""
+    for trial in range(10):
+        run_dir = tmp_path / f"run{trial}"
+        run_dir.mkdir()
+        start = f"{time.time() + 1.0:.3f}"  # both spin until the same instant, then take the lock
+        processes = [subprocess.Popen([sys.executable, "-c", RACE, str(run_dir), start], stdout=subprocess.PIPE,
+                                      text=True) for _ in range(2)]
+        outcomes = sorted(process.communicate(timeout=60)[0].strip() for process in processes)
+        assert outcomes == ["got it", "refused"], (trial, outcomes)
 
 
 def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(TrainingError, match="cannot create run directory"):
+    with pytest.raises(RunDirError, match="cannot create run directory"):
         make_trainer(blocker / "run").run()
 
 

@@ -3,31 +3,34 @@
 Nothing is ever unpickled. A file holds:
 - `model.*`: the network weights (for a shipped model, the EMA weights);
 - `ema.*`: the exponential moving average of the weights (training checkpoints);
-- `optim.*`: AdamW state tensors (training checkpoints);
-- `rng.*`: generator states as uint8 tensors, so a resumed run draws the same numbers.
+- `optim.*`: AdamW state tensors (training checkpoints).
 The metadata carries `format` / `format_version`, `model_config`, `diffusion_config`, and for a
 training checkpoint `train_config`, `step`, `images_seen` and the optimizer's param groups.
 
 The config lives inside the weights file rather than in a JSON file beside it, so a checkpoint
 copied on its own still rebuilds its model; `train` also writes `config.json` in the run
-directory for people to read. Writes are atomic: temporary file, fsync, rename.
+directory for people to read. Writes are atomic (`files.atomic_write`).
+
+Reading validates everything before building anything: the file is a regular file, the metadata
+is a JSON object of this format and version, the configs are within `config.py`'s limits, and
+every weight tensor's name and shape is what that config's network has; the first problem found
+is reported in one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from .files import InputFileError, atomic_write, regular_file
 from .unet import UNet
 
 # Recipe fields added after format version 1 was written, with the values that reproduce what
@@ -50,17 +53,19 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     ema_state: dict[str, torch.Tensor] | None = None
     optimizer_state: dict[str, Any] | None = None
-    rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
     train_config: TrainConfig | None = None
     step: int = 0
     images_seen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def weights(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        """The EMA weights when asked for and present, else the raw ones."""
+        return self.ema_state if (use_ema and self.ema_state is not None) else self.model_state
+
     def build_model(self, use_ema: bool = True) -> UNet:
         """Rebuild the network from the stored config and load the (EMA, when present) weights."""
         model = UNet(self.model_config)
-        state = self.ema_state if (use_ema and self.ema_state is not None) else self.model_state
-        model.load_state_dict(state)
+        model.load_state_dict(self.weights(use_ema))
         return model.eval()
 
 
@@ -106,99 +111,115 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         optim_tensors, groups = _flatten_optimizer(checkpoint.optimizer_state)
         tensors.update({k: v.cpu().contiguous() for k, v in optim_tensors.items()})
         metadata["optimizer_param_groups"] = groups
-    for name, value in checkpoint.rng_state.items():
-        tensors[f"rng.{name}"] = value.cpu().contiguous()
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata)}))
     return path
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, fsync the file, then rename it over `path` (same directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`; `None` loads the shipped default model."""
     path = default_model_path() if path is None else Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory; give a .safetensors file")
     try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_len))
+        regular_file(path, "checkpoint")
+    except InputFileError as error:
+        raise CheckpointError(str(error)) from None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as error:
         raise CheckpointError(
             f"{path} is not a safetensors file ({error}); expected a checkpoint written by mnist-diffusion"
         ) from None
-    raw = header.get("__metadata__", {}).get("json")
+    meta = _read_metadata(path, metadata)
     try:
-        meta = json.loads(raw) if raw is not None else {}
-    except ValueError:
-        meta = {}
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is a safetensors file but not an mnist-diffusion checkpoint (no '{FORMAT}' metadata)"
-        )
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this mnist-diffusion reads version {FORMAT_VERSION}"
-        )
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
+        model_config = from_dict(ModelConfig, meta["model_config"])
+        diffusion_config = from_dict(DiffusionConfig, meta["diffusion_config"])
+        train_config = (from_dict(TrainConfig, LEGACY_TRAIN_SETTINGS | meta["train_config"])
+                        if "train_config" in meta else None)
+        step, images_seen = _count(meta, "step"), _count(meta, "images_seen")
+        extra = meta.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError("'extra' must be a JSON object")
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has a damaged mnist-diffusion header: {error}") from None
+    _check_weight_shapes(path, model_config, shapes)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: the tensors cannot be read ({error})") from None
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}}
     for name, value in tensors.items():
         prefix, _, rest = name.partition(".")
         if prefix in groups:
             groups[prefix][rest] = value
     try:
-        checkpoint = Checkpoint(
-            model_config=from_dict(ModelConfig, meta["model_config"]),
-            diffusion_config=from_dict(DiffusionConfig, meta["diffusion_config"]),
-            model_state=groups["model"],
-            ema_state=groups["ema"] or None,
-            optimizer_state=(_unflatten_optimizer({f"optim.{k}": v for k, v in groups["optim"].items()},
-                                                  meta["optimizer_param_groups"])
-                             if "optimizer_param_groups" in meta else None),
-            rng_state=groups["rng"],
-            train_config=(from_dict(TrainConfig, LEGACY_TRAIN_SETTINGS | meta["train_config"])
-                          if "train_config" in meta else None),
-            step=int(meta.get("step", 0)),
-            images_seen=int(meta.get("images_seen", 0)),
-            extra=dict(meta.get("extra", {})),
+        optimizer_state = (_unflatten_optimizer({f"optim.{k}": v for k, v in groups["optim"].items()},
+                                                meta["optimizer_param_groups"])
+                           if "optimizer_param_groups" in meta else None)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has damaged optimizer state: {error}") from None
+    return Checkpoint(model_config=model_config, diffusion_config=diffusion_config, model_state=groups["model"],
+                      ema_state=groups["ema"] or None, optimizer_state=optimizer_state, train_config=train_config,
+                      step=step, images_seen=images_seen, extra=dict(extra))
+
+
+def _read_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    """The JSON object stored under the `json` metadata key, checked for this format and version."""
+    try:
+        meta = json.loads(metadata["json"]) if "json" in metadata else {}
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an mnist-diffusion checkpoint (no '{FORMAT}' metadata)"
         )
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has a damaged mnist-diffusion header: {error}") from None
-    return checkpoint
+    version = meta.get("format_version")
+    if type(version) is not int:
+        raise CheckpointError(f"{path} has a damaged header: format_version must be the number "
+                              f"{FORMAT_VERSION}, got {json.dumps(version)}")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this mnist-diffusion reads version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _count(meta: dict[str, Any], key: str) -> int:
+    value = meta.get(key, 0)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"'{key}' must be a whole number >= 0, got {json.dumps(value)}")
+    return value
+
+
+def expected_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the network's state dict, without allocating the weights."""
+    with torch.device("meta"):
+        model = UNet(config)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def _check_weight_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Raise `CheckpointError` naming the first `model.*` / `ema.*` tensor that is missing, extra or
+    of the wrong shape for `config`."""
+    expected = expected_weight_shapes(config)
+    for prefix in ("model", "ema"):
+        stored = {name[len(prefix) + 1:]: shape for name, shape in shapes.items() if name.startswith(prefix + ".")}
+        if prefix == "ema" and not stored:
+            continue
+        for name, shape in expected.items():
+            if name not in stored:
+                raise CheckpointError(f"{path}: tensor '{prefix}.{name}' is missing")
+            if stored[name] != shape:
+                raise CheckpointError(f"{path}: tensor '{prefix}.{name}' has shape {list(stored[name])}; "
+                                      f"the stored model config needs {list(shape)}")
+        for name in stored:
+            if name not in expected:
+                raise CheckpointError(f"{path}: tensor '{prefix}.{name}' is not part of the model its config "
+                                      f"describes")
 
 
 def export_model(checkpoint: Checkpoint, path: str | Path, use_ema: bool = True) -> Path:
     """Write only the weights for sampling (EMA by default) and the configs: a shippable model."""
-    state = checkpoint.ema_state if (use_ema and checkpoint.ema_state is not None) else checkpoint.model_state
-    slim = Checkpoint(checkpoint.model_config, checkpoint.diffusion_config, state,
+    slim = Checkpoint(checkpoint.model_config, checkpoint.diffusion_config, checkpoint.weights(use_ema),
                       step=checkpoint.step, images_seen=checkpoint.images_seen, extra=checkpoint.extra)
     return save_checkpoint(slim, path)

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError
 from .data import to_model_space
+from .files import InputFileError, atomic_write, regular_file
 
 CLASSIFIER_FILE = "classifier.safetensors"
 FEATURE_DIM = 128
@@ -59,11 +60,16 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     path = default_classifier_path() if path is None else Path(path)
     if not path.exists():
         raise CheckpointError(f"classifier weights {path} do not exist; run `mnist-diffusion train-classifier`")
+    try:
+        regular_file(path, "classifier weights")
+    except InputFileError as error:
+        raise CheckpointError(str(error)) from None
     model = DigitClassifier()
     try:
         model.load_state_dict(load_file(str(path)))
     except Exception as error:  # safetensors and torch raise several types for a wrong file
-        raise CheckpointError(f"{path} is not a digit-classifier weights file ({error})") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path} is not a digit-classifier weights file ({reason})") from None
     return model.eval()
 
 

@@ -1,28 +1,52 @@
 """The `mnist-diffusion` command line. Thin: parse, validate, call the library, report.
 
-Every user mistake ends in one line on stderr, `mnist-diffusion: error: ...`, and exit status 2.
+Exit status is a contract (README, "What is guaranteed when things go wrong"):
+    0    success
+    1    the environment failed: disk full, no permission, a training that cannot go on
+    2    bad input: an argument, a file, a checkpoint
+    130  stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM (a training saves a checkpoint first)
+Every error is one line on stderr, `mnist-diffusion: error: ...`, naming the file or option.
+Everything a command is given is checked before any work, and every file it writes is written
+atomically, so a failure leaves no half-written file and no empty directory behind.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
 from . import __version__
-from .checkpoint import CheckpointError, export_model, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, export_model, load_checkpoint
 from .config import BETA_SCHEDULES, LR_DECAYS, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
-from .sampling import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from .files import atomic_write, check_writable, regular_file
+from .sampling import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    MAX_GUIDANCE,
+    SAMPLERS,
+    default_steps,
+    network_passes_per_digit,
+)
 
 PROG = "mnist-diffusion"
-IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (the seeds' size)
-EXIT_USAGE = 2
+IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+# Documented limits (README): what one command may ask for.
+MAX_DIGITS = 100_000  # digits one sample/evaluate command draws (100k x 784 bytes = 78 MB of pixels)
+MAX_BATCH_SIZE = 4096
+MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
+GRID_MAX_COLUMNS = 32  # a PNG grid shows at most 32 digits per row and 32 rows; the .npz keeps all
+GRID_MAX_ROWS = 32
 
 
 class UsageError(ValueError):
@@ -38,31 +62,38 @@ class Parser(argparse.ArgumentParser):
 
 # -- argument types: each rejects bad values with a message naming what is allowed -------------
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+def number(low: float, high: float = float("inf"), *, low_inclusive: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above_low = value >= low if low_inclusive else value > low
+        if not (above_low and value <= high and value != float("inf")):
+            bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < float("inf") else "")
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
+positive_int = whole_number(1, 2**31 - 1)
+seed_int = whole_number(0, MAX_SEED)
+non_negative_float = number(0.0)
+positive_float = number(0.0, low_inclusive=False)
 
 
 def digit(text: str) -> int:
@@ -88,23 +119,20 @@ def digit_list(text: str) -> list[int]:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def writable_file(path: Path, suffixes: tuple[str, ...]) -> Path:
-    """Check before any work that `path` has a known suffix and its directory can be written."""
+def output_file(text: str, suffixes: tuple[str, ...]) -> Path:
+    """Check before any work that the path has a known suffix and could be written."""
+    path = Path(text)
     if path.suffix.lower() not in suffixes:
         raise UsageError(f"{path}: expected a file ending in {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory")
-    writable_dir(path.parent)
-    return path
+    return check_writable(path)
 
 
-def writable_dir(directory: Path) -> Path:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create directory {directory}: {error.strerror}") from None
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"directory {directory} is not writable")
+def output_dir(text: str) -> Path:
+    """A directory that exists or can be created, checked without creating it."""
+    directory = Path(text)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} exists and is not a directory")
+    check_writable(directory / "report")
     return directory
 
 
@@ -124,10 +152,39 @@ def _load_model(path: str | None, use_ema: bool, device: torch.device):
     return checkpoint, model, NoiseSchedule(checkpoint.diffusion_config)
 
 
-def _progress(total: int, description: str):
+def _sampling_steps(args: argparse.Namespace, num_timesteps: int) -> int:
+    steps = args.steps or default_steps(args.sampler, num_timesteps)
+    if steps > num_timesteps:
+        raise UsageError(f"--steps {steps} exceeds the model's {num_timesteps} timesteps")
+    return steps
+
+
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.eta is not None and args.sampler != "ddim":
+        raise UsageError(f"--eta applies only to --sampler ddim, not {args.sampler}")
+    return {"eta": args.eta} if args.eta is not None else None
+
+
+def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace, labels: torch.Tensor | None,
+                            steps: int, description: str) -> torch.Tensor:
+    """uint8 digits `(num, 28, 28)` from `generate`, with a progress bar over all batches' steps."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="step", disable=None, leave=False, file=sys.stderr)
+    from .sampling import generate
+
+    total = -(-num // args.batch_size) * steps
+    with tqdm(total=total, desc=description, unit="step", disable=None, leave=False, file=sys.stderr) as bar:
+        images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
+                          steps=steps, generator=torch.Generator().manual_seed(args.seed),
+                          batch_size=args.batch_size, device=args.device_chosen,
+                          callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args))
+    return to_uint8(images)
+
+
+def _report_passes(num: int, steps: int, conditional: bool, guidance: float) -> None:
+    passes = network_passes_per_digit(steps, conditional, guidance)
+    branches = "2 branches (guidance)" if passes > steps else "1 branch"
+    info(f"{num} digits: {steps} steps x {branches} = {passes} network passes per digit")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -137,17 +194,8 @@ def cmd_download(args: argparse.Namespace) -> None:
     print(f"MNIST ready in {directory}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from .train import Trainer, checkpoint_paths, pick_device
-
-    run_dir = Path(args.run_dir)
-    if args.resume and not checkpoint_paths(run_dir):
-        raise UsageError(f"--resume: {run_dir} has no checkpoint to resume from")
-    if args.epochs is None and args.max_minutes is None and args.max_steps is None:
-        raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
-    overrides: dict = {"image_size": args.image_size}
+def _train_configs(args: argparse.Namespace):
+    overrides: dict[str, Any] = {"image_size": args.image_size}
     if args.unconditional:
         overrides["num_classes"] = 0
     if args.dropout is not None:
@@ -160,166 +208,219 @@ def cmd_train(args: argparse.Namespace) -> None:
                                ema_decay=args.ema_decay, p_uncond=args.p_uncond, lr_decay=args.lr_decay,
                                min_snr_gamma=args.min_snr_gamma, checkpoint_every=args.checkpoint_every,
                                sample_every=args.sample_every)
-    device = pick_device(args.device)
-    if checkpoint_paths(run_dir) and not args.resume:
-        info(f"{run_dir} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
-    bar = None
+    return model_config, diffusion_config, train_config
 
-    def on_log(row: dict) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(desc="train", unit="step", disable=None, file=sys.stderr,
-                       total=trainer.total_steps(), initial=row["step"] - trainer.config.log_every)
-        bar.update(row["step"] - bar.n)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}", epoch=row["epoch"])
 
-    trainer = Trainer(run_dir, model_config, diffusion_config, train_config, data_root=args.data_root,
-                      device=str(device), on_log=on_log, on_message=info)
-    if trainer.ctx.is_main:
-        from .unet import count_parameters
+class _TrainProgress:
+    """A tqdm bar fed by the trainer's log rows (created on the first row, when the total is known)."""
 
-        info(f"training {count_parameters(trainer.model) / 1e6:.2f}M-parameter UNet on {trainer.device} "
-             f"({trainer.ctx.world_size} process{'es' if trainer.ctx.world_size > 1 else ''}) into {run_dir}")
-    result = trainer.run()
-    if bar is not None:
-        bar.close()
-    if trainer.ctx.is_main:
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.total_steps: int | None = None
+        self.first_step = 0
+
+    def __call__(self, row: dict) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(desc="train", unit="step", disable=None, file=sys.stderr, total=self.total_steps,
+                            initial=self.first_step)
+        self.bar.update(row["step"] - self.bar.n)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}", epoch=row["epoch"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import leave_process_group
+    from .rundir import RunDirectory
+    from .train import Trainer
+
+    run_dir = RunDirectory(args.run_dir)
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise UsageError(f"--run-dir {run_dir.path} exists and is not a directory")
+    if args.resume and not run_dir.checkpoints():
+        raise UsageError(f"--resume: {run_dir.path} has no checkpoint to resume from")
+    if args.epochs is None and args.max_minutes is None and args.max_steps is None:
+        raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
+    if run_dir.checkpoints() and not args.resume:
+        info(f"{run_dir.path} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
+    progress = _TrainProgress()
+    trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
+                      on_log=progress, on_message=info)
+    progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
+    try:
+        result = trainer.run()
+    finally:
+        progress.close()
+    if trainer.group.is_main:
         how = "stopped on request" if result.stopped_early else "done"
         print(f"{how}: step {result.step}, {result.images_seen} images, {result.elapsed_s / 60:.1f} min; "
               f"checkpoint {result.checkpoint}")
-    if trainer.ctx.world_size > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    leave_process_group()
+    return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
 
 
-def _labels_for(args: argparse.Namespace, conditional: bool, generator: torch.Generator) -> tuple[
-        torch.Tensor | None, int, int | None]:
+def _labels_for(args: argparse.Namespace, num_classes: int,
+                generator: torch.Generator) -> tuple[torch.Tensor | None, int, int | None]:
     """Labels to sample, how many samples, and digits per grid row."""
-    asked = args.digit is not None or args.digits is not None
-    if asked and not conditional:
+    asked = args.digits if args.digits is not None else ([args.digit] if args.digit is not None else [])
+    if asked and num_classes == 0:
         raise UsageError("this checkpoint is unconditional: it cannot draw a chosen digit "
                          "(drop --digit/--digits or use a class-conditional checkpoint)")
+    if any(d >= num_classes for d in asked):
+        raise UsageError(f"digit {max(asked)} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
     if args.digits is not None:
-        per_row = args.per_digit
-        labels = torch.tensor(args.digits).repeat_interleave(per_row)
-        return labels, len(labels), per_row
+        if len(args.digits) * args.per_digit > MAX_DIGITS:
+            raise UsageError(f"{len(args.digits)} digits x --per-digit {args.per_digit} is more than the "
+                             f"{MAX_DIGITS:,} digits one command may draw")
+        return torch.tensor(args.digits).repeat_interleave(args.per_digit), len(args.digits) * args.per_digit, \
+            args.per_digit
     num = args.num or 256
     if args.digit is not None:
         return torch.full((num,), args.digit), num, None
-    if conditional and args.guidance > 0:
-        # No digit asked for: an even mix of all ten, in random order.
-        labels = torch.arange(num) % NUM_CLASSES
+    if num_classes and args.guidance > 0:
+        # No digit asked for: an even mix of the model's classes, in random order.
+        labels = torch.arange(num) % num_classes
         return labels[torch.randperm(num, generator=generator)], num, None
     return None, num, None
 
 
+def _grid_digits(pixels: torch.Tensor, per_row: int | None) -> tuple[torch.Tensor, int | None]:
+    """The digits a PNG grid shows: at most GRID_MAX_COLUMNS per row and GRID_MAX_ROWS rows (with
+    one row per digit class, each row's first digits), so a huge request stays a viewable image."""
+    if per_row is None:
+        return pixels[:GRID_MAX_COLUMNS * GRID_MAX_ROWS], None
+    rows = pixels.reshape(-1, per_row, *pixels.shape[1:])[:GRID_MAX_ROWS, :GRID_MAX_COLUMNS]
+    return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
+
     from .figures import save_grid
-    from .sampling import generate
-    from .train import pick_device
 
-    out = writable_file(Path(args.out), (".png",))
-    npz = writable_file(Path(args.npz), (".npz",)) if args.npz else None
-    device = pick_device(args.device)
-    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, device)
+    out = output_file(args.out, (".png",))
+    npz = output_file(args.npz, (".npz",)) if args.npz else None
+    _sampler_options(args)
+    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
     generator = torch.Generator().manual_seed(args.seed)
-    labels, num, per_row = _labels_for(args, checkpoint.model_config.conditional, generator)
-    steps = args.steps
-    if args.sampler == "ddpm" and steps is None:
-        steps = schedule.num_timesteps
-    steps = steps or DEFAULT_STEPS
-    if steps > schedule.num_timesteps:
-        raise UsageError(f"--steps {steps} exceeds the model's {schedule.num_timesteps} timesteps")
-    batches = -(-num // args.batch_size)
-    with _progress(batches * steps, f"sample ({args.sampler}, {steps} steps)") as bar:
-        images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
-                          steps=steps, generator=generator, batch_size=args.batch_size, device=device,
-                          callback=lambda _: bar.update(1),
-                          sampler_kwargs={"eta": args.eta} if args.sampler == "ddim" else None)
-    pixels = to_uint8(images)  # (N, 28, 28)
-    save_grid(pixels, out, nrow=per_row)
-    print(f"wrote {num} digits to {out}")
+    labels, num, per_row = _labels_for(args, checkpoint.model_config.num_classes, generator)
+    steps = _sampling_steps(args, schedule.num_timesteps)
+    _report_passes(num, steps, labels is not None, args.guidance)
+    pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
+                                     f"sample ({args.sampler}, {steps} steps)")  # (N, 28, 28)
+    shown, shown_per_row = _grid_digits(pixels, per_row)
+    save_grid(shown, out, nrow=shown_per_row)
+    kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
+    note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
+    print(f"wrote {num} digits to {out}{note}")
     if npz is not None:
-        import numpy as np
-
         payload = {"images": pixels.numpy()}
         if labels is not None:
             payload["labels"] = labels.numpy()
-        with open(npz, "wb") as handle:
-            np.savez_compressed(handle, **payload)
+        atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
         print(f"wrote images to {npz}")
 
 
-def cmd_figures(args: argparse.Namespace) -> None:
-    from . import figures as fig
-    from .sampling import generate, make_timesteps
-    from .train import pick_device
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    import numpy as np
 
-    out_dir = writable_dir(Path(args.out_dir))
-    metrics = None
-    if args.run_dir is not None:
-        metrics = Path(args.run_dir) / "metrics.jsonl"
-        if not metrics.exists():
-            raise UsageError(f"{args.run_dir} has no metrics.jsonl to plot")
-    device = pick_device(args.device)
-    checkpoint, model, schedule = _load_model(args.checkpoint, True, device)
+    with open(path, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
+        np.savez_compressed(handle, **arrays)
+
+
+def _forward_process_figure(args: argparse.Namespace, checkpoint: Checkpoint, model, schedule,
+                            generator: torch.Generator, out_dir: Path) -> Path:
+    """Six clean digits (MNIST's, else the model's own) noised to t = 0 ... T-1."""
+    from .data import to_model_space
+    from .figures import strip_figure
+    from .sampling import generate
+
     conditional = checkpoint.model_config.conditional
-    generator = torch.Generator().manual_seed(args.seed)
-    written = []
-
-    # 1. Forward process: clean digits -> noise (seed 000's figure).
     try:
         images, _ = load_mnist(args.data_root, "test", download=False)
         clean, source = images[:6], "MNIST test digits"
     except (DataError, FileNotFoundError):
         clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
-                                  guidance=DEFAULT_GUIDANCE, generator=generator, device=device))
+                                  guidance=DEFAULT_GUIDANCE, generator=generator, device=args.device_chosen))
         source = "digits drawn by the model (no MNIST data found)"
-    from .data import to_model_space
-
     x0 = to_model_space(clean, checkpoint.model_config.image_size)
-    shown_t = [0, 50, 100, 200, 300, 400, 500, 650, 800, schedule.num_timesteps - 1]
-    shown_t = sorted({min(int(t * schedule.num_timesteps / 1000), schedule.num_timesteps - 1) for t in shown_t})
+    # Ten noise levels, as fractions of T: dense early, where the digit is still readable.
+    fractions = (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
+    shown_t = sorted({min(int(f * schedule.num_timesteps), schedule.num_timesteps - 1) for f in fractions})
     noise = torch.randn(x0.shape, generator=generator)
-    rows = [to_uint8(schedule.q_sample(x0[i:i + 1].expand(len(shown_t), -1, -1, -1),
-                                       torch.tensor(shown_t), noise[i:i + 1].expand(len(shown_t), -1, -1, -1)))
+    columns = len(shown_t)
+    rows = [to_uint8(schedule.q_sample(x0[i:i + 1].expand(columns, -1, -1, -1), torch.tensor(shown_t),
+                                       noise[i:i + 1].expand(columns, -1, -1, -1)))
             for i in range(len(x0))]
-    written.append(fig.strip_figure(rows, [f"t={t}" for t in shown_t],
-                                    f"Forward process q(x_t | x_0): {source} turning into noise",
-                                    out_dir / "forward_process.png"))
+    return strip_figure(rows, [f"t={t}" for t in shown_t],
+                        f"Forward process q(x_t | x_0): {source} turning into noise", out_dir / "forward_process.png")
 
-    # 2. Reverse process, 6 digits x 15 timesteps with full-T ancestral sampling (seed 002's figure).
+
+def _reverse_process_figure(args: argparse.Namespace, conditional: bool, model, schedule,
+                            generator: torch.Generator, out_dir: Path) -> Path:
+    """Six digits x 15 snapshots of full-T ancestral sampling, noise to digit."""
+    from .figures import strip_figure
+    from .sampling import generate, make_timesteps
+
     timesteps = make_timesteps(schedule.num_timesteps, schedule.num_timesteps)
     keep = set(torch.linspace(0, len(timesteps) - 1, 15).round().long().tolist())
     snapshots: list[torch.Tensor] = []
     titles: list[str] = []
 
-    def record(info_: dict) -> None:
-        if info_["i"] in keep:
-            snapshots.append(to_uint8(info_["x"].cpu()))
-            t_next = int(timesteps[info_["i"] + 1]) if info_["i"] + 1 < len(timesteps) else -1
-            titles.append("x_0" if t_next < 0 else f"t={t_next}")
+    def record(step: dict) -> None:
+        if step["i"] in keep:
+            snapshots.append(to_uint8(step["x"].cpu()))
+            landed_on = int(timesteps[step["i"] + 1]) if step["i"] + 1 < len(timesteps) else None
+            titles.append("x_0" if landed_on is None else f"t={landed_on}")
 
     labels = torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None
-    generate(model, schedule, 6, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm", steps=None,
-             generator=generator, device=device, callback=record)
-    rows = [torch.stack([snap[i] for snap in snapshots]) for i in range(6)]
-    written.append(fig.strip_figure(rows, titles, "Reverse process: DDPM ancestral sampling, noise to digits",
-                                    out_dir / "reverse_process.png"))
+    generate(model, schedule, 6, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm", generator=generator,
+             device=args.device_chosen, callback=record)
+    rows = [torch.stack([snapshot[i] for snapshot in snapshots]) for i in range(6)]
+    return strip_figure(rows, titles, "Reverse process: DDPM ancestral sampling, noise to digits",
+                        out_dir / "reverse_process.png")
 
-    # 3. GIF of 20 digits forming (0-9 twice when conditional), x_t after every step. Noisy frames
-    #    barely compress, so it stays small: 20 digits at 2x are ~3 MB; 100 at 3x were 18 MB.
+
+def _sampling_gif(args: argparse.Namespace, conditional: bool, model, schedule, generator: torch.Generator,
+                  out_dir: Path) -> Path:
+    """20 digits forming (0-9 twice when conditional), x_t after every step. Noisy frames barely
+    compress, so it stays small: 20 digits at 2x are ~3 MB; 100 at 3x were 18 MB."""
+    from .figures import save_gif
+    from .sampling import generate
+
     frames: list[torch.Tensor] = []
-    steps = min(60, schedule.num_timesteps)
     labels = torch.arange(NUM_CLASSES).repeat(2) if conditional else None
-    generate(model, schedule, 20, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm", steps=steps,
-             generator=generator, device=device, callback=lambda i: frames.append(to_uint8(i["x"].cpu())))
-    written.append(fig.save_gif(frames, out_dir / "sampling.gif", nrow=10, scale=2))
+    generate(model, schedule, 20, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm",
+             steps=min(60, schedule.num_timesteps), generator=generator, device=args.device_chosen,
+             callback=lambda step: frames.append(to_uint8(step["x"].cpu())))
+    return save_gif(frames, out_dir / "sampling.gif", nrow=10, scale=2)
 
-    # 4. Loss curve of a run.
-    if metrics is not None:
-        written.append(fig.loss_curve(metrics, out_dir / "loss_curve.png"))
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from .figures import loss_curve, read_metrics
+
+    out_dir = output_dir(args.out_dir)
+    metrics_rows = None
+    if args.run_dir is not None:  # checked first, so a bad log fails before any figure is drawn
+        metrics = Path(args.run_dir) / "metrics.jsonl"
+        if not metrics.exists():
+            raise UsageError(f"{args.run_dir} has no metrics.jsonl to plot")
+        metrics_rows = read_metrics(metrics)
+        if not any("loss" in row for row in metrics_rows):
+            raise UsageError(f"{metrics} holds no loss values to plot")
+    checkpoint, model, schedule = _load_model(args.checkpoint, True, args.device_chosen)
+    conditional = checkpoint.model_config.conditional
+    generator = torch.Generator().manual_seed(args.seed)
+    written = [
+        _forward_process_figure(args, checkpoint, model, schedule, generator, out_dir),
+        _reverse_process_figure(args, conditional, model, schedule, generator, out_dir),
+        _sampling_gif(args, conditional, model, schedule, generator, out_dir),
+    ]
+    if metrics_rows is not None:
+        written.append(loss_curve(Path(args.run_dir) / "metrics.jsonl", out_dir / "loss_curve.png", metrics_rows))
     for path in written:
         print(f"wrote {path}")
 
@@ -327,7 +428,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 def cmd_train_classifier(args: argparse.Namespace) -> None:
     from .classifier import train_classifier
 
-    out = writable_file(Path(args.out), (".safetensors",))
+    out = output_file(args.out, (".safetensors",))
     train, test = load_mnist(args.data_root, "train"), load_mnist(args.data_root, "test")
     result = train_classifier(train, test, out, epochs=args.epochs, seed=args.seed,
                               on_epoch=lambda epoch, acc: info(f"epoch {epoch}: test accuracy {acc:.4f}"))
@@ -335,107 +436,145 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
           f"({result.seconds / 60:.1f} min)")
 
 
-def _samples_from_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _samples_from_npz(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images `(N, 28, 28)` and optional int64 labels `(N,)` from an .npz, fully checked."""
+    import zipfile
+
     import numpy as np
 
-    if not path.exists():
-        raise UsageError(f"--samples {path} does not exist")
+    from .evaluate import check_samples
+
+    path = regular_file(text, "--samples")
     try:
         with np.load(path, allow_pickle=False) as payload:
-            images = payload["images"] if "images" in payload else payload[payload.files[0]]
-            labels = payload.get("labels")
-    except (OSError, ValueError, KeyError, IndexError) as error:
-        raise UsageError(f"{path} is not a readable .npz of images ({error})") from None
-    images = np.asarray(images)
+            if not hasattr(payload, "files") or not payload.files:
+                raise UsageError(f"{path} is not an .npz archive of arrays")
+            images = np.asarray(payload["images"] if "images" in payload.files else payload[payload.files[0]])
+            labels = np.asarray(payload["labels"]) if "labels" in payload.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, UsageError):
+            raise
+        raise UsageError(f"{path} is not a readable .npz archive of arrays (written by numpy.savez); "
+                         f"{type(error).__name__}") from None
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+    if images.dtype != np.uint8:
         raise UsageError(f"{path}: expected uint8 images shaped (N, 28, 28), got {images.dtype} {images.shape}")
-    return torch.from_numpy(images.copy()), (torch.from_numpy(labels.astype("int64")) if labels is not None else None)
+    if labels is not None and labels.dtype.kind not in "iu":
+        raise UsageError(f"{path}: labels must be integers 0-9, got {labels.dtype} values")
+    image_tensor = torch.from_numpy(images.copy())
+    label_tensor = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
+    try:
+        check_samples(image_tensor, label_tensor)
+    except ValueError as error:
+        raise UsageError(f"{path}: {error}") from None
+    return image_tensor, label_tensor
+
+
+def _model_images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor | None, str, dict[str, Any]]:
+    """Generate `--num` digits (an even mix of the classes) for scoring; returns images, the digits
+    asked for, the row name and the settings to record."""
+    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
+    num_classes = checkpoint.model_config.num_classes
+    labels = torch.arange(args.num) % num_classes if num_classes and args.guidance > 0 else None
+    steps = _sampling_steps(args, schedule.num_timesteps)
+    _report_passes(args.num, steps, labels is not None, args.guidance)
+    started = time.monotonic()
+    images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}")
+    settings = {"checkpoint": args.checkpoint or "shipped default", "sampler": args.sampler, "steps": steps,
+                "network_passes_per_digit": network_passes_per_digit(steps, labels is not None, args.guidance),
+                "guidance": args.guidance, "seed": args.seed, "ema": not args.no_ema,
+                "generation_s": round(time.monotonic() - started, 1)}
+    info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
+    return images, labels, f"model ({args.sampler}, {steps} steps, w={args.guidance:g})", settings
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import time
-
     from . import evaluate as ev
     from .classifier import load_classifier
-    from .figures import strip_figure
-    from .sampling import generate
-    from .train import pick_device
 
-    out_dir = writable_dir(Path(args.out_dir))
+    out_dir = output_dir(args.out_dir)
     if args.samples and args.checkpoint:
         raise UsageError("give --checkpoint or --samples, not both")
+    if args.samples:
+        images, labels = _samples_from_npz(args.samples)
+        name, settings = "samples", {"samples": str(args.samples)}
     classifier = load_classifier(args.classifier)
     if args.inception:
         from .inception import inception_weights_path
 
         inception_weights_path()  # fail before any generation if the extra is missing
-    settings: dict = {}
-    if args.samples:
-        images, labels = _samples_from_npz(Path(args.samples))
-        name, settings["samples"] = "samples", str(args.samples)
-    else:
-        device = pick_device(args.device)
-        checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, device)
-        conditional = checkpoint.model_config.conditional
-        labels = torch.arange(args.num) % NUM_CLASSES if conditional and args.guidance > 0 else None
-        steps = args.steps or (schedule.num_timesteps if args.sampler == "ddpm" else DEFAULT_STEPS)
-        started = time.monotonic()
-        with _progress(-(-args.num // args.batch_size) * steps, f"generate {args.num}") as bar:
-            images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=args.guidance,
-                                       sampler=args.sampler, steps=steps, batch_size=args.batch_size,
-                                       generator=torch.Generator().manual_seed(args.seed), device=device,
-                                       callback=lambda _: bar.update(1)))
-        settings.update(checkpoint=args.checkpoint or "shipped default", sampler=args.sampler, steps=steps,
-                        guidance=args.guidance, seed=args.seed, ema=not args.no_ema,
-                        generation_s=round(time.monotonic() - started, 1))
-        name = f"model ({args.sampler}, {steps} steps, w={args.guidance:g})"
-        info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
     train_images, _ = load_mnist(args.data_root, "train")
     test_images, _ = load_mnist(args.data_root, "test")
+    if not args.samples:
+        images, labels, name, settings = _model_images(args)
+    if len(images) < ev.FID_RELIABLE_N:
+        info(f"warning: {len(images)} digits are few; FID is biased upwards below {ev.FID_RELIABLE_N:,}, so "
+             f"compare scores only at equal N")
     started = time.monotonic()
     evaluator = ev.Evaluator(classifier, test_images, train_images)
-    row, extras = evaluator.score(name, images, labels)
+    row, copies = evaluator.score(name, images, labels)
     rows = [row]
     if not args.no_references:
-        generator = torch.Generator().manual_seed(args.seed)
-        floor = train_images[torch.randperm(len(train_images), generator=generator)[:10_000]]
-        noise = torch.randint(0, 256, (len(floor), 28, 28), generator=generator, dtype=torch.uint8)
-        rows.append(evaluator.score("MNIST train 10k (floor)", floor, memorize=False)[0])
-        rows.append(evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0])
-        rows.append(evaluator.score("uniform noise", noise)[0])
+        rows += _reference_rows(evaluator, train_images, test_images, args.seed)
     if args.inception:
-        from .evaluate import fid
-        from .inception import inception_features, load_inception
-
-        network = load_inception()
-        info("computing Inception features (slow on a CPU)")
-        reference = inception_features(network, test_images)
-        row.inception_fid = fid(inception_features(network, images), reference)
-        if not args.no_references:
-            rows[1].inception_fid = fid(inception_features(network, floor), reference)
+        _add_inception_fid(rows, images, train_images, test_images, args)
     settings["scoring_s"] = round(time.monotonic() - started, 1)
     json_path, md_path = ev.write_report(rows, settings, out_dir)
-    d1, d2, index = extras["nearest"]
-    closest = torch.argsort(d1 / d2)[:12]
-    figure = strip_figure([images[closest], train_images[index[closest]]],
-                          [f"{(d1 / d2)[i]:.2f}" for i in closest.tolist()],
-                          "Samples most like a training image (nearest / second-nearest distance above each)",
-                          out_dir / "nearest_neighbours.png", row_titles=["sample", "nearest\ntrain"])
+    figure = _nearest_neighbours_figure(images, train_images, copies, out_dir)
     print(ev.format_table(rows))
     print(f"scored in {settings['scoring_s']:.0f} s; wrote {json_path}, {md_path}, {figure}")
 
 
+def _reference_sets(train_images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """10,000 training digits (what a perfect generator reaches) and as many uniform-noise images."""
+    generator = torch.Generator().manual_seed(seed)
+    training_sample = train_images[torch.randperm(len(train_images), generator=generator)[:10_000]]
+    noise = torch.randint(0, 256, (len(training_sample), 28, 28), generator=generator, dtype=torch.uint8)
+    return training_sample, noise
+
+
+def _reference_rows(evaluator, train_images: torch.Tensor, test_images: torch.Tensor, seed: int) -> list:
+    training_sample, noise = _reference_sets(train_images, seed)
+    return [evaluator.score("MNIST train 10k (floor)", training_sample, memorize=False)[0],
+            evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0],
+            evaluator.score("uniform noise", noise)[0]]
+
+
+def _add_inception_fid(rows: list, images: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
+                       args: argparse.Namespace) -> None:
+    from .evaluate import fid
+    from .inception import inception_features, load_inception
+
+    network = load_inception()
+    info("computing Inception features (slow on a CPU)")
+    reference = inception_features(network, test_images)
+    rows[0].inception_fid = fid(inception_features(network, images), reference)
+    if not args.no_references:
+        training_sample, _ = _reference_sets(train_images, args.seed)
+        rows[1].inception_fid = fid(inception_features(network, training_sample), reference)
+
+
+def _nearest_neighbours_figure(images: torch.Tensor, train_images: torch.Tensor, copies, out_dir: Path) -> Path:
+    from .figures import strip_figure
+
+    closest = copies.closest(12)
+    ratio = copies.nearest_distance / copies.second_distance
+    return strip_figure([images[closest], train_images[copies.nearest_index[closest]]],
+                        [f"{ratio[i]:.2f}" for i in closest.tolist()],
+                        "Samples most like a training image (nearest / second-nearest distance above each)",
+                        out_dir / "nearest_neighbours.png", row_titles=["sample", "nearest\ntrain"])
+
+
 def cmd_export(args: argparse.Namespace) -> None:
-    out = writable_file(Path(args.out), (".safetensors",))
-    checkpoint = load_checkpoint(args.checkpoint)
+    out = output_file(args.out, (".safetensors",))
+    checkpoint = load_checkpoint(args.checkpoint)  # validated: names, shapes and configs
     export_model(checkpoint, out, use_ema=not args.no_ema)
     size_mb = out.stat().st_size / 1e6
     print(f"wrote {'raw' if args.no_ema else 'EMA'} weights of step {checkpoint.step} to {out} ({size_mb:.1f} MB)")
 
 
-# -- parser ----------------------------------------------------------------------------------
+# -- parser: one function per command --------------------------------------------------------
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
@@ -445,43 +584,50 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER,
                         help=f"sampling algorithm (default: {DEFAULT_SAMPLER})")
     parser.add_argument("--steps", type=positive_int, default=None,
-                        help=f"network evaluations per image (default: {DEFAULT_STEPS}; ddpm: every timestep)")
-    parser.add_argument("--guidance", type=non_negative_float, default=DEFAULT_GUIDANCE,
-                        help=f"classifier-free guidance weight w: 0 unconditional, 1 conditional, >1 "
-                             f"sharper digits (default: {DEFAULT_GUIDANCE})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same digits")
+                        help=f"timesteps the sampler visits, each one network evaluation per digit, the final "
+                             f"denoise at t=0 included; guidance (w other than 0 and 1) doubles the passes "
+                             f"(default: {DEFAULT_STEPS}; ddpm: every timestep)")
+    parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULT_GUIDANCE,
+                        help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
+                             f"1 conditional, >1 sharper digits (default: {DEFAULT_GUIDANCE})")
+    parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
+                        help="ddim only: noise per step, 0 deterministic (default) to 1 (DDPM's variance)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
+    parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
+                        help=f"digits per forward pass (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description="Train, sample and evaluate diffusion models of handwritten digits.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
+def _add_download_parser(commands) -> None:
     p = commands.add_parser("download", help="fetch and verify the MNIST IDX files")
     p.add_argument("--root", default="data", help="data root; files go to ROOT/MNIST/raw (default: data)")
     p.set_defaults(func=cmd_download)
 
+
+def _add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train (or resume) a diffusion model")
     p.add_argument("--run-dir", required=True, help="directory for checkpoints, metrics and samples")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network size (default: small)")
     p.add_argument("--epochs", type=positive_float, help="passes over the 60,000 training digits")
     p.add_argument("--max-minutes", type=positive_float, help="wall-clock budget, counted across resumes")
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps")
-    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
+    p.add_argument("--batch-size", type=whole_number(1, 60_000), default=TrainConfig.batch_size)
     p.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help="peak learning rate of AdamW")
     p.add_argument("--lr-decay", choices=LR_DECAYS, default=TrainConfig.lr_decay,
-                   help="cosine: decay to 0 over the run's limit (steps, epochs or minutes); none: constant")
+                   help="cosine: decay to 0 over the run's limit after warm-up (steps, epochs or minutes); "
+                        "none: constant")
     p.add_argument("--min-snr-gamma", type=non_negative_float, default=TrainConfig.min_snr_gamma,
                    help="min-SNR-gamma loss weighting (default: 5; 0 is plain MSE)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ema-decay", type=non_negative_float, default=TrainConfig.ema_decay)
-    p.add_argument("--p-uncond", type=non_negative_float, default=TrainConfig.p_uncond,
+    p.add_argument("--seed", type=seed_int, default=0, help=f"random seed in [0, {MAX_SEED}]")
+    p.add_argument("--ema-decay", type=number(0.0, 0.999999), default=TrainConfig.ema_decay)
+    p.add_argument("--p-uncond", type=number(0.0, 1.0), default=TrainConfig.p_uncond,
                    help="probability of dropping the label (classifier-free guidance training)")
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
-                   help="28 (native) or 32 (zero-padded, as the seeds did); sampling always uses the trained size")
-    p.add_argument("--dropout", type=non_negative_float, default=None)
-    p.add_argument("--timesteps", type=positive_int, default=DiffusionConfig.num_timesteps,
+                   help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
+    p.add_argument("--dropout", type=number(0.0, 0.99), default=None)
+    p.add_argument("--timesteps", type=whole_number(2, 100_000), default=DiffusionConfig.num_timesteps,
                    help="diffusion steps T (default: 1000)")
     p.add_argument("--schedule", choices=BETA_SCHEDULES, default=DiffusionConfig.beta_schedule)
     p.add_argument("--prediction", choices=PREDICTION_TYPES, default=DiffusionConfig.prediction_type)
@@ -494,44 +640,52 @@ def build_parser() -> Parser:
     _add_device(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_sample_parser(commands) -> None:
     p = commands.add_parser("sample", help="draw digits into a PNG grid (and optionally an .npz)")
     p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
-    p.add_argument("--num", type=positive_int, help="number of digits (default: 256)")
+    p.add_argument("--num", type=whole_number(1, MAX_DIGITS), help="number of digits (default: 256)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--digit", type=digit, help="draw only this digit (class-conditional models)")
     which.add_argument("--digits", type=digit_list, help="one grid row per digit, e.g. 0-9 or 1,3,5")
-    p.add_argument("--per-digit", type=positive_int, default=10, help="digits per row with --digits (default: 10)")
-    p.add_argument("--out", default="samples.png", help="PNG grid to write (default: samples.png)")
-    p.add_argument("--npz", help="also save the uint8 images (N x 28 x 28) and labels here")
-    p.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    p.add_argument("--per-digit", type=whole_number(1, MAX_DIGITS), default=10,
+                   help="digits per row with --digits (default: 10)")
+    p.add_argument("--out", default="samples.png",
+                   help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
+    p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
     _add_sampling(p)
     _add_device(p)
     p.set_defaults(func=cmd_sample)
 
+
+def _add_figures_parser(commands) -> None:
     p = commands.add_parser("figures", help="forward/reverse process figures, a GIF and the loss curve")
     p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     p.add_argument("--out-dir", default="outputs/figures")
     p.add_argument("--run-dir", help="a training run whose metrics.jsonl to plot")
     p.add_argument("--data-root", default="data", help="MNIST root for the forward-process figure")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     _add_device(p)
     p.set_defaults(func=cmd_figures)
 
+
+def _add_train_classifier_parser(commands) -> None:
     p = commands.add_parser("train-classifier", help="train the MNIST classifier behind the quality metrics")
     p.add_argument("--out", default="classifier.safetensors", help="weights file to write")
-    p.add_argument("--epochs", type=positive_int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=whole_number(1, 1000), default=3)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     p.set_defaults(func=cmd_train_classifier)
 
+
+def _add_evaluate_parser(commands) -> None:
+    from .evaluate import MIN_SAMPLES
+
     p = commands.add_parser("evaluate", help="FID, KID, precision/recall, coverage, copies: a quality report")
     p.add_argument("--checkpoint", help="model to sample from (default: the shipped model)")
-    p.add_argument("--samples", help="score an .npz of uint8 images (N x 28 x 28) instead of sampling")
-    p.add_argument("--num", type=positive_int, default=10_000, help="digits to generate (default: 10000)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    p.add_argument("--samples", help=f"score an .npz of uint8 images (N x 28 x 28, N >= {MIN_SAMPLES}) instead")
+    p.add_argument("--num", type=whole_number(MIN_SAMPLES, MAX_DIGITS), default=10_000,
+                   help="digits to generate (default: 10000)")
     p.add_argument("--no-references", action="store_true", help="skip the floor, test and noise rows")
     p.add_argument("--classifier", help="classifier weights (default: the shipped ones)")
     p.add_argument("--inception", action="store_true",
@@ -542,12 +696,27 @@ def build_parser() -> Parser:
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_export_parser(commands) -> None:
     p = commands.add_parser("export", help="strip a training checkpoint to its EMA weights for sampling")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead")
     p.set_defaults(func=cmd_export)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Train, sample and evaluate diffusion models of handwritten digits.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add in (_add_download_parser, _add_train_parser, _add_sample_parser, _add_figures_parser,
+                _add_train_classifier_parser, _add_evaluate_parser, _add_export_parser):
+        add(commands)
     return parser
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,19 +725,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace], int | None] = args.func
     try:
-        func(args)
+        if hasattr(args, "device"):
+            from .distributed import pick_device
+
+            args.device_chosen = pick_device(args.device)
+        return func(args) or 0
     except (UsageError, DataError, CheckpointError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     except OSError as error:
-        print(f"{PROG}: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 1
-    except RuntimeError as error:  # TrainingError and friends: say it in one line
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{PROG}: error: {_one_line(error.strerror or error)}{where}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RuntimeError as error:  # TrainingError, a run directory in use, ...
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILURE

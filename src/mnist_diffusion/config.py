@@ -16,6 +16,21 @@ PredictionType = Literal["epsilon", "v"]
 BETA_SCHEDULES: tuple[str, ...] = ("linear", "cosine")
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v")
 
+# Limits on what a config may ask for, so a crafted checkpoint header cannot make the package
+# allocate gigabytes before anything is checked (the README lists them). The largest preset,
+# unet-256, has 256 channels at its widest level, 3 levels and 2 blocks.
+MAX_IMAGE_SIZE = 128
+MAX_LEVEL_CHANNELS = 1024
+MAX_LEVELS = 5
+MAX_RES_BLOCKS = 8
+MAX_CLASSES = 1000
+MAX_TIMESTEPS = 100_000
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -43,15 +58,26 @@ class ModelConfig:
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         levels = len(self.channel_mults)
-        if levels < 1:
-            raise ValueError("channel_mults needs at least one level")
-        if self.image_size < 4 or self.image_size % (2 ** (levels - 1)) != 0:
+        if not 1 <= levels <= MAX_LEVELS:
+            raise ValueError(f"channel_mults needs 1 to {MAX_LEVELS} levels, got {levels}")
+        _check_int("image_size", self.image_size, 4, MAX_IMAGE_SIZE)
+        _check_int("in_channels", self.in_channels, 1, 4)
+        _check_int("base_channels", self.base_channels, 1, MAX_LEVEL_CHANNELS)
+        _check_int("num_res_blocks", self.num_res_blocks, 1, MAX_RES_BLOCKS)
+        _check_int("num_classes", self.num_classes, 0, MAX_CLASSES)
+        _check_int("norm_groups", self.norm_groups, 1, MAX_LEVEL_CHANNELS)
+        for mult in self.channel_mults:
+            _check_int("each of channel_mults", mult, 1, MAX_LEVEL_CHANNELS)
+            if self.base_channels * mult > MAX_LEVEL_CHANNELS:
+                raise ValueError(f"a level of {self.base_channels * mult} channels exceeds the limit of "
+                                 f"{MAX_LEVEL_CHANNELS}")
+        for size in self.attention_resolutions:
+            _check_int("each of attention_resolutions", size, 1, MAX_IMAGE_SIZE)
+        if self.image_size % (2 ** (levels - 1)) != 0:
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by 2**{levels - 1} "
                 f"for {levels} resolution levels"
             )
-        if self.base_channels < 1 or self.num_res_blocks < 1:
-            raise ValueError("base_channels and num_res_blocks must be at least 1")
         for mult in self.channel_mults:
             if (self.base_channels * mult) % self.norm_groups != 0:
                 raise ValueError(
@@ -59,8 +85,6 @@ class ModelConfig:
                 )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes < 0:
-            raise ValueError("num_classes must be >= 0 (0 = unconditional)")
 
     @property
     def conditional(self) -> bool:
@@ -78,8 +102,7 @@ class DiffusionConfig:
     prediction_type: PredictionType = "epsilon"
 
     def __post_init__(self) -> None:
-        if self.num_timesteps < 2:
-            raise ValueError(f"num_timesteps must be at least 2, got {self.num_timesteps}")
+        _check_int("num_timesteps", self.num_timesteps, 2, MAX_TIMESTEPS)
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:
@@ -169,6 +192,8 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a config dataclass from a dict, rejecting unknown keys with a clear message."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
 from .classifier import DigitClassifier, embed
+from .files import atomic_write
 
 NEAREST_K = 5
 COPY_RATIO = 1.0 / 3.0
+# Rows of a distance matrix computed at once: 2048 x 10,000 float32 distances are 80 MB.
+DISTANCE_CHUNK = 2048
+# Smallest sets each metric is defined for: a covariance needs 2 points, the k-NN radii of
+# precision/recall/density/coverage need k + 1, the within-set duplicate check 3 (itself excluded,
+# two neighbours). Below FID_RELIABLE_N the FID of even perfect samples is dominated by its bias.
+MIN_SAMPLES = NEAREST_K + 1
+FID_RELIABLE_N = 2000
 
 
 # -- feature-space metrics --------------------------------------------------------------------
@@ -74,18 +82,17 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, subsets: int = 100, 
     return float(np.mean(values)), float(np.std(values))
 
 
-def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Euclidean distances `(len(a), len(b))`, chunked to bound memory."""
-    return torch.cat([torch.cdist(a[i:i + chunk], b) for i in range(0, len(a), chunk)])
+def _distance_blocks(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Euclidean distances from `a` to `b` a block of rows at a time: `(rows, (len(rows), len(b)))`."""
+    for start in range(0, len(a), DISTANCE_CHUNK):
+        rows = slice(start, start + DISTANCE_CHUNK)
+        yield rows, torch.cdist(a[rows], b)
 
 
 def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point of `x` to its k-th nearest other point."""
-    radii = []
-    for i in range(0, len(x), 2048):
-        d = torch.cdist(x[i:i + 2048], x)
-        radii.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # column 0 is the point itself
-    return torch.cat(radii)
+    # Column 0 of each sorted row is the point itself, at distance 0.
+    return torch.cat([d.topk(k + 1, dim=1, largest=False).values[:, k] for _, d in _distance_blocks(x, x)])
 
 
 def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K,
@@ -101,12 +108,11 @@ def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K,
     inside_real = torch.zeros(len(fake), dtype=torch.long)  # how many real balls hold each fake
     covered = torch.zeros(len(real), dtype=torch.bool)
     recalled = torch.zeros(len(real), dtype=torch.bool)
-    for i in range(0, len(real), 2048):
-        d = torch.cdist(real[i:i + 2048], fake)  # (chunk, F)
-        in_ball = d <= real_radius[i:i + 2048, None]
+    for rows, d in _distance_blocks(real, fake):  # d: (rows, F)
+        in_ball = d <= real_radius[rows, None]
         inside_real += in_ball.sum(0)
-        covered[i:i + 2048] = in_ball.any(1)
-        recalled[i:i + 2048] = (d <= fake_radius[None, :]).any(1)
+        covered[rows] = in_ball.any(1)
+        recalled[rows] = (d <= fake_radius[None, :]).any(1)
     return {
         "precision": (inside_real > 0).double().mean().item(),
         "recall": recalled.double().mean().item(),
@@ -151,22 +157,37 @@ def nearest_two(queries: torch.Tensor, references: torch.Tensor, exclude_self: b
     return torch.cat(first), torch.cat(second), torch.cat(index)
 
 
-def memorization(samples: torch.Tensor, train_images: torch.Tensor) -> dict[str, Any]:
+@dataclass
+class Memorization:
+    """How close samples come to the training set and to each other (pixel space, [0, 1])."""
+
+    near_copy_rate: float  # nearest training image closer than COPY_RATIO x the second nearest
+    median_nearest_distance: float
+    duplicate_rate: float  # the same test within the sample set itself
+    nearest_distance: torch.Tensor  # (N,) to the nearest training image
+    second_distance: torch.Tensor  # (N,) to the second nearest
+    nearest_index: torch.Tensor  # (N,) index of the nearest training image
+
+    def closest(self, count: int) -> torch.Tensor:
+        """Indices of the `count` samples most like a training image (smallest distance ratio)."""
+        return torch.argsort(self.nearest_distance / self.second_distance)[:count]
+
+
+def memorization(samples: torch.Tensor, train_images: torch.Tensor) -> Memorization:
     d1, d2, index = nearest_two(samples, train_images)
-    copies = d1 < COPY_RATIO * d2
     s1, s2, _ = nearest_two(samples, samples, exclude_self=True)
-    return {
-        "near_copy_rate": copies.double().mean().item(),
-        "median_nearest_distance": d1.median().item(),
-        "duplicate_rate": (s1 < COPY_RATIO * s2).double().mean().item(),
-        "_nearest": (d1, d2, index),
-    }
+    return Memorization(near_copy_rate=(d1 < COPY_RATIO * d2).double().mean().item(),
+                        median_nearest_distance=d1.median().item(),
+                        duplicate_rate=(s1 < COPY_RATIO * s2).double().mean().item(),
+                        nearest_distance=d1, second_distance=d2, nearest_index=index)
 
 
 # -- the report -------------------------------------------------------------------------------
 
 @dataclass
-class Row:
+class ScoreRow:
+    """One scored set of images: a row of the evaluation table."""
+
     name: str
     count: int
     fid: float | None = None
@@ -197,36 +218,57 @@ class Evaluator:
         self.test_radius = _kth_neighbour_radius(self.test_features.float(), NEAREST_K)
 
     def score(self, name: str, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-              distribution: bool = True, memorize: bool = True) -> tuple[Row, dict[str, Any]]:
+              distribution: bool = True, memorize: bool = True) -> tuple[ScoreRow, Memorization | None]:
+        """Score uint8 `(N, 28, 28)` images (and the digits they were asked to be, `(N,)`); the
+        memorization details come back for the nearest-neighbour figure."""
+        check_samples(images, labels)
         features, probabilities = embed(self.classifier, images)
         histogram = class_histogram(probabilities)
-        row = Row(name=name, count=len(images), histogram=histogram.round(4).tolist(),
+        row = ScoreRow(name=name, count=len(images), histogram=histogram.round(4).tolist(),
                   kl_uniform=kl_from_uniform(histogram), confidence=probabilities.max(1).values.mean().item())
         if labels is not None:
             row.conditional_accuracy = (probabilities.argmax(1) == labels).double().mean().item()
-        extras: dict[str, Any] = {}
         if distribution:
             row.fid = frechet_distance(*feature_stats(features), *self.test_stats)
             row.kid_mean, row.kid_std = kid(features, self.test_features)
             for key, value in prdc(self.test_features, features, real_radius=self.test_radius).items():
                 setattr(row, key, value)
-        if memorize:
-            result = memorization(images, self.train_images)
-            extras["nearest"] = result.pop("_nearest")
-            for key, value in result.items():
-                setattr(row, key, value)
-        return row, extras
+        copies = memorization(images, self.train_images) if memorize else None
+        if copies is not None:
+            row.near_copy_rate = copies.near_copy_rate
+            row.median_nearest_distance = copies.median_nearest_distance
+            row.duplicate_rate = copies.duplicate_rate
+        return row, copies
 
 
-COLUMNS = [("fid", "FID", "{:.3f}"), ("kid_mean", "KID x1e3", "{:.2f}"), ("precision", "prec", "{:.3f}"),
-           ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"), ("coverage", "cover", "{:.3f}"),
-           ("kl_uniform", "KL(unif)", "{:.4f}"), ("confidence", "conf", "{:.3f}"),
-           ("conditional_accuracy", "cond acc", "{:.4f}"), ("near_copy_rate", "copies", "{:.4f}"),
-           ("median_nearest_distance", "NN dist", "{:.2f}"), ("duplicate_rate", "dups", "{:.4f}"),
+def check_samples(images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """`ValueError` unless `images` is uint8 `(N, 28, 28)` with N >= MIN_SAMPLES and `labels`, if
+    given, holds N digits 0-9 as integers: all checked before any scoring work."""
+    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise ValueError(f"expected uint8 images shaped (N, 28, 28), got {images.dtype} {tuple(images.shape)}")
+    if len(images) < MIN_SAMPLES:
+        raise ValueError(f"got {len(images)} images; the metrics need at least {MIN_SAMPLES} (precision, recall, "
+                         f"density and coverage use {NEAREST_K} nearest neighbours), and FID means little below "
+                         f"{FID_RELIABLE_N}")
+    if labels is None:
+        return
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must be one digit per image, shaped ({len(images)},), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integers 0-9, got {labels.dtype}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
+        raise ValueError(f"labels must be digits 0-9, got values from {int(labels.min())} to {int(labels.max())}")
+
+
+COLUMNS = [("fid", "FID", "{:.3f}"), ("kid_mean", "KID x1e3", "{:.2f}"), ("precision", "precision", "{:.3f}"),
+           ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+           ("kl_uniform", "KL from uniform", "{:.4f}"), ("confidence", "confidence", "{:.3f}"),
+           ("conditional_accuracy", "digit asked for", "{:.4f}"), ("near_copy_rate", "near copies", "{:.4f}"),
+           ("median_nearest_distance", "nearest train dist", "{:.2f}"), ("duplicate_rate", "duplicates", "{:.4f}"),
            ("inception_fid", "Inception FID", "{:.2f}")]
 
 
-def _cell(row: Row, key: str, fmt: str) -> str:
+def _cell(row: ScoreRow, key: str, fmt: str) -> str:
     value = getattr(row, key)
     if value is None:
         return "-"
@@ -235,7 +277,7 @@ def _cell(row: Row, key: str, fmt: str) -> str:
     return fmt.format(value)
 
 
-def format_table(rows: list[Row], markdown: bool = False) -> str:
+def format_table(rows: list[ScoreRow], markdown: bool = False) -> str:
     columns = [c for c in COLUMNS if c[0] != "inception_fid" or any(r.inception_fid is not None for r in rows)]
     header = ["set", "N"] + [title for _, title, _ in columns]
     body = [[row.name, str(row.count)] + [_cell(row, key, fmt) for key, _, fmt in columns] for row in rows]
@@ -249,8 +291,7 @@ def format_table(rows: list[Row], markdown: bool = False) -> str:
                      for cells in [header, *body])
 
 
-def write_report(rows: list[Row], settings: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_report(rows: list[ScoreRow], settings: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     payload = {"settings": settings, "rows": [asdict(row) for row in rows]}
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .files import atomic_write, regular_file
 
 
 def grid_image(images: torch.Tensor, nrow: int | None = None, scale: int = 2, padding: int = 2) -> Image.Image:
@@ -45,12 +47,26 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
 
 def _matplotlib():
+    _use_writable_matplotlib_cache()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _use_writable_matplotlib_cache() -> None:
+    """matplotlib warns on every start when it cannot write its cache under HOME (a read-only or
+    missing HOME); point it at a private temporary directory instead, before it is imported."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    home_config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    existing = home_config
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="mnist-diffusion-matplotlib-")
 
 
 def _save_figure(fig, path: str | Path) -> Path:
@@ -95,21 +111,43 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None 
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl, each checked: a JSON object with a whole-number `step` and
+    finite numbers for `loss`, `lr` and `elapsed_s` where present. A last line that is not JSON was
+    cut short by a kill and is skipped; any other bad line is a `ValueError` naming file and line."""
+    path = Path(path)
+    lines = regular_file(path, "metrics file").read_text(errors="replace").splitlines()
     rows = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a kill; the rest is still good
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                continue
+            raise ValueError(f"{path}, line {number}: not a JSON object") from None
+        rows.append(_checked_metrics_row(row, path, number))
     return rows
 
 
-def loss_curve(metrics_path: str | Path, path: str | Path) -> Path:
+def _checked_metrics_row(row: object, path: Path, number: int) -> dict:
+    where = f"{path}, line {number}"
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if type(row.get("step")) is not int or row["step"] < 0:
+        raise ValueError(f"{where}: 'step' must be a whole number >= 0, got {json.dumps(row.get('step'))}")
+    for key in ("loss", "lr", "elapsed_s"):
+        value = row.get(key)
+        if key in row and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise ValueError(f"{where}: '{key}' must be a finite number, got {json.dumps(value)}")
+    return row
+
+
+def loss_curve(metrics_path: str | Path, path: str | Path, rows: list[dict] | None = None) -> Path:
     """Training loss against step (raw and smoothed) and the learning rate, with wall-clock minutes
-    on a second axis. The loss is the training objective: MSE, weighted per sample under min-SNR."""
-    rows = [row for row in read_metrics(metrics_path) if "loss" in row]
+    on a second axis. The loss is the training objective: MSE, weighted per sample under min-SNR.
+    `rows` are the already-read metrics, when the caller checked them first."""
+    rows = [row for row in (rows if rows is not None else read_metrics(metrics_path)) if "loss" in row]
     if not rows:
         raise ValueError(f"{metrics_path} holds no loss values")
     plt = _matplotlib()

@@ -140,10 +140,11 @@ def sample_ddim(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
                 eta: float = 0.0) -> torch.Tensor:
     """DDIM, Song et al. (2021) eq. (12), with sigma from eq. (16) scaled by `eta`.
 
-    `eta = 0` is the deterministic DDIM ODE sampler; `eta = 1` matches DDPM's variance.
+    `eta = 0` is the deterministic DDIM ODE sampler; `eta = 1` matches DDPM's variance. Values in
+    between interpolate; the paper's range is [0, 1], and that is what is accepted.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1] (0 deterministic, 1 DDPM's variance), got {eta}")
     for i, t in enumerate(timesteps.tolist()):
         x0, eps = denoise(x, _batched(t, x))
         abar_t, abar_s = _abar(schedule, timesteps, i)
@@ -199,17 +200,42 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm++2m": sample_dpm_solver_pp,
 }
 DEFAULT_SAMPLER = "dpm++2m"
+# Steps of the ODE samplers when none are asked for. DDPM's ancestral steps are first order with
+# fresh noise each step, so it takes every timestep by default (`default_steps`).
 DEFAULT_STEPS = 10
 # Classifier-free guidance weight of the CLI, demos and training grids. Chosen by a sweep on the
 # shipped model (benchmarks/results/guidance.md): 1.5 gave the lowest FID with >= 99% of digits the
 # one asked for; 1 fell to 96%, 2 cost variety (recall) and FID.
 DEFAULT_GUIDANCE = 1.5
+# Largest guidance weight accepted. Beyond ~10 the extrapolation leaves the data range and digits
+# turn to noise; 20 leaves room to see that happen without accepting nonsense like 1e308.
+MAX_GUIDANCE = 20.0
 # Digits per batch. On a 2-core CPU small batches keep the feature maps in cache: a pass over 64
 # or 128 images ran 1.4x the images/s of 256 and 2.3x that of 512 (benchmarks/inference_speed.py;
 # guidance makes the pass twice the digits).
 DEFAULT_BATCH_SIZE = 64
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr"}
+
+
+def default_steps(sampler: str, num_timesteps: int) -> int:
+    """Steps a sampler takes when none are asked for: every timestep for ddpm, else `DEFAULT_STEPS`."""
+    return num_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, num_timesteps)
+
+
+def uses_two_branches(conditional: bool, guidance: float) -> bool:
+    """Whether guidance mixes a conditional and an unconditional branch (w other than 0 and 1)."""
+    return conditional and guidance not in (0.0, 1.0)
+
+
+def network_passes_per_digit(steps: int, conditional: bool, guidance: float) -> int:
+    """What one digit costs, counted honestly: each step is one network evaluation per branch.
+
+    Every sampler here evaluates the network once per visited timestep, the last (t = 0) included:
+    for DDIM and DPM-Solver++ that last evaluation is the final denoise to the clean image. Guidance
+    runs the conditional and the unconditional branch in one batched call, which is two passes.
+    """
+    return steps * (2 if uses_two_branches(conditional, guidance) else 1)
 
 
 class Denoiser:
@@ -223,26 +249,22 @@ class Denoiser:
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
                  guidance: float = 1.0, clip: bool = True) -> None:
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {guidance}")
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
         num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
         self.null_label = num_classes
-        if labels is not None and num_classes == 0:
-            raise ValueError("this model is unconditional; it cannot be asked for a digit")
-        self.evaluations = 0
+        if labels is not None:
+            check_labels(labels, num_classes)
 
     def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.labels is None or self.guidance == 0:
-            self.evaluations += 1
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
-        if self.guidance == 1:
-            self.evaluations += 1
+        if not uses_two_branches(True, self.guidance):
             return self.model(x, t, self.labels)
         null = torch.full_like(self.labels, self.null_label)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
-        self.evaluations += 1
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)
 
@@ -254,8 +276,19 @@ class Denoiser:
         return x0, eps
 
 
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """`ValueError` unless `labels` is a 1-D integer tensor of classes this model knows."""
+    if num_classes == 0:
+        raise ValueError("this model is unconditional; it cannot be asked for a digit")
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D tensor of integers, got {labels.dtype} {tuple(labels.shape)}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
+        raise ValueError(f"digit {bad} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
+
+
 def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = DEFAULT_STEPS,
+             guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
              spacing: str | None = None,
              generator: torch.Generator | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
              device: torch.device | str = "cpu",
@@ -264,7 +297,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
-    `steps=None` means every timestep; `spacing=None` the sampler's own default. Initial noise
+    `steps=None` means the sampler's default (`default_steps`); `spacing=None` its own spacing. Initial noise
     comes from `generator` (CPU by default) so the same seed gives the same digits on any device.
     """
     if num < 1:
@@ -276,7 +309,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     if labels is not None and len(labels) != num:
         raise ValueError(f"got {len(labels)} labels for {num} samples")
     config = model.config  # type: ignore[attr-defined]
-    timesteps = make_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps,
+    timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
                                spacing or DEFAULT_SPACING[sampler], schedule.log_snr)
     sample_fn = SAMPLERS[sampler]
     model = model.to(device).eval()

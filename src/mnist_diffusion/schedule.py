@@ -18,7 +18,8 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
     """Linear betas of Ho et al. (2020), sec. 4; float64 `(T,)`.
 
     The end points are given for T = 1000; like improved-diffusion we rescale them by 1000 / T so a
-    shorter chain still ends near pure noise (the seed's T=300 with unscaled betas does not).
+    shorter chain still ends near pure noise (at T=300 the unscaled betas leave abar_T near 0.05:
+    the last step still holds a fifth of the signal).
     """
     scale = 1000.0 / num_timesteps
     return torch.linspace(beta_start * scale, min(beta_end * scale, 0.999), num_timesteps,
@@ -37,7 +38,7 @@ def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.
 class NoiseSchedule:
     """The discrete variance-preserving schedule, with the quantities samplers need.
 
-    Attributes (float32, shape `(T,)`): `betas`, `alphas_cumprod`, `sqrt_alphas_cumprod`,
+    Attributes (float32, shape `(T,)`): `alphas_cumprod`, `sqrt_alphas_cumprod`,
     `sqrt_one_minus_alphas_cumprod`, `log_snr` (log(abar / (1 - abar)), decreasing in t); in float64,
     `alphas_cumprod64` and `snr64` (abar / (1 - abar)).
     """
@@ -50,7 +51,6 @@ class NoiseSchedule:
             betas = cosine_betas(config.num_timesteps)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         self.num_timesteps = config.num_timesteps
-        self.betas = betas.float()
         self.alphas_cumprod64 = alphas_cumprod
         self.alphas_cumprod = alphas_cumprod.float()
         self.sqrt_alphas_cumprod = alphas_cumprod.sqrt().float()
@@ -58,28 +58,28 @@ class NoiseSchedule:
         self.log_snr = (alphas_cumprod.log() - (1.0 - alphas_cumprod).log()).float()
         self.snr64 = alphas_cumprod / (1.0 - alphas_cumprod)
 
-    def _gather(self, table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        """table[t] reshaped to broadcast against a tensor of `ndim` dims: `(B, 1, 1, 1)`."""
-        values = table.to(t.device)[t]
-        return values.reshape(-1, *([1] * (ndim - 1)))
+    def alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)) for timesteps `t` `(B,)`, shaped `(B, 1, 1, 1)` to broadcast
+        against `like` and in its dtype: the signal and noise scales of x_t = alpha x0 + sigma eps."""
+        shape = (-1, *([1] * (like.ndim - 1)))
+        alpha = self.sqrt_alphas_cumprod.to(t.device)[t].reshape(shape).to(like.dtype)
+        sigma = self.sqrt_one_minus_alphas_cumprod.to(t.device)[t].reshape(shape).to(like.dtype)
+        return alpha, sigma
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Draw x_t ~ q(x_t | x_0) with the given noise: eq. (4) of Ho et al. (2020)."""
-        a = self._gather(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        a, s = self.alpha_sigma(t, x0)
         return a * x0 + s * noise
 
     def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, sec. 4)."""
-        a = self._gather(self.sqrt_alphas_cumprod, t, x0.ndim).to(x0.dtype)
-        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim).to(x0.dtype)
+        a, s = self.alpha_sigma(t, x0)
         return a * noise - s * x0
 
     def to_x0_eps(self, x_t: torch.Tensor, t: torch.Tensor,
                   output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert the network output at (x_t, t) into predictions of (x_0, eps)."""
-        a = self._gather(self.sqrt_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
-        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        a, s = self.alpha_sigma(t, x_t)
         if self.config.prediction_type == "epsilon":
             eps = output
             x0 = (x_t - s * eps) / a
@@ -90,8 +90,7 @@ class NoiseSchedule:
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The noise that takes x0 to x_t at t: eq. (4) of Ho et al. (2020) solved for eps."""
-        a = self._gather(self.sqrt_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
-        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim).to(x_t.dtype)
+        a, s = self.alpha_sigma(t, x_t)
         return (x_t - a * x0) / s
 
     def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -1,63 +1,50 @@
 """The training loop: epsilon/v-prediction MSE, AdamW, EMA, checkpoints, exact resume, DDP.
 
-Every random draw of step `s` comes from generators seeded by `(seed, s, rank)`, and the data
-order of epoch `e` from a permutation seeded by `(seed, e)`. A run resumed from the checkpoint of
-step `s` therefore draws exactly what the uninterrupted run would have drawn, with no RNG state
-to carry (the checkpoint stores weights, EMA, optimizer and counters).
+Every random draw of step `s` comes from generators seeded by `(seed, s)`, and the data order of
+epoch `e` from a permutation seeded by `(seed, e)`. A run resumed from the checkpoint of step `s`
+therefore draws exactly what the uninterrupted run would have drawn, with no RNG state to carry
+(the checkpoint stores weights, EMA, optimizer and counters).
 
-Run directory layout:
-    config.json                     the three configs, for people to read
-    metrics.jsonl                   one JSON line per `log_every` steps
-    checkpoints/step_XXXXXXXX.safetensors   the last `keep_checkpoints` checkpoints
-    samples/step_XXXXXXXX.png       EMA samples, one row per digit, every `sample_every` steps
-    train.lock                      the pid of the training that owns the directory
+When is resume bit-exact (same machine, thread count and device)? When the run's limit is in
+steps or epochs and is the same on resume: the learning rate is then a function of the step
+alone. With `--max-minutes` the cosine decay follows the elapsed wall-clock time (stored in each
+checkpoint and counted across resumes), so the rate at a step depends on how fast the steps
+before it ran: two runs, interrupted or not, are not bit-identical. A resume with a different
+step limit stretches or shrinks the rest of the decay to the new limit.
+
+The pieces: `ProcessGroup` (distributed.py) says which rank this is; `RunDirectory` (rundir.py)
+owns the files; `TrainState` holds the model, its EMA, the optimizer and the counters; `Trainer`
+draws batches and steps; `Trainer.run` is the loop.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import Checkpoint, CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .config import DiffusionConfig, ModelConfig, TrainConfig, to_dict
 from .data import NUM_CLASSES, load_mnist, to_model_space, to_uint8
+from .distributed import join_process_group, pick_device
+from .rundir import SAMPLE_DIR, RunDirectory, RunDirError, RunLock
 from .schedule import NoiseSchedule
-from .unet import UNet
+from .unet import UNet, count_parameters
 
-CHECKPOINT_DIR = "checkpoints"
-SAMPLE_DIR = "samples"
-LOCK_FILE = "train.lock"
+Message = Callable[[str], None]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what was kept."""
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA when present, else CPU; `requested` ('cpu', 'cuda', 'cuda:1', ...) overrides."""
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ValueError(f"unknown device {requested!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available")
-    return device
 
 
 class EMA:
@@ -87,15 +74,16 @@ class EMA:
             ema_b.copy_(b)
 
 
-def learning_rate(config: TrainConfig, step: int, progress: float | None) -> float:
-    """Linear warm-up to `lr` over `warmup_steps`, then a cosine decay to 0 as `progress` (the share
-    of the run's limit used so far, in [0, 1]) goes from 0 to 1. With no limit (`progress` None) or
+def learning_rate(config: TrainConfig, step: int, decay_progress: float | None) -> float:
+    """Linear warm-up to `lr` over `warmup_steps`, then a cosine decay to 0 as `decay_progress`
+    (the share of the budget after warm-up used so far, in [0, 1]) goes from 0 to 1, so the rate
+    is continuous at the end of warm-up. With no limit (`decay_progress` None) or
     `lr_decay="none"` the rate stays at `lr`."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_decay == "none" or progress is None:
+    if config.lr_decay == "none" or decay_progress is None:
         return config.lr
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(decay_progress, 0.0), 1.0)))
 
 
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None,
@@ -112,98 +100,51 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
     return error.mean()
 
 
-@dataclass
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-    # Where the tensors of collectives live: NCCL takes only CUDA tensors.
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+def mixed_seed(seed: int, *parts: int) -> int:
+    """A distinct, reproducible 63-bit seed for `(seed, *parts)`; no process-salted hashing."""
+    value = seed
+    for part in parts:
+        value = (value * 1_000_003 + part) % (2**63 - 1)
+    return value
 
 
-def _init_distributed(device: torch.device) -> DistributedContext:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo on CPU, NCCL on CUDA."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistributedContext()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), device)
+class TrainState:
+    """The model, its EMA, the optimizer and the counters: everything a checkpoint restores."""
 
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, device: torch.device) -> None:
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.model = UNet(model_config).to(device)
+        self.ema = EMA(self.model, config.ema_decay, config.ema_warmup_steps)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step, self.images_seen = 0, 0
+        self.elapsed_before_s = 0.0  # training time of the runs before this resume
+        self.warmup_elapsed_s: float | None = None  # elapsed time when warm-up ended
 
-class _Lock:
-    """A pid file that refuses a second live training in the same run directory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> _Lock:
-        if self.path.exists():
-            try:
-                pid = int(self.path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise TrainingError(f"{self.path.parent} is in use by training process {pid}; "
-                                    f"wait for it or stop it first")
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Load a checkpoint's weights, EMA, optimizer and counters; `CheckpointError` if they do not fit."""
         try:
-            atomic_write(self.path, lambda tmp: tmp.write_text(str(os.getpid())))
-        except OSError as error:
-            raise TrainingError(f"cannot write to run directory {self.path.parent}: {error.strerror}") from None
-        return self
+            self.model.load_state_dict(checkpoint.model_state)
+            self.ema.model.load_state_dict(checkpoint.ema_state or checkpoint.model_state)
+            if checkpoint.optimizer_state is not None:
+                self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"step {checkpoint.step} does not fit the model: {first_line}") from None
+        self.step, self.images_seen = checkpoint.step, checkpoint.images_seen
+        self.elapsed_before_s = float(checkpoint.extra.get("elapsed_s", 0.0))
+        warmup_elapsed = checkpoint.extra.get("warmup_elapsed_s")
+        # Checkpoints from before this field decayed from the start of the run.
+        self.warmup_elapsed_s = float(warmup_elapsed) if warmup_elapsed is not None else 0.0
 
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[dict[str, bool]]:
-    """Turn SIGINT/SIGTERM into a flag so the loop can save a checkpoint and return."""
-    flag = {"stop": False}
-    previous = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        flag["stop"] = True
-
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def checkpoint_paths(run_dir: Path) -> list[Path]:
-    """Checkpoints of a run, oldest first."""
-    return sorted((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"))
-
-
-def latest_checkpoint(run_dir: Path, warn: Callable[[str], None] | None = None) -> Checkpoint | None:
-    """The newest checkpoint that loads; broken ones are reported through `warn` and skipped."""
-    for path in reversed(checkpoint_paths(run_dir)):
-        try:
-            return load_checkpoint(path)
-        except CheckpointError as error:
-            if warn:
-                warn(f"skipping unreadable checkpoint: {error}")
-    return None
+    def to_checkpoint(self, model_config: ModelConfig, diffusion_config: DiffusionConfig, config: TrainConfig,
+                      elapsed_s: float) -> Checkpoint:
+        extra: dict[str, Any] = {"elapsed_s": round(elapsed_s, 3)}
+        if self.warmup_elapsed_s is not None:
+            extra["warmup_elapsed_s"] = round(self.warmup_elapsed_s, 3)
+        return Checkpoint(model_config=model_config, diffusion_config=diffusion_config,
+                          model_state=self.model.state_dict(), ema_state=self.ema.model.state_dict(),
+                          optimizer_state=self.optimizer.state_dict(), train_config=config,
+                          step=self.step, images_seen=self.images_seen, extra=extra)
 
 
 @dataclass
@@ -211,65 +152,93 @@ class TrainResult:
     step: int
     images_seen: int
     elapsed_s: float
-    stopped_early: bool
-    checkpoint: Path | None
+    stopped_by_signal: int | None  # SIGINT or SIGTERM when asked to stop, else None
+    checkpoint: Path
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopped_by_signal is not None
+
+
+def _find_resume_point(run_dir: RunDirectory, model_config: ModelConfig, config: TrainConfig,
+                       device: torch.device, warn: Message) -> tuple[TrainState, Checkpoint | None, TrainConfig]:
+    """A fresh state, or the state of the newest checkpoint that loads and fits (older ones are
+    tried in turn, each failure reported), with the train config the run goes on with. A directory
+    whose checkpoints all fail is refused, so a run never silently restarts from step 0 beside them."""
+    for checkpoint in run_dir.loadable_checkpoints(warn):
+        merged = _merge_resume(checkpoint.train_config, config)
+        state = TrainState(checkpoint.model_config, merged, device)
+        try:
+            state.restore(checkpoint)
+        except CheckpointError as error:
+            warn(f"skipping checkpoint {run_dir.checkpoint_path(checkpoint.step)}: {error}")
+            continue
+        return state, checkpoint, merged
+    if existing := run_dir.checkpoints():
+        raise CheckpointError(f"none of the {len(existing)} checkpoints in {run_dir.path / 'checkpoints'} loads; "
+                            f"nothing was changed (move them away or choose a new --run-dir)")
+    return TrainState(model_config, config, device), None, config
+
+
+def _merge_resume(stored: TrainConfig | None, requested: TrainConfig) -> TrainConfig:
+    """On resume keep the run's own recipe (so the result is the run it would have been); take
+    from the request only when to stop and how often to log, save and sample."""
+    if stored is None:
+        return requested
+    operational = ("epochs", "max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints",
+                   "sample_every", "log_every")
+    return TrainConfig(**(to_dict(stored) | {name: getattr(requested, name) for name in operational}))
 
 
 class Trainer:
-    """Owns the model, EMA, optimizer and counters of one run; `run()` trains to the stop condition."""
+    """One run: finds where to start (fresh or the newest good checkpoint), then `run()` trains to
+    the stop condition. `images`/`labels` (uint8 `(N, 28, 28)`, int64 `(N,)`) default to MNIST's
+    training set under `data_root`."""
 
     def __init__(self, run_dir: str | Path, model_config: ModelConfig, diffusion_config: DiffusionConfig,
                  train_config: TrainConfig, *, data_root: str | Path = "data", device: str | None = None,
                  images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                  on_log: Callable[[dict[str, Any]], None] | None = None,
-                 on_message: Callable[[str], None] | None = None) -> None:
-        self.run_dir = Path(run_dir)
+                 on_message: Message | None = None) -> None:
+        self.run_dir = RunDirectory(run_dir)
         self.device = pick_device(device)
-        self.ctx = _init_distributed(self.device)
-        if self.ctx.world_size > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        self.say = on_message or (lambda message: None)
+        self.group = join_process_group(self.device)
+        self.on_message = on_message or (lambda message: None)
         self.on_log = on_log or (lambda row: None)
-        resumed = latest_checkpoint(self.run_dir, warn=self.say) if self.run_dir.exists() else None
+        self.state, resumed, train_config = _find_resume_point(self.run_dir, model_config, train_config,
+                                                               self.device, self.on_message)
         if resumed is not None:
             if (resumed.model_config, resumed.diffusion_config) != (model_config, diffusion_config):
-                self.say("resuming with the model and diffusion configs stored in the checkpoint")
+                self.on_message("resuming with the model and diffusion configs stored in the checkpoint")
             model_config, diffusion_config = resumed.model_config, resumed.diffusion_config
-            train_config = _merge_resume(resumed.train_config, train_config)
+        self.resumed_from = resumed.step if resumed is not None else None
         self.model_config, self.diffusion_config, self.config = model_config, diffusion_config, train_config
-        if train_config.batch_size % self.ctx.world_size:
+        if train_config.batch_size % self.group.world_size:
             raise ValueError(f"batch size {train_config.batch_size} must divide evenly over "
-                             f"{self.ctx.world_size} processes")
+                             f"{self.group.world_size} processes")
         if images is None:
             images, labels = load_mnist(data_root, "train")
         assert labels is not None
-        self.images, self.labels = images, labels
         if len(images) < train_config.batch_size:
             raise ValueError(f"batch size {train_config.batch_size} exceeds the {len(images)} training images")
+        self.images, self.labels = images, labels
         self.schedule = NoiseSchedule(diffusion_config)
-        torch.manual_seed(train_config.seed)  # identical initial weights on every rank
-        self.model = UNet(model_config).to(self.device)
-        self.ema = EMA(self.model, train_config.ema_decay, train_config.ema_warmup_steps)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
-                                           weight_decay=train_config.weight_decay)
-        self.step, self.images_seen, self.elapsed_before = 0, 0, 0.0
         self.lr = train_config.lr
-        if resumed is not None:
-            self.model.load_state_dict(resumed.model_state)
-            self.ema.model.load_state_dict(resumed.ema_state or resumed.model_state)
-            if resumed.optimizer_state is not None:
-                self.optimizer.load_state_dict(resumed.optimizer_state)
-            self.step, self.images_seen = resumed.step, resumed.images_seen
-            self.elapsed_before = float(resumed.extra.get("elapsed_s", 0.0))
-            self.say(f"resuming {self.run_dir} from step {self.step}")
-        self.resumed_from = resumed.step if resumed is not None else None
         self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
         self.ddp_model: nn.Module = self.model
-        if self.ctx.world_size > 1:
+        if self.group.world_size > 1:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    # -- data -------------------------------------------------------------------------------
+    @property
+    def model(self) -> UNet:
+        return self.state.model
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    # -- data and limits --------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         return len(self.images) // self.config.batch_size
@@ -278,8 +247,8 @@ class Trainer:
         """The global batch of `step`: a slice of epoch `e`'s permutation, seeded by (seed, e)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if self._order_epoch != epoch:
-            seed = self.config.seed * 1_000_003 + epoch
-            self._order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(mixed_seed(self.config.seed, epoch))
+            self._order = torch.randperm(len(self.images), generator=generator)
             self._order_epoch = epoch
         return self._order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
 
@@ -291,75 +260,68 @@ class Trainer:
             limits.append(max(1, math.ceil(self.config.epochs * self.steps_per_epoch)))
         return min(limits) if limits else None
 
-    # -- one step ---------------------------------------------------------------------------
-    def progress(self, elapsed_s: float) -> float | None:
-        """The share of the run's limit used so far (the nearest of steps and minutes), or None."""
+    def decay_progress(self, elapsed_s: float) -> float | None:
+        """The share of the budget after warm-up used so far (the nearest of the step and time
+        limits), in [0, 1]; None when the run has no limit."""
         shares = []
+        warmup = self.config.warmup_steps
         if (total := self.total_steps()) is not None:
-            shares.append(self.step / total)
+            shares.append((self.step - warmup) / max(total - warmup, 1))
         if self.config.max_minutes is not None:
-            shares.append(elapsed_s / (self.config.max_minutes * 60))
-        return min(1.0, max(shares)) if shares else None
+            start = self.state.warmup_elapsed_s or 0.0
+            shares.append((elapsed_s - start) / max(self.config.max_minutes * 60 - start, 1e-9))
+        return min(1.0, max(0.0, max(shares))) if shares else None
 
-    def train_step(self, progress: float | None = None) -> float:
-        """One optimizer step; `progress` (see `progress`) sets the learning rate.
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self, decay_progress: float | None = None) -> float:
+        """One optimizer step at the learning rate `decay_progress` gives (see `decay_progress`).
 
         Random draws are made for the whole global batch from a generator seeded by (seed, step),
         and each rank takes its slice, so N processes compute what one process would on the same batch.
         """
-        step, config = self.step, self.config
-        generator = torch.Generator().manual_seed(_step_seed(config.seed, step, stream=0))
-        torch.manual_seed(_step_seed(config.seed, step, stream=1 + self.ctx.rank))  # dropout draws
+        step, config, group = self.step, self.config, self.group
+        generator = torch.Generator().manual_seed(mixed_seed(config.seed, step, 0))
+        torch.manual_seed(mixed_seed(config.seed, step, 1 + group.rank))  # dropout draws
         index = self.batch_indices(step)  # (B,)
         t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=generator)
         noise = torch.randn((len(index), self.model_config.in_channels, self.model_config.image_size,
                              self.model_config.image_size), generator=generator)
         drop = torch.rand(len(index), generator=generator) < config.p_uncond
-        mine = slice(self.ctx.rank * len(index) // self.ctx.world_size,
-                     (self.ctx.rank + 1) * len(index) // self.ctx.world_size)
-        index, t, noise, drop = index[mine], t[mine].to(self.device), noise[mine].to(self.device), drop[mine]
+        rank_share = slice(group.rank * len(index) // group.world_size,
+                           (group.rank + 1) * len(index) // group.world_size)
+        index, t, noise, drop = index[rank_share], t[rank_share], noise[rank_share], drop[rank_share]
         x0 = to_model_space(self.images[index], self.model_config.image_size).to(self.device)
         labels = None
         if self.model_config.conditional:
             labels = self.labels[index].clone()
             labels[drop] = self.model_config.num_classes  # the null label (Ho & Salimans 2022)
             labels = labels.to(self.device)
-        self.lr = learning_rate(config, step, progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t, noise, config.min_snr_gamma)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.lr = learning_rate(config, step, decay_progress)
+        for param_group in self.state.optimizer.param_groups:
+            param_group["lr"] = self.lr
+        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device), noise.to(self.device),
+                              config.min_snr_gamma)
+        self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
         # The all-reduced gradient norm is the same on every rank, so all ranks stop together.
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             raise TrainingError(f"loss became {loss.item():.4g} (gradient norm {grad_norm.item():.4g}) at step "
-                                f"{step}; stopped, the last good checkpoint is kept (try a lower --lr)")
-        self.optimizer.step()
-        self.ema.update(self.model, step)
-        self.step += 1
-        self.images_seen += config.batch_size
+                                f"{step}; stopped, {self._kept_checkpoint()} (try a lower --lr)")
+        self.state.optimizer.step()
+        self.state.ema.update(self.model, step)
+        self.state.step += 1
+        self.state.images_seen += config.batch_size
         return loss.item()
 
-    # -- persistence ------------------------------------------------------------------------
-    def make_checkpoint(self, elapsed_s: float) -> Checkpoint:
-        return Checkpoint(
-            model_config=self.model_config, diffusion_config=self.diffusion_config,
-            model_state=self.model.state_dict(), ema_state=self.ema.model.state_dict(),
-            optimizer_state=self.optimizer.state_dict(), train_config=self.config,
-            step=self.step, images_seen=self.images_seen, extra={"elapsed_s": round(elapsed_s, 3)},
-        )
+    def _kept_checkpoint(self) -> str:
+        saved = self.run_dir.checkpoints()
+        return f"the checkpoint of step {saved[-1][0]} is kept" if saved else "no checkpoint had been written yet"
 
+    # -- files ------------------------------------------------------------------------------
     def save(self, elapsed_s: float) -> Path:
-        path = self.run_dir / CHECKPOINT_DIR / f"step_{self.step:08d}.safetensors"
-        try:
-            save_checkpoint(self.make_checkpoint(elapsed_s), path)
-        except OSError as error:
-            raise TrainingError(f"could not write checkpoint {path}: {error.strerror or error}; "
-                                f"the previous checkpoint is kept") from None
-        for old in checkpoint_paths(self.run_dir)[:-self.config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
+        checkpoint = self.state.to_checkpoint(self.model_config, self.diffusion_config, self.config, elapsed_s)
+        return self.run_dir.save(checkpoint, self.config.keep_checkpoints)
 
     def save_samples(self) -> Path | None:
         """A 10x10 grid from the EMA weights, one row per digit when conditional (fixed seed)."""
@@ -369,133 +331,127 @@ class Trainer:
         conditional = self.model_config.conditional
         labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
         guidance = DEFAULT_GUIDANCE if conditional else 1.0
-        images = generate(self.ema.model, self.schedule, 100, labels=labels, guidance=guidance,
+        images = generate(self.state.ema.model, self.schedule, 100, labels=labels, guidance=guidance,
                           generator=torch.Generator().manual_seed(0), device=self.device)
         try:
-            return save_grid(to_uint8(images), self.run_dir / SAMPLE_DIR / f"step_{self.step:08d}.png", nrow=10)
+            return save_grid(to_uint8(images), self.run_dir.path / SAMPLE_DIR / f"step_{self.step:08d}.png", nrow=10)
         except OSError as error:
-            self.say(f"could not write sample grid: {error}")
+            self.on_message(f"could not write sample grid: {error.strerror or error}: {error.filename}")
             return None
 
     def _prepare_run_dir(self) -> None:
+        configs = {"model": to_dict(self.model_config), "diffusion": to_dict(self.diffusion_config),
+                   "train": to_dict(self.config)}
         try:
-            for stale in (self.run_dir / CHECKPOINT_DIR).glob(".*.tmp"):  # left by a killed write
-                stale.unlink(missing_ok=True)
-            configs = {"model": to_dict(self.model_config), "diffusion": to_dict(self.diffusion_config),
-                       "train": to_dict(self.config)}
-            atomic_write(self.run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(configs, indent=2)))
-            metrics = self.run_dir / "metrics.jsonl"
-            if self.resumed_from is not None and metrics.exists():
-                # Drop lines logged after the checkpoint we resume from, so the curve continues cleanly.
-                kept = [line for line in metrics.read_text().splitlines()
-                        if _logged_step(line) is not None and _logged_step(line) <= self.resumed_from]
-                atomic_write(metrics, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+            self.run_dir.remove_stale_temporaries()
+            self.run_dir.write_config(configs)
+            self.run_dir.truncate_metrics(self.resumed_from or 0)
         except OSError as error:
-            raise TrainingError(f"cannot write to run directory {self.run_dir}: {error.strerror or error}") from None
+            raise RunDirError(f"cannot write to run directory {self.run_dir.path}: "
+                              f"{error.strerror or error}") from None
+
+    def describe(self) -> str:
+        processes = f"{self.group.world_size} process{'es' if self.group.world_size > 1 else ''}"
+        start = f"resuming from step {self.resumed_from}" if self.resumed_from is not None else "from scratch"
+        return (f"training {count_parameters(self.model) / 1e6:.2f}M-parameter UNet on {self.device} "
+                f"({processes}) in {self.run_dir.path}, {start}")
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        main = self.ctx.is_main
+        """Train until a limit is reached or SIGINT/SIGTERM arrives; always end with a checkpoint."""
+        main = self.group.is_main
         if main:
             try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.run_dir.path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise TrainingError(f"cannot create run directory {self.run_dir}: {error.strerror}") from None
-        lock = _Lock(self.run_dir / LOCK_FILE) if main else None
+                raise RunDirError(f"cannot create run directory {self.run_dir.path}: {error.strerror}") from None
         start = time.monotonic()
-        total = self.total_steps()
-        budget_s = self.config.max_minutes * 60 if self.config.max_minutes is not None else math.inf
-        losses: list[float] = []
-        window_start = time.monotonic()
-        last_saved: Path | None = None
-        stopped_early = False
+        total, budget_s = self.total_steps(), (self.config.max_minutes or math.inf) * 60
 
-        def log(elapsed: float) -> None:
-            nonlocal losses, window_start
-            now = time.monotonic()
-            row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                   "loss": sum(losses) / len(losses), "lr": self.lr,
-                   "images_per_s": round(len(losses) * self.config.batch_size / max(now - window_start, 1e-9), 2),
-                   "elapsed_s": round(elapsed, 2)}
-            self._append_metrics(row)
-            self.on_log(row)
-            losses, window_start = [], now
+        def elapsed() -> float:
+            return self.state.elapsed_before_s + time.monotonic() - start
 
-        with (lock or _null()), _stop_on_signals() as signals:
+        saved_step = self.resumed_from
+        with (RunLock(self.run_dir.path) if main else nullcontext()), _stop_on_signals() as stop:
             if main:
                 self._prepare_run_dir()
+                self.on_message(self.describe())
+            window = _LossWindow(self, self.run_dir if main else None)
             self.model.train()
             while True:
                 # Every rank uses the same clock reading (the slowest rank's), so all ranks stop on
                 # the same step and set the same learning rate.
-                elapsed = _agreed_max(self.elapsed_before + time.monotonic() - start, self.ctx)
-                if (total is not None and self.step >= total) or elapsed >= budget_s:
+                now = self.group.max_over_ranks(elapsed())
+                if (total is not None and self.step >= total) or now >= budget_s:
                     break
-                losses.append(self.train_step(self.progress(elapsed)))
-                elapsed = self.elapsed_before + time.monotonic() - start
+                window.add(self.train_step(self.decay_progress(now)))
+                if self.step == self.config.warmup_steps:
+                    self.state.warmup_elapsed_s = self.group.max_over_ranks(elapsed())
                 if main and self.step % self.config.log_every == 0:
-                    log(elapsed)
+                    window.flush(elapsed())
                 if main and self.step % self.config.checkpoint_every == 0:
-                    last_saved = self.save(elapsed)
+                    self.save(elapsed())
+                    saved_step = self.step
                 if main and self.step % self.config.sample_every == 0:
                     self.save_samples()
-                if _agree(signals["stop"], self.ctx):
-                    stopped_early = True
+                if self.group.any_rank(stop.signal is not None):
                     break
-            elapsed = self.elapsed_before + time.monotonic() - start
-            if main and losses:
-                log(elapsed)
-            if main and (last_saved is None or not last_saved.name.endswith(f"{self.step:08d}.safetensors")):
-                last_saved = self.save(elapsed)
-        return TrainResult(self.step, self.images_seen, elapsed, stopped_early, last_saved)
-
-    def _append_metrics(self, row: dict[str, Any]) -> None:
-        try:
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-        except OSError as error:
-            raise TrainingError(f"cannot append to {self.run_dir / 'metrics.jsonl'}: {error.strerror}") from None
+            end_s = elapsed()
+            if main:
+                window.flush(end_s)
+                if saved_step != self.step:
+                    self.save(end_s)
+        final = self.run_dir.checkpoint_path(self.step)
+        return TrainResult(self.step, self.state.images_seen, end_s, stop.signal, final)
 
 
-def _step_seed(seed: int, step: int, stream: int) -> int:
-    """A distinct, reproducible seed per (seed, step, stream); no process-salted hashing."""
-    return ((seed * 1_000_003 + step) * 4099 + stream) % (2**63 - 1)
+class _LossWindow:
+    """Losses since the last log line; `flush` writes their mean as one row of metrics.jsonl."""
+
+    def __init__(self, trainer: Trainer, run_dir: RunDirectory | None) -> None:
+        self.trainer, self.run_dir = trainer, run_dir
+        self.losses: list[float] = []
+        self.started = time.monotonic()
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def flush(self, elapsed_s: float) -> None:
+        if not self.losses or self.run_dir is None:
+            return
+        trainer, now = self.trainer, time.monotonic()
+        images = len(self.losses) * trainer.config.batch_size
+        row = {"step": trainer.step, "epoch": round(trainer.step / trainer.steps_per_epoch, 4),
+               "loss": sum(self.losses) / len(self.losses), "lr": trainer.lr,
+               "images_per_s": round(images / max(now - self.started, 1e-9), 2), "elapsed_s": round(elapsed_s, 2)}
+        self.run_dir.append_metrics(row)
+        trainer.on_log(row)
+        self.losses, self.started = [], now
 
 
-def _logged_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _agreed_max(value: float, ctx: DistributedContext) -> float:
-    """The largest of every rank's `value` (the value itself in a single process)."""
-    if ctx.world_size == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor.item())
-
-
-def _agree(flag: bool, ctx: DistributedContext) -> bool:
-    """Every rank stops if any rank was told to stop."""
-    return _agreed_max(1.0 if flag else 0.0, ctx) > 0
+class _StopRequest:
+    signal: int | None = None
 
 
 @contextmanager
-def _null() -> Iterator[None]:
-    yield None
+def _stop_on_signals() -> Iterator[_StopRequest]:
+    """Turn SIGINT/SIGTERM into a request the loop sees, so it can save a checkpoint and return."""
+    request = _StopRequest()
+    previous = {}
 
+    def handler(signum: int, frame: Any) -> None:
+        request.signal = signum
 
-def _merge_resume(stored: TrainConfig | None, requested: TrainConfig) -> TrainConfig:
-    """On resume keep the run's own recipe (so the result is the run it would have been); take
-    from the request only when to stop and how often to log, save and sample."""
-    if stored is None:
-        return requested
-    operational = ("epochs", "max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints",
-                   "sample_every", "log_every")
-    return dataclasses.replace(stored, **{name: getattr(requested, name) for name in operational})
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def train(run_dir: str | Path, model_config: ModelConfig, diffusion_config: DiffusionConfig,

@@ -1,0 +1,101 @@
+"""The one place files are written and user-given files are opened.
+
+Every output of the package (checkpoints, grids, GIFs, `.npz` archives, reports) goes through
+`atomic_write`: the bytes go to a temporary file beside the target, are fsynced, and only then
+renamed over it, so a kill or a full disk leaves the previous file intact, never half a file.
+A failed write raises `OSError` naming the target path, whatever library did the writing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+class InputFileError(ValueError):
+    """A file the user named cannot be read as asked; the message names it."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp_path)`, fsync the file, rename it over `path` (same directory); return `path`.
+
+    Writers signal failure in their own ways (safetensors raises `SafetensorError` on a full disk);
+    any failure becomes an `OSError` whose `filename` is `path`, and the temporary file is removed.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the usual permissions
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    except Exception as error:
+        tmp.unlink(missing_ok=True)
+        raise OSError(None, f"could not write the file ({error})", str(path)) from None
+    except BaseException:  # KeyboardInterrupt, SystemExit: clean up, then let it through
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def regular_file(path: str | Path, what: str) -> Path:
+    """`path` if it is an existing regular file; otherwise `InputFileError` saying what it is.
+
+    Opening a FIFO or a device would block forever or read without end, so only regular files
+    (or symlinks to them) are accepted.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise InputFileError(f"{what} {path} cannot be read: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise InputFileError(f"{what} {path} is a directory; give a file")
+    if not stat.S_ISREG(mode):
+        raise InputFileError(f"{what} {path} is not a regular file (a pipe, socket or device)")
+    return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """Check, without creating anything, that `path`'s directory exists or can be created and written.
+
+    Directories are made only when the file is written, so a refused or failed command leaves no
+    empty directories behind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path} is a directory")
+    existing = path.parent.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputFileError(f"cannot create directory {path.parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputFileError(f"directory {existing} is not writable")
+    return path

@@ -12,6 +12,7 @@ import torch
 
 from mnist_diffusion import data
 from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+from mnist_diffusion.cli import main
 from mnist_diffusion.config import DiffusionConfig, ModelConfig, preset
 from mnist_diffusion.unet import UNet
 
@@ -66,3 +67,21 @@ def tiny_checkpoint(tmp_path: Path, tiny_config: ModelConfig, tiny_diffusion: Di
     # Non-zero output layer so that samples depend on the weights.
     torch.nn.init.normal_(model.out[-1].weight, std=0.05)
     return save_checkpoint(Checkpoint(tiny_config, tiny_diffusion, model.state_dict()), tmp_path / "tiny.safetensors")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own exits (usage errors, --help)
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mnist-diffusion") and "error" in lines[0]
+    assert pattern in lines[0], lines[0]

@@ -10,26 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_diffusion.cli import main
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse's own exits (usage errors, --help)
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, pattern: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("mnist-diffusion") and "error" in lines[0]
-    assert pattern in lines[0], lines[0]
-
+from conftest import assert_one_line_error, run_cli
 
 COMMANDS = ("download", "train", "sample", "figures", "train-classifier", "evaluate", "export")
 

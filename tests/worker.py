@@ -25,11 +25,11 @@ CONFIG = {"batch_size": 16, "checkpoint_every": 1, "log_every": 1, "sample_every
           "ema_warmup_steps": 2, "lr": 2e-3, "lr_decay": "none"}
 
 
-def make_trainer(run_dir: str | Path, max_steps: int) -> Trainer:
+def make_trainer(run_dir: str | Path, max_steps: int, **kwargs) -> Trainer:
     images, labels = fake_mnist(96)
     return Trainer(run_dir, preset("tiny"), DiffusionConfig(num_timesteps=50),
                    TrainConfig(max_steps=max_steps, **CONFIG), images=torch.from_numpy(images),
-                   labels=torch.from_numpy(labels.astype("int64")), device="cpu")
+                   labels=torch.from_numpy(labels.astype("int64")), device="cpu", **kwargs)
 
 
 if __name__ == "__main__":

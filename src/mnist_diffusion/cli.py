@@ -166,7 +166,7 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace, labels: torch.Tensor | None,
-                            steps: int, description: str) -> torch.Tensor:
+                            steps: int, description: str, generator: torch.Generator) -> torch.Tensor:
     """uint8 digits `(num, 28, 28)` from `generate`, with a progress bar over all batches' steps."""
     from tqdm import tqdm
 
@@ -175,8 +175,8 @@ def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace,
     total = -(-num // args.batch_size) * steps
     with tqdm(total=total, desc=description, unit="step", disable=None, leave=False, file=sys.stderr) as bar:
         images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
-                          steps=steps, generator=torch.Generator().manual_seed(args.seed),
-                          batch_size=args.batch_size, device=args.device_chosen,
+                          steps=steps, generator=generator, batch_size=args.batch_size,
+                          device=args.device_chosen,
                           callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args))
     return to_uint8(images)
 
@@ -309,8 +309,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     labels, num, per_row = _labels_for(args, checkpoint.model_config.num_classes, generator)
     steps = _sampling_steps(args, schedule.num_timesteps)
     _report_passes(num, steps, labels is not None, args.guidance)
+    # The same generator that shuffled the labels draws the noise: a seed names one set of digits.
     pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
-                                     f"sample ({args.sampler}, {steps} steps)")  # (N, 28, 28)
+                                     f"sample ({args.sampler}, {steps} steps)", generator)  # (N, 28, 28)
     shown, shown_per_row = _grid_digits(pixels, per_row)
     save_grid(shown, out, nrow=shown_per_row)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
@@ -480,7 +481,8 @@ def _model_images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor 
     steps = _sampling_steps(args, schedule.num_timesteps)
     _report_passes(args.num, steps, labels is not None, args.guidance)
     started = time.monotonic()
-    images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}")
+    images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}",
+                                     torch.Generator().manual_seed(args.seed))
     settings = {"checkpoint": args.checkpoint or "shipped default", "sampler": args.sampler, "steps": steps,
                 "network_passes_per_digit": network_passes_per_digit(steps, labels is not None, args.guidance),
                 "guidance": args.guidance, "seed": args.seed, "ema": not args.no_ema,

@@ -89,14 +89,23 @@ def parse_idx(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header_end).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def verify(path: Path) -> None:
-    """Raise DataError unless `path` has the known sha256 for its name."""
+def verify(path: Path, source: Path | None = None) -> None:
+    """Raise DataError unless `path` has the known sha256 for its name. When it was extracted from
+    `source` (a `.gz`), the extracted copy is removed and the error names the source, the file to
+    replace: deleting the extracted copy alone would only extract the same bad bytes again."""
     actual = sha256_of(path)
-    if actual != SHA256[path.name]:
+    if actual == SHA256[path.name]:
+        return
+    if source is not None:
+        path.unlink(missing_ok=True)
         raise DataError(
-            f"{path} has sha256 {actual[:12]}..., expected {SHA256[path.name][:12]}...: the file is "
-            f"corrupt or truncated; delete it and run `mnist-diffusion download` again"
+            f"{source} does not hold the expected {path.name} (sha256 {actual[:12]}..., expected "
+            f"{SHA256[path.name][:12]}...); delete {source} and run `mnist-diffusion download` again"
         )
+    raise DataError(
+        f"{path} has sha256 {actual[:12]}..., expected {SHA256[path.name][:12]}...: the file is "
+        f"corrupt or truncated; delete it and run `mnist-diffusion download` again"
+    )
 
 
 def _from_local_gz(target: Path) -> bool:
@@ -165,8 +174,10 @@ def ensure_mnist(root: str | Path = "data", *, timeout: float = DOWNLOAD_TIMEOUT
     missing = []
     for name in SHA256:
         target = directory / name
-        if target.exists() or _from_local_gz(target):
+        if target.exists():
             verify(target)
+        elif _from_local_gz(target):
+            verify(target, source=target.with_name(target.name + ".gz"))
         elif _from_mirrors(target, timeout):
             say(f"downloaded {name} from a mirror")
         else:

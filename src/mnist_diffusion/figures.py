@@ -61,11 +61,13 @@ def _use_writable_matplotlib_cache() -> None:
     missing HOME); point it at a private temporary directory instead, before it is imported."""
     if "MPLCONFIGDIR" in os.environ:
         return
-    home_config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    existing = home_config
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not os.access(existing, os.W_OK):
+    config_dir = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)  # what matplotlib itself would do first
+        writable = os.access(config_dir, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
         os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="mnist-diffusion-matplotlib-")
 
 

@@ -190,3 +190,43 @@ def test_evaluate_end_to_end_writes_the_report(tmp_path: Path, tiny_checkpoint: 
     assert model_row["count"] == 30 and model_row["conditional_accuracy"] is not None
     assert sum(model_row["histogram"]) == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "nearest_neighbours.png").exists()
+
+
+def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """One generator, seeded by --seed, first shuffles the even mix of digits and then draws the noise:
+    the CLI's digits are exactly the library's for that recipe (a seed keeps naming the same digits)."""
+    import torch
+
+    from mnist_diffusion.checkpoint import load_checkpoint
+    from mnist_diffusion.data import to_uint8
+    from mnist_diffusion.sampling import generate
+    from mnist_diffusion.schedule import NoiseSchedule
+
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
+                           "--steps", "3", "--out", str(tmp_path / "x.png"), "--npz", str(tmp_path / "x.npz"))
+    assert code == 0, err
+    assert "12 digits: 3 steps x 2 branches (guidance) = 6 network passes per digit" in err
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    generator = torch.Generator().manual_seed(3)
+    labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]
+    expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
+                                 labels=labels, guidance=1.5, steps=3, generator=generator))
+    with np.load(tmp_path / "x.npz") as saved:
+        assert np.array_equal(saved["labels"], labels.numpy())
+        assert np.array_equal(saved["images"], expected.numpy())
+
+
+def test_a_huge_grid_is_capped_and_says_so(tmp_path: Path, tiny_checkpoint: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--digits 0-9 --per-digit 1000 used to write a 60,004 x 604 PNG; the grid now shows at most 32
+    per row and the .npz keeps every digit."""
+    code, out, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-1",
+                             "--per-digit", "40", "--steps", "1", "--out", str(tmp_path / "x.png"),
+                             "--npz", str(tmp_path / "x.npz"))
+    assert code == 0, err
+    assert "the grid shows 64 of them; all are in the .npz" in out
+    with Image.open(tmp_path / "x.png") as grid:
+        assert grid.size == (2 * (32 * 30 + 2), 2 * (2 * 30 + 2))
+    with np.load(tmp_path / "x.npz") as saved:
+        assert saved["images"].shape == (80, 28, 28)

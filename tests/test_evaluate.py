@@ -127,3 +127,16 @@ def test_inception_preprocessing_feeds_299px_rgb_in_the_tf_range() -> None:
     assert features.shape == (3, 3)
     torch.testing.assert_close(features[0], torch.full((3,), INPUT_RANGE[0], dtype=torch.float64))
     torch.testing.assert_close(features[1], torch.full((3,), INPUT_RANGE[1], dtype=torch.float64))
+
+
+def test_precision_recall_density_coverage_match_a_hand_computed_case() -> None:
+    """1-D, k = 1. Real {0, 1, 3}: radii (distance to the nearest other real point) 1, 1, 2.
+    Fake {0.4, 0.5, 10}: radii 0.1, 0.1, 9.5.
+    - 0.4 lies in the balls of 0 and 1, 0.5 in those of 0 and 1, 10 in none:
+      precision 2/3, density (2 + 2 + 0) / (1 * 3) = 4/3;
+    - real 1 and 3 lie in the ball of 10 (9 and 7 <= 9.5), real 0 in no fake ball: recall 2/3;
+    - real 0 and 1 have a fake within their radius, real 3 (nearest fake 0.5, 2.5 > 2) not: coverage 2/3."""
+    real = torch.tensor([[0.0], [1.0], [3.0]])
+    fake = torch.tensor([[0.4], [0.5], [10.0]])
+    scores = ev.prdc(real, fake, k=1)
+    assert scores == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "density": 4 / 3, "coverage": 2 / 3})

@@ -12,8 +12,10 @@ from mnist_diffusion.sampling import (
     SAMPLERS,
     SPACINGS,
     Denoiser,
+    default_steps,
     generate,
     make_timesteps,
+    network_passes_per_digit,
     sample_ddim,
     sample_ddpm,
     sample_dpm_solver_pp,
@@ -264,3 +266,64 @@ def test_unconditional_model_refuses_labels() -> None:
     model = UNet(preset("tiny", num_classes=0))
     with pytest.raises(ValueError, match="unconditional"):
         Denoiser(model, NoiseSchedule(DiffusionConfig(num_timesteps=10)), torch.tensor([1]))
+
+
+class VelocityNet(torch.nn.Module):
+    """A fake v-prediction network that knows the true x0 and eps of its inputs."""
+
+    def __init__(self, schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor) -> None:
+        super().__init__()
+        self.config = preset("tiny", num_classes=0)
+        self.schedule, self.x0, self.eps = schedule, x0, eps
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.schedule.v_target(self.x0, t, self.eps)
+
+
+def test_denoiser_turns_v_predictions_into_x0_and_eps() -> None:
+    """v = alpha eps - sigma x0 (Salimans & Ho 2022); Denoiser must hand samplers x0 = alpha x_t - sigma v
+    and eps = sigma x_t + alpha v, and with clipping re-derive eps from the clipped x0."""
+    schedule = NoiseSchedule(DiffusionConfig(num_timesteps=1000, prediction_type="v"))
+    generator = torch.Generator().manual_seed(0)
+    x0 = 1.5 * torch.randn(4, 1, 3, 3, generator=generator)  # beyond [-1, 1] in places
+    eps = torch.randn(4, 1, 3, 3, generator=generator)
+    t = torch.tensor([0, 10, 500, 990])
+    x_t = schedule.q_sample(x0, t, eps)
+    net = VelocityNet(schedule, x0, eps)
+    x0_hat, eps_hat = Denoiser(net, schedule, clip=False)(x_t, t)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=1e-4)
+    x0_clipped, eps_clipped = Denoiser(net, schedule, clip=True)(x_t, t)
+    torch.testing.assert_close(x0_clipped, x0.clamp(-1, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(schedule.q_sample(x0_clipped, t, eps_clipped), x_t, atol=1e-4, rtol=1e-4)
+
+
+class CountingNet(torch.nn.Module):
+    """A fake network that outputs zeros and records how many images each call evaluates."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.config = preset("tiny", num_classes=num_classes)
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        self.batch_sizes.append(len(x))
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize(("sampler", "guidance", "labelled"), [("dpm++2m", 1.5, True), ("ddim", 1.0, True),
+                                                              ("ddpm", 0.0, True), ("dpm++2m", 3.0, False)])
+def test_network_passes_are_counted_as_the_network_sees_them(sampler: str, guidance: float, labelled: bool) -> None:
+    """Every visited timestep is one evaluation per digit, the final denoise included; a guided step
+    is two (the batch doubles). The reported count must equal what the network computed."""
+    net = CountingNet(num_classes=10 if labelled else 0)
+    schedule, num, steps = NoiseSchedule(DiffusionConfig(num_timesteps=50)), 6, 7
+    labels = torch.arange(num) % 10 if labelled else None
+    generate(net, schedule, num, labels=labels, guidance=guidance, sampler=sampler, steps=steps, batch_size=4)
+    assert sum(net.batch_sizes) == num * network_passes_per_digit(steps, labelled, guidance)
+    assert default_steps("ddpm", 50) == 50 and default_steps("dpm++2m", 50) == 10
+
+
+def test_labels_outside_the_models_classes_are_refused() -> None:
+    with pytest.raises(ValueError, match="digit 10 is not one of this model's 10 classes"):
+        Denoiser(UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10)), torch.tensor([3, 10]))

@@ -67,3 +67,14 @@ def test_bad_diffusion_config_is_rejected() -> None:
         DiffusionConfig(beta_schedule="quadratic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_timesteps"):
         DiffusionConfig(num_timesteps=1)
+
+
+def test_linear_betas_are_rescaled_for_a_shorter_chain() -> None:
+    """The DDPM end points are for T = 1000; at T = 300 they are scaled by 1000 / 300 so the chain
+    still ends in noise. Unscaled, abar_T stays near 0.048: a fifth of the signal's amplitude is left."""
+    betas = linear_betas(300)
+    assert betas[0].item() == pytest.approx(1e-4 * 1000 / 300) and betas[-1].item() == pytest.approx(0.02 * 1000 / 300)
+    schedule = NoiseSchedule(DiffusionConfig(num_timesteps=300))
+    assert schedule.alphas_cumprod64[-1].item() < 1e-4
+    unscaled = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 300, dtype=torch.float64), 0)[-1].item()
+    assert unscaled == pytest.approx(0.048, abs=0.002)

@@ -1,0 +1,63 @@
+"""Which device each process uses, as a pure function of the environment, and how a rank joins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_diffusion import distributed
+from mnist_diffusion.distributed import choose_device, join_process_group
+
+TORCHRUN_RANK_1 = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+
+
+@pytest.mark.parametrize(("requested", "env", "gpus", "expected"), [
+    (None, {}, 0, "cpu"),
+    ("auto", {}, 2, "cuda"),
+    ("cpu", {}, 2, "cpu"),
+    ("cuda:1", {}, 2, "cuda:1"),
+    # Under torchrun each process owns the GPU of its LOCAL_RANK, never cuda:0 for everyone.
+    ("auto", TORCHRUN_RANK_1, 2, "cuda:1"),
+    ("cuda", TORCHRUN_RANK_1, 2, "cuda:1"),
+    ("cuda", {"WORLD_SIZE": "8", "LOCAL_RANK": "3"}, 4, "cuda:3"),
+    ("cpu", TORCHRUN_RANK_1, 2, "cpu"),  # gloo on CPU
+    ("auto", TORCHRUN_RANK_1, 0, "cpu"),
+])
+def test_the_device_is_chosen_from_the_request_and_the_environment(requested, env, gpus, expected) -> None:
+    assert choose_device(requested, env, gpus) == torch.device(expected)
+
+
+@pytest.mark.parametrize(("requested", "env", "gpus", "message"), [
+    ("cuda", {}, 0, "no CUDA device is available"),
+    ("cuda:2", {}, 2, "this machine has 2 CUDA device"),
+    ("cuda:0", TORCHRUN_RANK_1, 2, "every process uses the GPU of its LOCAL_RANK"),
+    ("auto", {"WORLD_SIZE": "4", "LOCAL_RANK": "3"}, 2, "LOCAL_RANK is 3 but this process sees 2"),
+    ("tpu", {}, 0, "unknown device 'tpu'"),
+    ("meta", {}, 0, "unsupported device 'meta'"),
+])
+def test_impossible_device_requests_are_refused(requested, env, gpus, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        choose_device(requested, env, gpus)
+
+
+def test_a_cuda_rank_binds_its_gpu_before_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCCL binds the current CUDA device when the group is created; without set_device first every
+    rank's collectives sat on cuda:0."""
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend: calls.append(("init_process_group", backend)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    group = join_process_group(torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init_process_group", "nccl")]
+    assert (group.rank, group.world_size, group.device) == (1, 2, torch.device("cuda", 1))
+
+
+def test_one_process_joins_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    group = join_process_group(torch.device("cpu"))
+    assert (group.rank, group.world_size, group.is_main) == (0, 1, True)
+    assert group.max_over_ranks(2.5) == 2.5 and group.any_rank(True) and not group.any_rank(False)

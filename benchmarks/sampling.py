@@ -26,7 +26,13 @@ import torch
 
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.data import NUM_CLASSES, DataError, load_mnist, to_uint8
-from mnist_diffusion.sampling import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_SPACING, generate
+from mnist_diffusion.sampling import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SPACING,
+    generate,
+    network_passes_per_digit,
+)
 from mnist_diffusion.schedule import NoiseSchedule
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,7 +64,7 @@ def main() -> None:
     for guidance, name, steps in plan:
         num = args.full_num if steps == schedule.num_timesteps else args.num
         labels = torch.arange(num) % NUM_CLASSES if checkpoint.model_config.conditional else None
-        calls = []  # the callback runs once per network pass (both guidance branches share a pass)
+        calls = []  # the callback runs once per visited timestep of each batch
         start = time.perf_counter()
         images = generate(model, schedule, num, labels=labels, guidance=guidance, sampler=name, steps=steps,
                           generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
@@ -67,7 +73,9 @@ def main() -> None:
         batches = -(-num // args.batch_size)
         row = {"guidance": guidance, "sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
                "seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / num, 2),
-               "images_per_s": round(num / seconds, 2), "passes_per_image": len(calls) / batches}
+               "images_per_s": round(num / seconds, 2),
+               # Each visited timestep is one network pass per branch; guidance runs two branches.
+               "passes_per_image": network_passes_per_digit(len(calls) // batches, labels is not None, guidance)}
         if evaluator is not None:
             scored, _ = evaluator.score(f"{name}-{steps}", to_uint8(images), labels, memorize=False)
             row.update(fid=round(scored.fid, 3), precision=round(scored.precision, 4),
@@ -121,7 +129,8 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
     meta = {"checkpoint": args.checkpoint or "shipped default", "step": checkpoint.step, "guidance": args.guidance,
             "batch_size": args.batch_size, "machine": machine, "date": time.strftime("%Y-%m-%d")}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    header = ["w", "sampler", "steps", "spacing", "N", "ms/img", "img/s", "passes/img", "speed-up vs DDPM-full"]
+    header = ["w", "sampler", "steps", "spacing", "N", "ms/img", "img/s", "network passes/img",
+              "speed-up vs DDPM-full"]
     if with_quality:
         header += ["FID", "precision", "recall", "coverage", "cond. acc."]
     lines = ["# Sampling benchmark", "",
@@ -130,7 +139,9 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
              "Every row is from the same run of `python benchmarks/sampling.py`; the speed-up is the ratio of "
              "wall times per image within it. FID is in the MNIST classifier's feature space against the 10,000 "
              "test digits; with N samples it is biased upwards, so compare rows of equal N only. Precision, recall "
-             "and coverage rest on k-nearest-neighbour radii and mean little below a few thousand samples.", "",
+             "and coverage rest on k-nearest-neighbour radii and mean little below a few thousand samples. "
+             "Network passes count every visited timestep (the final denoise included) once per branch: a "
+             "guided step (w other than 0 and 1) is two.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         reference = full.get(row["guidance"])

@@ -48,7 +48,13 @@ from mnist_diffusion.classifier import load_classifier
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, generate
+from mnist_diffusion.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    generate,
+    network_passes_per_digit,
+)
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 
@@ -100,8 +106,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     curve_dir = run_dir / "curve"
     curve_dir.mkdir(parents=True, exist_ok=True)
     config = replace(train_config, max_minutes=args.minutes, sample_every=10**9, log_every=10)
+    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels, device="cpu")
     next_point = [args.curve_every]
-    trainer: Trainer
 
     def snapshot(row: dict) -> None:
         if row["elapsed_s"] / 60 >= next_point[0]:
@@ -109,8 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             export_model(trainer.make_checkpoint(row["elapsed_s"]), path)
             next_point[0] += args.curve_every
 
-    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels,
-                      device="cpu", on_log=snapshot)
+    trainer.on_log = snapshot
     result = trainer.run()
     final = trainer.make_checkpoint(result.elapsed_s)
     export_model(final, curve_dir / f"min_{result.elapsed_s / 60:05.1f}.safetensors")
@@ -165,8 +170,9 @@ def cmd_score(args: argparse.Namespace) -> None:
             score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
         conditional = load_checkpoint(points[-1]).model_config.conditional
-        score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
-                             "guidance": DEFAULT_GUIDANCE if conditional else 0.0}
+        guidance = DEFAULT_GUIDANCE if conditional else 0.0
+        score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": guidance,
+                             "network_passes_per_digit": network_passes_per_digit(DEFAULT_STEPS, conditional, guidance)}
         path.write_text(json.dumps(score, indent=2))
 
 

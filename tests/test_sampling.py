@@ -210,7 +210,7 @@ def test_ddpm_adds_no_noise_at_the_last_step() -> None:
 
 
 def test_samples_have_the_size_the_model_was_trained_at() -> None:
-    """Seed 000's bug: a model trained on 32x32 must be sampled at 32x32, read from its config."""
+    """A model trained on 32x32 must be sampled at 32x32: the size is read from its config, never assumed."""
     model = UNet(preset("tiny", image_size=32))
     images = generate(model, NoiseSchedule(DiffusionConfig(num_timesteps=20)), 3, steps=4)
     assert images.shape == (3, 1, 32, 32)

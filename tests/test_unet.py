@@ -37,7 +37,7 @@ def test_timestep_embedding_is_sinusoidal() -> None:
 
 def test_presets_have_the_documented_scale() -> None:
     assert 1.0e6 < count_parameters(UNet(preset("small"))) < 1.3e6
-    assert 2.3e6 < count_parameters(UNet(preset("seed-002"))) < 2.8e6  # seed 002: ~2.3M
+    assert 2.3e6 < count_parameters(UNet(preset("seed-002"))) < 2.8e6  # the classic recipe's ~2.3M
     assert preset("unet-256").base_channels * max(preset("unet-256").channel_mults) == 256
 
 

@@ -163,8 +163,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
 
 
-# Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" matches the 2.3M
-# SimpleUnet of the second write-up in scale; "unet-256" is the first write-up's 64-128-256 UNet.
+# Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the
+# classic 2.3M-parameter MNIST DDPM recipe (T=300, Adam 1e-4; README, "The write-ups this grew
+# from"); "unet-256" is a 64-128-256 UNet of the size common in DDPM tutorials.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                         attention_resolutions=(), norm_groups=4),

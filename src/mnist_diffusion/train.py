@@ -319,9 +319,11 @@ class Trainer:
         return f"the checkpoint of step {saved[-1][0]} is kept" if saved else "no checkpoint had been written yet"
 
     # -- files ------------------------------------------------------------------------------
+    def make_checkpoint(self, elapsed_s: float) -> Checkpoint:
+        return self.state.to_checkpoint(self.model_config, self.diffusion_config, self.config, elapsed_s)
+
     def save(self, elapsed_s: float) -> Path:
-        checkpoint = self.state.to_checkpoint(self.model_config, self.diffusion_config, self.config, elapsed_s)
-        return self.run_dir.save(checkpoint, self.config.keep_checkpoints)
+        return self.run_dir.save(self.make_checkpoint(elapsed_s), self.config.keep_checkpoints)
 
     def save_samples(self) -> Path | None:
         """A 10x10 grid from the EMA weights, one row per digit when conditional (fixed seed)."""

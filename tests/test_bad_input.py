@@ -298,8 +298,10 @@ def test_a_failed_command_leaves_no_empty_directories(tmp_path: Path, capsys: py
     code, _, _ = run_cli(capsys, "sample", "--checkpoint", str(bogus),
                          "--out", str(tmp_path / "new" / "deep" / "x.png"))
     assert code == 2 and not (tmp_path / "new").exists()
-    code, _, _ = run_cli(capsys, "evaluate", "--checkpoint", str(bogus), "--out-dir", str(tmp_path / "eval"))
-    assert code == 2 and not (tmp_path / "eval").exists()
+    # The checkpoint is checked before MNIST is looked for (or fetched): no data directory appears.
+    code, _, _ = run_cli(capsys, "evaluate", "--checkpoint", str(bogus), "--out-dir", str(tmp_path / "eval"),
+                         "--data-root", str(tmp_path / "data"))
+    assert code == 2 and not (tmp_path / "eval").exists() and not (tmp_path / "data").exists()
 
 
 def test_nan_message_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path: Path,

@@ -472,10 +472,10 @@ def _samples_from_npz(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return image_tensor, label_tensor
 
 
-def _model_images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor | None, str, dict[str, Any]]:
+def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
+                  schedule) -> tuple[torch.Tensor, torch.Tensor | None, str, dict[str, Any]]:
     """Generate `--num` digits (an even mix of the classes) for scoring; returns images, the digits
     asked for, the row name and the settings to record."""
-    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
     num_classes = checkpoint.model_config.num_classes
     labels = torch.arange(args.num) % num_classes if num_classes and args.guidance > 0 else None
     steps = _sampling_steps(args, schedule.num_timesteps)
@@ -498,18 +498,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out_dir = output_dir(args.out_dir)
     if args.samples and args.checkpoint:
         raise UsageError("give --checkpoint or --samples, not both")
+    # Every input is checked before any slow work: the samples or the checkpoint, the classifier,
+    # the Inception extra, then the MNIST files (which may have to be fetched).
     if args.samples:
         images, labels = _samples_from_npz(args.samples)
         name, settings = "samples", {"samples": str(args.samples)}
+    else:
+        model_parts = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
+        _sampler_options(args)
+        _sampling_steps(args, model_parts[2].num_timesteps)
     classifier = load_classifier(args.classifier)
     if args.inception:
         from .inception import inception_weights_path
 
-        inception_weights_path()  # fail before any generation if the extra is missing
+        inception_weights_path()
     train_images, _ = load_mnist(args.data_root, "train")
     test_images, _ = load_mnist(args.data_root, "test")
     if not args.samples:
-        images, labels, name, settings = _model_images(args)
+        images, labels, name, settings = _model_images(args, *model_parts)
     if len(images) < ev.FID_RELIABLE_N:
         info(f"warning: {len(images)} digits are few; FID is biased upwards below {ev.FID_RELIABLE_N:,}, so "
              f"compare scores only at equal N")

@@ -257,13 +257,20 @@ class Denoiser:
         if labels is not None:
             check_labels(labels, num_classes)
 
+    def _null_labels(self, like: torch.Tensor) -> torch.Tensor:
+        """"No label" for each row of `like`: the null index, or its one-hot row for label weights."""
+        if like.is_floating_point():
+            return torch.nn.functional.one_hot(torch.full(like.shape[:1], self.null_label, device=like.device),
+                                               self.null_label + 1).to(like.dtype)
+        return torch.full_like(like, self.null_label)
+
     def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.labels is None or self.guidance == 0:
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
         if not uses_two_branches(True, self.guidance):
             return self.model(x, t, self.labels)
-        null = torch.full_like(self.labels, self.null_label)
+        null = self._null_labels(self.labels)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)
@@ -277,9 +284,15 @@ class Denoiser:
 
 
 def check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    """`ValueError` unless `labels` is a 1-D integer tensor of classes this model knows."""
+    """`ValueError` unless `labels` is a 1-D integer tensor of classes this model knows, or finite
+    label weights shaped `(B, num_classes + 1)` (see `UNet.forward`)."""
     if num_classes == 0:
         raise ValueError("this model is unconditional; it cannot be asked for a digit")
+    if labels.is_floating_point():
+        if labels.ndim != 2 or labels.shape[1] != num_classes + 1 or not torch.isfinite(labels).all():
+            raise ValueError(f"label weights must be finite and shaped (B, {num_classes + 1}), "
+                             f"got {tuple(labels.shape)}")
+        return
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-D tensor of integers, got {labels.dtype} {tuple(labels.shape)}")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
@@ -293,12 +306,13 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              generator: torch.Generator | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
-             ) -> torch.Tensor:
+             noise: torch.Tensor | None = None) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
     `steps=None` means the sampler's default (`default_steps`); `spacing=None` its own spacing. Initial noise
-    comes from `generator` (CPU by default) so the same seed gives the same digits on any device.
+    comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
+    unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise).
     """
     if num < 1:
         raise ValueError(f"number of samples must be at least 1, got {num}")
@@ -308,6 +322,9 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if labels is not None and len(labels) != num:
         raise ValueError(f"got {len(labels)} labels for {num} samples")
+    if noise is not None and tuple(noise.shape) != (num, model.config.in_channels, model.config.image_size,
+                                                    model.config.image_size):
+        raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
     config = model.config  # type: ignore[attr-defined]
     timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
                                spacing or DEFAULT_SPACING[sampler], schedule.log_snr)
@@ -317,7 +334,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     for start in range(0, num, batch_size):
         count = min(batch_size, num - start)
         shape = (count, config.in_channels, config.image_size, config.image_size)
-        x = torch.randn(shape, generator=generator).to(device)
+        x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
         denoise = Denoiser(model, schedule, batch_labels, guidance, clip)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,

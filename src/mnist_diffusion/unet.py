@@ -139,12 +139,16 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """x: `(B, C, H, W)` in [-1, 1]; t: `(B,)` ints in [0, T); labels: `(B,)` ints in [0, K],
-        K = num_classes meaning "no label". Returns `(B, C, H, W)`."""
+        K = num_classes meaning "no label", or float weights `(B, K + 1)` that mix the label
+        embeddings (used to interpolate between digits). Returns `(B, C, H, W)`."""
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))  # (B, 4*base)
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full_like(t, self.config.num_classes)
-            emb = emb + self.label_emb(labels)
+            if labels.is_floating_point():
+                emb = emb + labels.to(emb.dtype) @ self.label_emb.weight  # (B, K+1) @ (K+1, 4*base)
+            else:
+                emb = emb + self.label_emb(labels)
         h = self.stem(x)  # (B, base, H, W)
         skips = [h]
         for stage in self.down:

@@ -1,0 +1,184 @@
+"""Completion (inpainting): draw the erased part of a digit, keeping the known pixels exactly.
+
+Two methods, both driven by the same trained network (no retraining):
+- "replace": at every step the known region of the predicted clean image x0_hat is replaced by the
+  given pixels and eps re-derived from it, so any sampler (DDPM, DDIM, DPM-Solver++) completes.
+  Cheap, but the network never sees the known pixels in x_t itself, so seams are common.
+- "repaint": RePaint (Lugmayr et al. 2022, Algorithm 1) on the respaced DDPM chain: each step draws
+  the unknown region from the model's posterior and the known region from q(x_s | x_0 = known),
+  then jumps back to the noisier level and repeats `resamples` times, which lets the two regions
+  agree before moving on.
+
+Images are in model space: float `(N, 1, S, S)` in [-1, 1]; `keep` is a bool mask of the same shape,
+True where the pixel is known. The output's known pixels equal the input's exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .sampling import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    Callback,
+    DenoiseFn,
+    Denoiser,
+    Prediction,
+    default_steps,
+    make_timesteps,
+)
+from .schedule import NoiseSchedule
+
+COMPLETION_METHODS: tuple[str, ...] = ("repaint", "replace")
+# Chosen by benchmarks/completion.py (results in benchmarks/results/completion.md): without a label,
+# RePaint's completions were read as the right digit more often than x0-replacement's.
+DEFAULT_METHOD = "repaint"
+# RePaint's cost: steps x resamples network evaluations per digit (x2 with guidance).
+REPAINT_STEPS = 50
+REPAINT_RESAMPLES = 3
+
+
+def replace_known(denoise: DenoiseFn, schedule: NoiseSchedule, known: torch.Tensor,
+                  keep: torch.Tensor) -> DenoiseFn:
+    """A denoiser whose x0 prediction holds the known pixels; eps is re-derived to match (eq. 4 of
+    Ho et al. 2020 solved for eps), so every sampler's update stays consistent."""
+
+    def denoise_with_known(x: torch.Tensor, t: torch.Tensor) -> Prediction:
+        x0, _ = denoise(x, t)
+        x0 = torch.where(keep, known, x0)
+        return x0, schedule.eps_from_x0(x, t, x0)
+
+    return denoise_with_known
+
+
+def _noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
+
+
+@torch.no_grad()
+def sample_repaint(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
+                   known: torch.Tensor, keep: torch.Tensor, resamples: int = REPAINT_RESAMPLES,
+                   generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+    """RePaint, Lugmayr et al. (2022), Algorithm 1, on the timesteps given (respaced DDPM).
+
+    Each step from t to the next level s (1.0 after the last: the clean image):
+        unknown ~ q(x_s | x_t, x0_hat)  (the DDPM posterior, eqs. 6-7 of Ho et al. 2020),
+        known   ~ q(x_s | x_0 = known) = N(sqrt(abar_s) known, (1 - abar_s) I),
+        x_s     = keep * known + (1 - keep) * unknown;
+    then, except on the last repetition, back to t: x_t ~ N(sqrt(abar_t / abar_s) x_s, (1 - abar_t / abar_s) I).
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    table = schedule.alphas_cumprod64
+    for i, t in enumerate(timesteps.tolist()):
+        abar_t = float(table[t])
+        abar_s = float(table[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
+        beta = 1.0 - abar_t / abar_s
+        for repeat in range(resamples):
+            x0, _ = denoise(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+            mean = (abar_s ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - abar_s) * x) / (1.0 - abar_t)
+            variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
+            unknown = mean + variance ** 0.5 * _noise(x.shape, generator, x.device) if variance > 0 else mean
+            known_s = abar_s ** 0.5 * known + (1.0 - abar_s) ** 0.5 * _noise(x.shape, generator, x.device)
+            x = torch.where(keep, known_s, unknown)
+            if repeat < resamples - 1 and abar_s < 1.0:
+                x = (abar_t / abar_s) ** 0.5 * x + beta ** 0.5 * _noise(x.shape, generator, x.device)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": torch.where(keep, known, x0)})
+    return torch.where(keep, known, x)
+
+
+def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, keep: torch.Tensor, *,
+             num_per_image: int = 1, labels: torch.Tensor | None = None, guidance: float = 1.0,
+             method: str = DEFAULT_METHOD, sampler: str = "dpm++2m", steps: int | None = None,
+             resamples: int = REPAINT_RESAMPLES, generator: torch.Generator | None = None,
+             device: torch.device | str = "cpu", callback: Callback = None,
+             sampler_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+    """`num_per_image` completions of each image, input-major: `(N * K, 1, S, S)` in [-1, 1].
+
+    images: `(N, 1, S, S)` in [-1, 1] at the model's size; keep: bool, same shape, True = known.
+    labels: `(N,)` digits to complete as (with `guidance`), or None for "whatever it is".
+    method "replace" runs `sampler` for `steps`; "repaint" runs RePaint for `steps` (default
+    `REPAINT_STEPS`) with `resamples` repetitions per step.
+    """
+    _check_inputs(model, images, keep, num_per_image, method, sampler)
+    count = len(images) * num_per_image
+    known = images.repeat_interleave(num_per_image, 0).to(device)
+    mask = keep.repeat_interleave(num_per_image, 0).to(device)
+    batch_labels = labels.repeat_interleave(num_per_image, 0).to(device) if labels is not None else None
+    model = model.to(device).eval()
+    denoise = Denoiser(model, schedule, batch_labels, guidance)
+    x = torch.randn(known.shape, generator=generator).to(device)
+    if method == "repaint":
+        timesteps = make_timesteps(schedule.num_timesteps, steps or min(REPAINT_STEPS, schedule.num_timesteps),
+                                   DEFAULT_SPACING["ddpm"], schedule.log_snr)
+        out = sample_repaint(denoise, x, timesteps, schedule, known=known, keep=mask, resamples=resamples,
+                             generator=generator, callback=callback)
+    else:
+        timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
+                                   DEFAULT_SPACING[sampler], schedule.log_snr)
+        out = SAMPLERS[sampler](replace_known(denoise, schedule, known, mask), x, timesteps, schedule,
+                                generator=generator, callback=callback, **(sampler_kwargs or {}))
+    assert out.shape[0] == count
+    return torch.where(mask, known, out).cpu()
+
+
+def _check_inputs(model: nn.Module, images: torch.Tensor, keep: torch.Tensor, num_per_image: int, method: str,
+                  sampler: str) -> None:
+    config = model.config  # type: ignore[attr-defined]
+    expected = (config.in_channels, config.image_size, config.image_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images must be shaped (N, {', '.join(map(str, expected))}) for this model, "
+                         f"got {tuple(images.shape)}")
+    if keep.shape != images.shape or keep.dtype != torch.bool:
+        raise ValueError(f"the mask must be a bool tensor shaped like the images {tuple(images.shape)}, "
+                         f"got {keep.dtype} {tuple(keep.shape)}")
+    if bool(keep.flatten(1).all(1).any()):
+        raise ValueError("the mask erases nothing in at least one image: there is nothing to complete")
+    if not bool(keep.flatten(1).any(1).all()):
+        raise ValueError("the mask erases everything in at least one image: that is sampling, not completion")
+    if num_per_image < 1:
+        raise ValueError(f"completions per image must be at least 1, got {num_per_image}")
+    if method not in COMPLETION_METHODS:
+        raise ValueError(f"unknown completion method {method!r}; choose from {', '.join(COMPLETION_METHODS)}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def region_mask(name: str, size: int = 28) -> torch.Tensor:
+    """The named erased region as a keep-mask `(size, size)`, True = known: `lower`, `upper`, `left`,
+    `right` halves or the `center` 12x12 square (of a 28x28 digit, scaled for other sizes)."""
+    keep = torch.ones(size, size, dtype=torch.bool)
+    half = size // 2
+    if name == "lower":
+        keep[half:] = False
+    elif name == "upper":
+        keep[:half] = False
+    elif name == "left":
+        keep[:, :half] = False
+    elif name == "right":
+        keep[:, half:] = False
+    elif name == "center":
+        side = round(size * 12 / 28)
+        start = (size - side) // 2
+        keep[start:start + side, start:start + side] = False
+    else:
+        raise ValueError(f"unknown mask {name!r}; choose from {', '.join(MASK_REGIONS)} or give a PNG")
+    return keep
+
+
+MASK_REGIONS: tuple[str, ...] = ("lower", "upper", "left", "right", "center")
+
+
+def model_inputs(pixels: torch.Tensor, keep: torch.Tensor, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 digits `(N, 28, 28)` and their keep-masks `(N, 28, 28)` -> model-space images and masks
+    `(N, 1, S, S)`. A model trained on padded 32x32 images gets the black border as known pixels."""
+    from .data import to_model_space
+
+    images = to_model_space(pixels, image_size)
+    pad = image_size - pixels.shape[-1]
+    mask = torch.nn.functional.pad(keep[:, None], (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=True)
+    return images, mask

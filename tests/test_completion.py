@@ -1,0 +1,151 @@
+"""Completion (inpainting) and interpolation on tiny models and exact denoisers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.completion import (
+    COMPLETION_METHODS,
+    complete,
+    region_mask,
+    replace_known,
+    sample_repaint,
+)
+from mnist_diffusion.config import DiffusionConfig
+from mnist_diffusion.interpolation import interpolate_digits, interpolate_seeds, seed_noise, slerp
+from mnist_diffusion.sampling import generate, make_timesteps, sample_dpm_solver_pp
+from mnist_diffusion.schedule import NoiseSchedule
+
+
+def tiny(tiny_checkpoint: Path):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    return checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
+
+
+def lower_half_erased(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(count, 1, 28, 28, generator=generator) * 2 - 1
+    keep = region_mask("lower").expand(count, 1, 28, 28).clone()
+    return images, keep
+
+
+@pytest.mark.parametrize(("method", "sampler"), [("repaint", "ddpm"), ("replace", "dpm++2m"), ("replace", "ddim"),
+                                                 ("replace", "ddpm")])
+def test_known_pixels_come_back_unchanged_and_the_rest_is_drawn(tiny_checkpoint: Path, method: str,
+                                                                sampler: str) -> None:
+    model, schedule = tiny(tiny_checkpoint)
+    images, keep = lower_half_erased(2)
+    out = complete(model, schedule, images, keep, num_per_image=3, labels=torch.tensor([3, 7]), guidance=1.5,
+                   method=method, sampler=sampler, steps=4, resamples=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (6, 1, 28, 28)
+    known = images.repeat_interleave(3, 0)
+    mask = keep.repeat_interleave(3, 0)
+    assert torch.equal(out[mask], known[mask])
+    assert not torch.allclose(out[~mask], known[~mask])
+    assert not torch.equal(out[0][~keep[0]], out[1][~keep[0]])  # completions of one input differ
+
+
+def point_denoiser(schedule: NoiseSchedule, point: float):
+    def denoise(x: torch.Tensor, t: torch.Tensor):
+        abar = schedule.alphas_cumprod64[t].view(-1, 1, 1, 1)
+        x0 = torch.full_like(x, point)
+        return x0, ((x.double() - abar.sqrt() * point) / (1 - abar).sqrt()).float()
+
+    return denoise
+
+
+def test_with_one_point_as_the_data_both_methods_draw_that_point() -> None:
+    """If every training image were the constant 0.3, the erased pixels can only be 0.3: RePaint's
+    last posterior step and x0-replacement's last DPM-Solver++ step both land on x0_hat."""
+    schedule = NoiseSchedule(DiffusionConfig())
+    denoise = point_denoiser(schedule, 0.3)
+    known = torch.full((4, 1, 6, 6), 0.3)
+    keep = torch.zeros(4, 1, 6, 6, dtype=torch.bool)
+    keep[:, :, :3] = True
+    x = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    timesteps = make_timesteps(1000, 20)
+    repainted = sample_repaint(denoise, x, timesteps, schedule, known=known, keep=keep, resamples=3,
+                               generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(repainted, known)
+    replaced = sample_dpm_solver_pp(replace_known(denoise, schedule, known, keep), x,
+                                    make_timesteps(1000, 10, "logsnr", schedule.log_snr), schedule)
+    torch.testing.assert_close(replaced, known, atol=1e-5, rtol=0)
+
+
+def test_region_masks_erase_what_they_name() -> None:
+    assert not region_mask("lower")[14:].any() and region_mask("lower")[:14].all()
+    assert not region_mask("left")[:, :14].any() and region_mask("left")[:, 14:].all()
+    center = region_mask("center")
+    assert (~center).sum() == 144 and not center[8:20, 8:20].any()
+    with pytest.raises(ValueError, match="unknown mask 'middle'"):
+        region_mask("middle")
+
+
+@pytest.mark.parametrize(("keep", "message"), [
+    (torch.ones(2, 1, 28, 28, dtype=torch.bool), "erases nothing"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.bool), "erases everything"),
+    (torch.ones(2, 1, 14, 14, dtype=torch.bool), "shaped like the images"),
+    (torch.ones(2, 1, 28, 28), "must be a bool tensor"),
+])
+def test_bad_masks_are_refused(tiny_checkpoint: Path, keep: torch.Tensor, message: str) -> None:
+    model, schedule = tiny(tiny_checkpoint)
+    with pytest.raises(ValueError, match=message):
+        complete(model, schedule, torch.zeros(2, 1, 28, 28), keep)
+
+
+def test_bad_images_and_methods_are_refused(tiny_checkpoint: Path) -> None:
+    model, schedule = tiny(tiny_checkpoint)
+    _, keep = lower_half_erased(1)
+    with pytest.raises(ValueError, match=r"images must be shaped \(N, 1, 28, 28\)"):
+        complete(model, schedule, torch.zeros(1, 1, 32, 32), keep)
+    with pytest.raises(ValueError, match="unknown completion method"):
+        complete(model, schedule, torch.zeros(1, 1, 28, 28), keep, method="magic")
+    assert COMPLETION_METHODS == ("repaint", "replace")
+
+
+def test_seed_interpolation_ends_on_the_plain_samples_of_each_seed(tiny_checkpoint: Path) -> None:
+    model, schedule = tiny(tiny_checkpoint)
+    frames = interpolate_seeds(model, schedule, (1, 2), 5, digit=7, guidance=1.5, steps=4)
+    assert frames.shape == (5, 1, 28, 28)
+    for frame, seed in ((frames[0], 1), (frames[-1], 2)):
+        plain = generate(model, schedule, 1, labels=torch.tensor([7]), guidance=1.5, steps=4,
+                         generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(frame, plain[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(frames[2], frames[0]) and not torch.allclose(frames[2], frames[-1])
+
+
+def test_digit_interpolation_ends_on_each_digit(tiny_checkpoint: Path) -> None:
+    model, schedule = tiny(tiny_checkpoint)
+    frames = interpolate_digits(model, schedule, (3, 8), 4, seed=5, guidance=2.0, steps=3)
+    for frame, digit in ((frames[0], 3), (frames[-1], 8)):
+        plain = generate(model, schedule, 1, labels=torch.tensor([digit]), guidance=2.0, steps=3,
+                         generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(frame, plain[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="digit 12 is not one of this model's 10 classes"):
+        interpolate_digits(model, schedule, (3, 12), 4)
+    with pytest.raises(ValueError, match="deterministic sampler"):
+        interpolate_digits(model, schedule, (3, 8), 4, sampler="ddpm")
+    with pytest.raises(ValueError, match="frames must be between 2 and 64"):
+        interpolate_seeds(model, schedule, (1, 2), 1)
+
+
+def test_slerp_keeps_the_norm_of_equal_norm_vectors() -> None:
+    a, b = seed_noise_like(0), seed_noise_like(1)
+    b = b * a.norm() / b.norm()
+    for weight in (0.0, 0.3, 0.5, 1.0):
+        assert slerp(a, b, weight).norm().item() == pytest.approx(a.norm().item(), rel=1e-5)
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b)
+
+
+def seed_noise_like(seed: int) -> torch.Tensor:
+    return torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_seed_noise_is_what_generate_draws(tiny_checkpoint: Path) -> None:
+    model, _ = tiny(tiny_checkpoint)
+    assert torch.equal(seed_noise(model, 4), seed_noise_like(4))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .sampling import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_SPACING,
     SAMPLERS,
     Callback,
@@ -95,7 +96,8 @@ def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, ke
              num_per_image: int = 1, labels: torch.Tensor | None = None, guidance: float = 1.0,
              method: str = DEFAULT_METHOD, sampler: str = "dpm++2m", steps: int | None = None,
              resamples: int = REPAINT_RESAMPLES, generator: torch.Generator | None = None,
-             device: torch.device | str = "cpu", callback: Callback = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str = "cpu",
+             callback: Callback = None,
              sampler_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
     """`num_per_image` completions of each image, input-major: `(N * K, 1, S, S)` in [-1, 1].
 
@@ -105,25 +107,31 @@ def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, ke
     `REPAINT_STEPS`) with `resamples` repetitions per step.
     """
     _check_inputs(model, images, keep, num_per_image, method, sampler)
-    count = len(images) * num_per_image
-    known = images.repeat_interleave(num_per_image, 0).to(device)
-    mask = keep.repeat_interleave(num_per_image, 0).to(device)
-    batch_labels = labels.repeat_interleave(num_per_image, 0).to(device) if labels is not None else None
+    known = images.repeat_interleave(num_per_image, 0)
+    mask = keep.repeat_interleave(num_per_image, 0)
+    all_labels = labels.repeat_interleave(num_per_image, 0) if labels is not None else None
     model = model.to(device).eval()
-    denoise = Denoiser(model, schedule, batch_labels, guidance)
-    x = torch.randn(known.shape, generator=generator).to(device)
     if method == "repaint":
         timesteps = make_timesteps(schedule.num_timesteps, steps or min(REPAINT_STEPS, schedule.num_timesteps),
                                    DEFAULT_SPACING["ddpm"], schedule.log_snr)
-        out = sample_repaint(denoise, x, timesteps, schedule, known=known, keep=mask, resamples=resamples,
-                             generator=generator, callback=callback)
     else:
         timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
                                    DEFAULT_SPACING[sampler], schedule.log_snr)
-        out = SAMPLERS[sampler](replace_known(denoise, schedule, known, mask), x, timesteps, schedule,
-                                generator=generator, callback=callback, **(sampler_kwargs or {}))
-    assert out.shape[0] == count
-    return torch.where(mask, known, out).cpu()
+    outputs = []
+    for start in range(0, len(known), batch_size):
+        part = slice(start, start + batch_size)
+        batch_known, batch_mask = known[part].to(device), mask[part].to(device)
+        denoise = Denoiser(model, schedule, all_labels[part].to(device) if all_labels is not None else None,
+                           guidance)
+        x = torch.randn(batch_known.shape, generator=generator).to(device)
+        if method == "repaint":
+            out = sample_repaint(denoise, x, timesteps, schedule, known=batch_known, keep=batch_mask,
+                                 resamples=resamples, generator=generator, callback=callback)
+        else:
+            out = SAMPLERS[sampler](replace_known(denoise, schedule, batch_known, batch_mask), x, timesteps,
+                                    schedule, generator=generator, callback=callback, **(sampler_kwargs or {}))
+        outputs.append(torch.where(batch_mask, batch_known, out).cpu())
+    return torch.cat(outputs)
 
 
 def _check_inputs(model: nn.Module, images: torch.Tensor, keep: torch.Tensor, num_per_image: int, method: str,

@@ -582,14 +582,168 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {'raw' if args.no_ema else 'EMA'} weights of step {checkpoint.step} to {out} ({size_mb:.1f} MB)")
 
 
+def _read_digit_png(path: Path, what: str) -> torch.Tensor:
+    """A 28x28 PNG (any mode, converted to greyscale) -> uint8 `(28, 28)`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            grey = picture.convert("L")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise UsageError(f"{what} {path} is not a readable image ({type(error).__name__})") from None
+    if grey.size != (28, 28):
+        raise UsageError(f"{what} {path} is {grey.size[0]}x{grey.size[1]} pixels; a digit here is 28x28")
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(grey, dtype=np.uint8).copy())
+
+
+def _completion_inputs(text: str) -> torch.Tensor:
+    """uint8 digits `(N, 28, 28)` from a PNG of one digit or an .npz holding `images`."""
+    import numpy as np
+
+    path = regular_file(text, "--images")
+    if path.suffix.lower() == ".png":
+        return _read_digit_png(path, "--images")[None]
+    if path.suffix.lower() != ".npz":
+        raise UsageError(f"--images {path}: expected a .png of one digit or an .npz with 'images'")
+    try:
+        with np.load(path, allow_pickle=False) as payload:
+            images = np.asarray(payload["images"])
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise UsageError(f"--images {path} is not an .npz holding an 'images' array ({type(error).__name__})") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+        raise UsageError(f"--images {path}: expected uint8 images shaped (N, 28, 28) with N >= 1, got "
+                         f"{images.dtype} {images.shape}")
+    return torch.from_numpy(images.copy())
+
+
+def _completion_mask(text: str) -> torch.Tensor:
+    """The keep-mask `(28, 28)`, True = known: a region name, or a PNG whose white (> 127) pixels are erased."""
+    from .completion import MASK_REGIONS, region_mask
+
+    if text in MASK_REGIONS:
+        return region_mask(text)
+    if not text.lower().endswith(".png"):
+        raise UsageError(f"--mask {text!r}: give one of {', '.join(MASK_REGIONS)} or a 28x28 PNG (white = erased)")
+    keep = _read_digit_png(regular_file(text, "--mask"), "--mask") <= 127
+    if keep.all() or not keep.any():
+        raise UsageError(f"--mask {text} erases {'nothing' if keep.all() else 'everything'}; white pixels mark "
+                         f"the part to draw")
+    return keep
+
+
+def cmd_complete(args: argparse.Namespace) -> None:
+    from .completion import complete, model_inputs
+    from .figures import save_grid
+
+    out = output_file(args.out, (".png",))
+    npz = output_file(args.npz, (".npz",)) if args.npz else None
+    pixels, keep = _completion_inputs(args.images), _completion_mask(args.mask)
+    if len(pixels) * args.num > MAX_DIGITS:
+        raise UsageError(f"{len(pixels)} images x --num {args.num} is more than the {MAX_DIGITS:,} digits one "
+                         f"command may draw")
+    sampler_options = _sampler_options(args)
+    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
+    num_classes = checkpoint.model_config.num_classes
+    if args.digit is not None and args.digit >= max(num_classes, 1):
+        raise UsageError(f"digit {args.digit} is not one of this model's classes" if num_classes else
+                         "this checkpoint is unconditional: it cannot complete as a chosen digit")
+    labels = torch.full((len(pixels),), args.digit) if args.digit is not None else None
+    if args.steps is not None:
+        _sampling_steps(args, schedule.num_timesteps)
+    keep_all = keep.expand(len(pixels), 28, 28)
+    images, mask = model_inputs(pixels, keep_all, checkpoint.model_config.image_size)
+    completed = to_uint8(complete(model, schedule, images, mask, num_per_image=args.num, labels=labels,
+                                  guidance=args.guidance if labels is not None else 1.0, method=args.method,
+                                  sampler=args.sampler, steps=args.steps, generator=torch.Generator().manual_seed(
+                                      args.seed), batch_size=args.batch_size, device=args.device_chosen,
+                                  sampler_kwargs=sampler_options))  # (N*K, 28, 28)
+    shown_erased = torch.where(keep_all, pixels, torch.full_like(pixels, 60))  # erased pixels dark grey
+    rows = [torch.cat([pixels[i:i + 1], shown_erased[i:i + 1], completed[i * args.num:(i + 1) * args.num]])
+            for i in range(len(pixels))]
+    grid, per_row = _grid_digits(torch.cat(rows), args.num + 2)
+    save_grid(grid, out, nrow=per_row)
+    print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
+    if npz is not None:
+        payload = {"images": completed.numpy()}
+        if labels is not None:
+            payload["labels"] = labels.repeat_interleave(args.num).numpy()
+        atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
+        print(f"wrote images to {npz}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from .figures import save_gif, save_grid
+    from .interpolation import interpolate_digits, interpolate_seeds
+
+    out = output_file(args.out, (".png",))
+    gif = check_writable(out.with_suffix(".gif")) if args.gif else None
+    if (args.digits is None) == (args.seeds is None):
+        raise UsageError("give --seeds A,B (with --digit D on a conditional model) or --digits A,B")
+    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
+    num_classes = checkpoint.model_config.num_classes
+    if args.steps is not None:
+        _sampling_steps(args, schedule.num_timesteps)
+    common = {"guidance": args.guidance, "sampler": args.sampler, "steps": args.steps, "device": args.device_chosen}
+    if args.seeds is not None:
+        if args.digit is not None and args.digit >= max(num_classes, 1):
+            raise UsageError(f"digit {args.digit} is not one of this model's {num_classes} classes")
+        frames = interpolate_seeds(model, schedule, tuple(args.seeds), args.frames, digit=args.digit, **common)
+    else:
+        frames = interpolate_digits(model, schedule, tuple(args.digits), args.frames, seed=args.seed, **common)
+    pixels = to_uint8(frames)
+    save_grid(pixels, out, nrow=len(pixels))
+    print(f"wrote {len(pixels)} frames to {out}")
+    if gif is not None:
+        there_and_back = [pixels[i:i + 1] for i in list(range(len(pixels))) + list(range(len(pixels) - 2, 0, -1))]
+        save_gif(there_and_back, gif, nrow=1, scale=6, frame_ms=120, hold_last_ms=120)
+        print(f"wrote {gif}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import Demo, make_server
+
+    demo = Demo.load(args.checkpoint, args.data_root)
+    try:
+        server = make_server(demo, args.host, args.port)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+    host, port = server.server_address[:2]
+    url = f"http://{host if ':' not in str(host) else f'[{host}]'}:{port}/"
+    print(f"serving {url} (Ctrl-C stops)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
+    finally:
+        server.server_close()
+    return 0
+
+
+def two_ints(parse: Callable[[str], int]) -> Callable[[str], list[int]]:
+    def parse_pair(text: str) -> list[int]:
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected two values separated by a comma, got {text!r}")
+        return [parse(part.strip()) for part in parts]
+
+    return parse_pair
+
+
 # -- parser: one function per command --------------------------------------------------------
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
 
 
-def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER,
+def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS))) -> None:
+    parser.add_argument("--sampler", choices=samplers, default=DEFAULT_SAMPLER,
                         help=f"sampling algorithm (default: {DEFAULT_SAMPLER})")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"timesteps the sampler visits, each one network evaluation per digit, the final "
@@ -705,6 +859,53 @@ def _add_evaluate_parser(commands) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_complete_parser(commands) -> None:
+    from .completion import COMPLETION_METHODS, DEFAULT_METHOD, MASK_REGIONS
+
+    p = commands.add_parser("complete", help="draw the erased part of digits (inpainting)")
+    p.add_argument("--images", required=True, help="a 28x28 PNG of one digit, or an .npz with images (N x 28 x 28)")
+    p.add_argument("--mask", required=True,
+                   help=f"the part to erase and draw: {', '.join(MASK_REGIONS)}, or a 28x28 PNG (white = erased)")
+    p.add_argument("--digit", type=digit, help="complete as this digit (with guidance); default: whatever it is")
+    p.add_argument("--num", type=whole_number(1, MAX_DIGITS), default=8, help="completions per image (default: 8)")
+    p.add_argument("--method", choices=COMPLETION_METHODS, default=DEFAULT_METHOD,
+                   help=f"repaint: RePaint resampling, 50 steps x 3 (default); replace: x0 replacement with "
+                        f"--sampler (faster, more seams) (default: {DEFAULT_METHOD})")
+    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
+    p.add_argument("--out", default="completions.png", help="PNG grid: per image, the digit, its erased input and "
+                                                            "the completions (default: completions.png)")
+    p.add_argument("--npz", help="also save the completions (N*K x 28 x 28, input-major) and labels here")
+    _add_sampling(p)
+    _add_device(p)
+    p.set_defaults(func=cmd_complete)
+
+
+def _add_interpolate_parser(commands) -> None:
+    from .interpolation import DETERMINISTIC_SAMPLERS, MAX_FRAMES
+
+    p = commands.add_parser("interpolate", help="walk between two seeds of a digit, or between two digits")
+    p.add_argument("--seeds", type=two_ints(seed_int), help="two seeds, e.g. 1,2 (with --digit D)")
+    p.add_argument("--digit", type=digit, help="the digit drawn along a --seeds walk")
+    p.add_argument("--digits", type=two_ints(digit), help="two digits, e.g. 3,8, drawn from one --seed")
+    p.add_argument("--frames", type=whole_number(2, MAX_FRAMES), default=8, help="frames, ends included (default: 8)")
+    p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")
+    p.add_argument("--gif", action="store_true", help="also write an animated GIF beside it (there and back)")
+    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
+    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS)  # each frame a function of its noise and label alone
+    _add_device(p)
+    p.set_defaults(func=cmd_interpolate)
+
+
+def _add_serve_parser(commands) -> None:
+    p = commands.add_parser("serve", help="a local page: watch digits form, complete your strokes, interpolate")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=whole_number(0, 65535), default=8000, help="port (default: 8000; 0: any free one)")
+    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
+    p.add_argument("--data-root", default="data", help="MNIST root for 'erase half of a test digit' (optional)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_serve)
+
+
 def _add_export_parser(commands) -> None:
     p = commands.add_parser("export", help="strip a training checkpoint to its EMA weights for sampling")
     p.add_argument("--checkpoint", required=True)
@@ -717,8 +918,9 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train, sample and evaluate diffusion models of handwritten digits.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for add in (_add_download_parser, _add_train_parser, _add_sample_parser, _add_figures_parser,
-                _add_train_classifier_parser, _add_evaluate_parser, _add_export_parser):
+    for add in (_add_download_parser, _add_train_parser, _add_sample_parser, _add_complete_parser,
+                _add_interpolate_parser, _add_figures_parser, _add_train_classifier_parser, _add_evaluate_parser,
+                _add_export_parser, _add_serve_parser):
         add(commands)
     return parser
 

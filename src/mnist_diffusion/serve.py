@@ -1,0 +1,356 @@
+"""`mnist-diffusion serve`: a local page to watch digits form, complete strokes and interpolate.
+
+A standard-library HTTP server (no web framework) serves one page shipped in the package
+(`web/`) and a small JSON API. Each POST streams its results as JSON lines, one per sampler step,
+so the page shows the predicted clean digit of every step as it is computed:
+
+    POST /api/generate     {"digit", "guidance", "sampler", "steps", "seed", "pace_ms"}
+    POST /api/complete     {"pixels": 784 ints 0-255, "known": 784 0/1, "digit" or null, "method", "steps", "seed"}
+    POST /api/interpolate  {"mode": "seeds"|"digits", "digit", "seeds": [a, b], "digits": [a, b], "frames", "seed"}
+    GET  /api/info         the model's classes, samplers, defaults and limits
+    GET  /api/test-digit?seed=N   an MNIST test digit (or the model's own when no data is present)
+
+Every request is checked whole before any work; a bad one gets HTTP 400 and `{"error": "..."}` in
+one line, and the server keeps serving. One model is shared: its forward pass runs under a lock,
+so concurrent requests interleave step by step and all finish; torch uses one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete
+from .data import DataError, load_mnist, to_model_space, to_uint8
+from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
+from .sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    MAX_GUIDANCE,
+    SAMPLERS,
+    generate,
+    network_passes_per_digit,
+)
+from .schedule import NoiseSchedule
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_STEPS = 100  # per request; full-T DDPM (1000 steps) belongs on the command line
+MAX_FRAMES = 16
+MAX_PACE_MS = 2000
+DEFAULT_PACE_MS = 60  # at least this long between streamed frames, so a person can follow
+MAX_SEED = 2**53 - 1  # the largest integer JavaScript's numbers hold exactly
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
+              "/style.css": ("style.css", "text/css")}
+
+
+class RequestError(ValueError):
+    """A request the server refuses with HTTP 400; the message is shown on the page."""
+
+
+class _SerializedModel(nn.Module):
+    """The shared network, one forward pass at a time (requests in other threads wait per step)."""
+
+    def __init__(self, model: nn.Module, lock: threading.Lock) -> None:
+        super().__init__()
+        self.inner, self.lock, self.config = model, lock, model.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        with self.lock:
+            return self.inner(x, t, labels)
+
+
+# -- request fields: each names the field and what is allowed -----------------------------------
+
+def _integer(body: dict, name: str, low: int, high: int, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise RequestError(f"{name} must be a whole number from {low} to {high}, got {json.dumps(value)}")
+    return value
+
+
+def _number(body: dict, name: str, low: float, high: float, default: float) -> float:
+    value = body.get(name, default)
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise RequestError(f"{name} must be a number from {low:g} to {high:g}, got {json.dumps(value)}")
+    return float(value)
+
+
+def _choice(body: dict, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in choices:
+        raise RequestError(f"{name} must be one of {', '.join(choices)}, got {json.dumps(value)}")
+    return value
+
+
+def _pixel_list(body: dict, name: str, high: int) -> torch.Tensor:
+    value = body.get(name)
+    if (not isinstance(value, list) or len(value) != 784
+            or not all(type(v) is int and 0 <= v <= high for v in value)):
+        raise RequestError(f"{name} must be a list of 784 whole numbers from 0 to {high} (a 28x28 image, row by row)")
+    return torch.tensor(value, dtype=torch.uint8).reshape(28, 28)
+
+
+@dataclass
+class Demo:
+    """The model and what the page needs to know about it."""
+
+    model: nn.Module
+    schedule: NoiseSchedule
+    num_classes: int
+    test_images: torch.Tensor | None
+    test_labels: torch.Tensor | None
+
+    @classmethod
+    def load(cls, checkpoint_path: str | None, data_root: str | Path) -> Demo:
+        checkpoint = load_checkpoint(checkpoint_path)
+        model = _SerializedModel(checkpoint.build_model(), threading.Lock())
+        try:
+            test_images, test_labels = load_mnist(data_root, "test", download=False)
+        except (DataError, OSError):
+            test_images, test_labels = None, None
+        return cls(model, NoiseSchedule(checkpoint.diffusion_config), checkpoint.model_config.num_classes,
+                   test_images, test_labels)
+
+    def info(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "samplers": sorted(SAMPLERS),
+                "interpolation_samplers": list(DETERMINISTIC_SAMPLERS), "completion_methods": list(COMPLETION_METHODS),
+                "defaults": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
+                             "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},
+                "limits": {"steps": min(MAX_STEPS, self.schedule.num_timesteps), "guidance": MAX_GUIDANCE,
+                           "frames": MAX_FRAMES, "seed": MAX_SEED},
+                "test_digits": self.test_images is not None}
+
+    def _digit(self, body: dict, required: bool) -> int | None:
+        if body.get("digit") is None and not required:
+            return None
+        if self.num_classes == 0:
+            raise RequestError("this model is unconditional: it cannot be asked for a digit")
+        return _integer(body, "digit", 0, self.num_classes - 1)
+
+    def _steps(self, body: dict, default: int) -> int:
+        return _integer(body, "steps", 1, min(MAX_STEPS, self.schedule.num_timesteps), default)
+
+    # -- the three streams ------------------------------------------------------------------------
+    def generate(self, body: dict) -> Iterator[dict]:
+        digit = self._digit(body, required=False)
+        guidance = _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE)
+        sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
+        steps, seed = self._steps(body, DEFAULT_STEPS), _integer(body, "seed", 0, MAX_SEED, 0)
+        labels = torch.tensor([digit]) if digit is not None else None
+        passes = network_passes_per_digit(steps, labels is not None, guidance)
+
+        def run(callback: Callable[[dict], None]) -> torch.Tensor:
+            return generate(self.model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
+                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback)
+
+        yield from _stream(run, steps, {"passes_per_digit": passes})
+
+    def complete(self, body: dict) -> Iterator[dict]:
+        pixels, known = _pixel_list(body, "pixels", 255), _pixel_list(body, "known", 1).bool()
+        if bool(known.all()) or not bool(known.any()):
+            raise RequestError("the mask must keep some pixels and erase others: mark the part to draw")
+        digit = self._digit(body, required=False)
+        method = _choice(body, "method", COMPLETION_METHODS, DEFAULT_METHOD)
+        steps = self._steps(body, REPAINT_STEPS if method == "repaint" else DEFAULT_STEPS)
+        seed = _integer(body, "seed", 0, MAX_SEED, 0)
+        size = self.model.config.image_size
+        image = to_model_space(pixels[None], size)
+        pad = (size - 28) // 2
+        mask = torch.nn.functional.pad(known[None, None], (pad, size - 28 - pad, pad, size - 28 - pad), value=True)
+
+        def run(callback: Callable[[dict], None]) -> torch.Tensor:
+            return complete(self.model, self.schedule, image, mask, labels=torch.tensor([digit]) if digit is not None
+                            else None, guidance=DEFAULT_GUIDANCE if digit is not None else 1.0, method=method,
+                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback)
+
+        yield from _stream(run, steps, {"method": method})
+
+    def interpolate(self, body: dict) -> Iterator[dict]:
+        mode = _choice(body, "mode", ("seeds", "digits"), "seeds")
+        frames = _integer(body, "frames", 2, MAX_FRAMES, 8)
+        common = {"guidance": _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE),
+                  "steps": self._steps(body, DEFAULT_STEPS)}
+        if mode == "seeds":
+            pair = body.get("seeds")
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise RequestError("seeds must be a list of two seeds")
+            seeds = (_integer({"seed": pair[0]}, "seed", 0, MAX_SEED), _integer({"seed": pair[1]}, "seed", 0, MAX_SEED))
+            digit = self._digit(body, required=False)
+            images = interpolate_seeds(self.model, self.schedule, seeds, frames, digit=digit, **common)
+        else:
+            pair = body.get("digits")
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise RequestError("digits must be a list of two digits")
+            digits = (self._digit({"digit": pair[0]}, True), self._digit({"digit": pair[1]}, True))
+            images = interpolate_digits(self.model, self.schedule, digits, frames,
+                                        seed=_integer(body, "seed", 0, MAX_SEED, 0), **common)
+        for index, frame in enumerate(to_uint8(images)):
+            yield {"type": "frame", "frame": index + 1, "frames": frames, "pixels": frame.flatten().tolist()}
+        yield {"type": "done", "frames": frames}
+
+    def test_digit(self, seed: int) -> dict[str, Any]:
+        if self.test_images is None or self.test_labels is None:
+            labels = torch.tensor([seed % self.num_classes]) if self.num_classes else None
+            image = to_uint8(generate(self.model, self.schedule, 1, labels=labels, guidance=DEFAULT_GUIDANCE,
+                                      generator=torch.Generator().manual_seed(seed)))[0]
+            return {"pixels": image.flatten().tolist(), "label": None if labels is None else int(labels[0]),
+                    "source": "drawn by the model (no MNIST test data found)"}
+        index = int(torch.randint(len(self.test_images), (1,), generator=torch.Generator().manual_seed(seed)))
+        return {"pixels": self.test_images[index].flatten().tolist(), "label": int(self.test_labels[index]),
+                "source": f"MNIST test digit {index}"}
+
+
+def _stream(run: Callable[[Callable[[dict], None]], torch.Tensor], steps: int,
+            extra: dict[str, Any]) -> Iterator[dict]:
+    """Run a sampler in a worker thread; yield one frame per step (its predicted clean digit) as it
+    arrives, then the result. Frames cross threads through a queue, so the HTTP thread can pace them."""
+    import queue
+
+    frames: queue.Queue = queue.Queue()
+    started = time.perf_counter()
+
+    def callback(step: dict) -> None:
+        frames.put({"type": "frame", "step": step["i"] + 1, "steps": steps, "t": int(step["t"]),
+                    "pixels": to_uint8(step["x0"][:1].cpu())[0].flatten().tolist(),
+                    "ms": round(1000 * (time.perf_counter() - started))})
+
+    def work() -> None:
+        try:
+            result = run(callback)
+            frames.put({"type": "done", "pixels": to_uint8(result[:1])[0].flatten().tolist(),
+                        "seconds": round(time.perf_counter() - started, 3), **extra})
+        except Exception as error:  # reported in the stream; the server goes on
+            frames.put({"type": "error", "error": " ".join(str(error).split())})
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = frames.get()
+        yield item
+        if item["type"] != "frame":
+            return
+
+
+class DemoHandler(BaseHTTPRequestHandler):
+    server: DemoServer
+    protocol_version = "HTTP/1.0"  # one request per connection; a stream ends when the connection closes
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal is the user's
+        pass
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path in PAGE_FILES:
+            name, content_type = PAGE_FILES[url.path]
+            self._send(HTTPStatus.OK, (resources.files("mnist_diffusion") / "web" / name).read_bytes(), content_type)
+        elif url.path == "/api/info":
+            self._send_json(HTTPStatus.OK, self.server.demo.info())
+        elif url.path == "/api/test-digit":
+            try:
+                seed = _integer({"seed": _int_or_text(parse_qs(url.query).get("seed", ["0"])[0])}, "seed", 0,
+                                MAX_SEED)
+                self._send_json(HTTPStatus.OK, self.server.demo.test_digit(seed))
+            except RequestError as error:
+                self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
+
+    def do_POST(self) -> None:
+        streams = {"/api/generate": self.server.demo.generate, "/api/complete": self.server.demo.complete,
+                   "/api/interpolate": self.server.demo.interpolate}
+        path = urlparse(self.path).path
+        if path not in streams:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"})
+            return
+        try:
+            body = self._read_json()
+            pace_s = _integer(body, "pace_ms", 0, MAX_PACE_MS, DEFAULT_PACE_MS) / 1000
+            lines = streams[path](body)
+            first = next(lines)  # validation happens before the first line: a refusal is still a 400
+        except (RequestError, ValueError) as error:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": " ".join(str(error).split())})
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        # If the page goes away mid-stream, the worker finishes its few remaining steps on its own.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._write_paced([first], lines, pace_s)
+
+    def _write_paced(self, head: list[dict], rest: Iterator[dict], pace_s: float) -> None:
+        last = 0.0
+        for item in _chain(head, rest):
+            wait = last + pace_s - time.monotonic()
+            if item.get("type") == "frame" and wait > 0:
+                time.sleep(wait)
+            self.wfile.write((json.dumps(item) + "\n").encode())
+            self.wfile.flush()
+            last = time.monotonic()
+
+    def _read_json(self) -> dict:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise RequestError("the request needs a Content-Length header") from None
+        if not 0 < length <= MAX_BODY_BYTES:
+            raise RequestError(f"the request body must be 1 to {MAX_BODY_BYTES} bytes, got {length}")
+        try:
+            body = json.loads(self.rfile.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        return body
+
+    def _send_json(self, status: HTTPStatus, payload: dict) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _chain(head: list[dict], rest: Iterator[dict]) -> Iterator[dict]:
+    yield from head
+    yield from rest
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+class DemoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], demo: Demo) -> None:
+        super().__init__(address, DemoHandler)
+        self.demo = demo
+
+
+def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000) -> DemoServer:
+    """A server bound to `host:port` (port 0: any free port); call `serve_forever()` on it."""
+    torch.set_num_threads(1)
+    return DemoServer((host, port), demo)

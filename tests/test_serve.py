@@ -1,0 +1,141 @@
+"""The `serve` API without a browser: streams, refusals with HTTP 400, concurrency, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_diffusion.data import to_uint8
+from mnist_diffusion.sampling import generate
+from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, make_server
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    demo = Demo.load(None, tmp_path_factory.mktemp("no-data"))
+    threads_before = torch.get_num_threads()
+    server = make_server(demo, "127.0.0.1", 0)  # sets torch to one thread, as `serve` runs
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    torch.set_num_threads(threads_before)
+
+
+def post(url: str, body: object, raw: bytes | None = None) -> tuple[int, list[dict]]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, [json.loads(line) for line in response.read().splitlines() if line.strip()]
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, [json.loads(error.read())]
+
+
+def test_generate_streams_every_step_and_ends_on_the_librarys_digit(server_url: str) -> None:
+    status, items = post(f"{server_url}/api/generate", {"digit": 4, "seed": 9, "steps": 6, "pace_ms": 0})
+    assert status == 200
+    frames, done = items[:-1], items[-1]
+    assert [f["step"] for f in frames] == [1, 2, 3, 4, 5, 6] and done["type"] == "done"
+    assert done["passes_per_digit"] == 12
+    demo = Demo.load(None, "nowhere")
+    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=1.5, steps=6,
+                                 generator=torch.Generator().manual_seed(9)))[0]
+    assert done["pixels"] == expected.flatten().tolist()
+
+
+def test_complete_keeps_the_known_pixels(server_url: str) -> None:
+    pixels = [0] * 784
+    for row in range(4, 14):
+        pixels[row * 28 + 14] = 255  # a vertical stroke in the upper half
+    known = [1] * 392 + [0] * 392  # the lower half is to be drawn
+    status, items = post(f"{server_url}/api/complete", {"pixels": pixels, "known": known, "method": "replace",
+                                                        "steps": 5, "pace_ms": 0})
+    assert status == 200 and items[-1]["type"] == "done" and len(items) == 6
+    assert items[-1]["pixels"][:392] == pixels[:392]
+
+
+def test_interpolation_streams_its_frames(server_url: str) -> None:
+    status, items = post(f"{server_url}/api/interpolate", {"mode": "digits", "digits": [3, 8], "frames": 4,
+                                                           "steps": 3})
+    assert status == 200 and [item.get("frame") for item in items[:-1]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("generate", {"digit": 12}, "digit must be a whole number from 0 to 9, got 12"),
+    ("generate", {"seed": "abc"}, 'seed must be a whole number from 0 to 9007199254740991, got "abc"'),
+    ("generate", {"steps": 5000}, "steps must be a whole number from 1 to 100, got 5000"),
+    ("generate", {"guidance": 1e308}, "guidance must be a number from 0 to 20"),
+    ("generate", {"sampler": "magic"}, "sampler must be one of ddim, ddpm, dpm++2m"),
+    ("generate", [1, 2], "the request body must be a JSON object"),
+    ("complete", {"pixels": [0] * 100, "known": [1] * 784}, "pixels must be a list of 784 whole numbers"),
+    ("complete", {"pixels": [0] * 784, "known": [1] * 784}, "the mask must keep some pixels and erase others"),
+    ("complete", {"pixels": [0] * 784, "known": [0] * 784}, "the mask must keep some pixels and erase others"),
+    ("interpolate", {"mode": "digits", "digits": [3]}, "digits must be a list of two digits"),
+    ("interpolate", {"frames": 99}, "frames must be a whole number from 2 to 16"),
+])
+def test_bad_requests_get_400_and_one_line(server_url: str, path: str, body: object, message: str) -> None:
+    status, items = post(f"{server_url}/api/{path}", body)
+    assert status == 400 and message in items[0]["error"] and "\n" not in items[0]["error"]
+
+
+def test_bodies_that_are_not_json_or_too_large_get_400(server_url: str) -> None:
+    assert post(f"{server_url}/api/generate", None, raw=b"{not json")[0] == 400
+    status, items = post(f"{server_url}/api/generate", None, raw=b" " * (MAX_BODY_BYTES + 1))
+    assert status == 400 and "request body must be 1 to" in items[0]["error"]
+    # ... and the server keeps serving.
+    assert post(f"{server_url}/api/generate", {"steps": 2, "pace_ms": 0})[0] == 200
+
+
+def test_two_requests_at_once_both_finish(server_url: str) -> None:
+    results: list[int] = []
+
+    def one(seed: int) -> None:
+        status, items = post(f"{server_url}/api/generate", {"digit": 1, "seed": seed, "steps": 8, "pace_ms": 0})
+        results.append(status if items[-1]["type"] == "done" else -1)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == [200, 200]
+
+
+def test_the_page_and_its_files_are_served(server_url: str) -> None:
+    for path, kind in (("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        with urllib.request.urlopen(server_url + path, timeout=30) as response:
+            assert response.status == 200 and response.headers["Content-Type"].startswith(kind)
+            assert len(response.read()) > 500
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(server_url + "/secrets", timeout=30)
+    missing.value.close()
+    assert missing.value.code == 404
+
+
+def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+    with subprocess.Popen([sys.executable, "-m", "mnist_diffusion", "serve", "--port", "0", "--data-root",
+                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("serving http://127.0.0.1:"), line
+        url = line.split()[1]
+        with urllib.request.urlopen(url + "api/info", timeout=30) as response:
+            assert json.loads(response.read())["num_classes"] == 10
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err and "stopped" in err

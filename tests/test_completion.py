@@ -149,3 +149,90 @@ def seed_noise_like(seed: int) -> torch.Tensor:
 def test_seed_noise_is_what_generate_draws(tiny_checkpoint: Path) -> None:
     model, _ = tiny(tiny_checkpoint)
     assert torch.equal(seed_noise(model, 4), seed_noise_like(4))
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+def test_complete_command_writes_grid_and_npz_and_keeps_known_pixels(tmp_path: Path, tiny_checkpoint: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from conftest import run_cli
+
+    digits = np.zeros((2, 28, 28), np.uint8)
+    digits[:, 4:24, 12:16] = 255
+    np.savez(tmp_path / "in.npz", images=digits)
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images",
+                             str(tmp_path / "in.npz"), "--mask", "right", "--num", "3", "--digit", "1",
+                             "--method", "replace", "--steps", "3", "--out", str(tmp_path / "c.png"),
+                             "--npz", str(tmp_path / "c.npz"))
+    assert code == 0, err
+    with np.load(tmp_path / "c.npz") as saved:
+        assert saved["images"].shape == (6, 28, 28) and saved["labels"].tolist() == [1] * 6
+        assert (saved["images"][:, :, :14] == digits.repeat(3, 0)[:, :, :14]).all()
+    with Image.open(tmp_path / "c.png") as grid:
+        assert grid.size == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))  # digit, erased input, 3 completions
+    mask = np.zeros((28, 28), np.uint8)
+    mask[20:, :] = 255  # white = erased
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(digits[0]).save(tmp_path / "one.png")
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images",
+                           str(tmp_path / "one.png"), "--mask", str(tmp_path / "mask.png"), "--num", "1",
+                           "--method", "repaint", "--steps", "3", "--out", str(tmp_path / "d.png"),
+                           "--npz", str(tmp_path / "d.npz"))
+    assert code == 0, err
+    with np.load(tmp_path / "d.npz") as saved:
+        assert (saved["images"][0, :20] == digits[0, :20]).all() and "labels" not in saved
+
+
+@pytest.mark.parametrize(("setup", "args", "message"), [
+    (None, ["--mask", "middle"], "give one of lower, upper, left, right, center"),
+    ("big.png", ["--mask", "lower"], "is 32x32 pixels; a digit here is 28x28"),
+    ("text.png", ["--mask", "lower"], "is not a readable image"),
+    ("white.png", ["--mask", "MASK"], "erases everything"),
+    ("black.png", ["--mask", "MASK"], "erases nothing"),
+])
+def test_complete_command_refuses_bad_images_and_masks(tmp_path: Path, tiny_checkpoint: Path, setup, args,
+                                                       message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from conftest import assert_one_line_error, run_cli
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "ok.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "text.png").write_text("not an image")
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(tmp_path / "white.png")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "black.png")
+    images = tmp_path / (setup if setup in ("big.png", "text.png") else "ok.png")
+    args = [str(tmp_path / setup) if a == "MASK" else a for a in args]
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images", str(images), *args,
+                           "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_interpolate_command_writes_a_strip_and_a_gif(tmp_path: Path, tiny_checkpoint: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from conftest import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), "--digit", "7", "--seeds",
+                           "1,2", "--frames", "5", "--steps", "3", "--out", str(tmp_path / "s.png"), "--gif")
+    assert code == 0, err
+    with Image.open(tmp_path / "s.png") as strip:
+        assert strip.size == (2 * (5 * 30 + 2), 2 * (30 + 2))
+    with Image.open(tmp_path / "s.gif") as gif:
+        assert gif.n_frames == 8  # there (5) and back (3)
+    code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), "--digits", "3,8",
+                           "--frames", "3", "--steps", "2", "--out", str(tmp_path / "d.png"))
+    assert code == 0, err
+    for args, message in ((["--digits", "3,8", "--seeds", "1,2"], "give --seeds A,B"),
+                          (["--digits", "3"], "expected two values"),
+                          (["--seeds", "1,2", "--sampler", "ddpm"], "invalid choice"),
+                          (["--seeds", "1,2", "--frames", "100"], "between 2 and 64")):
+        code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), *args,
+                               "--out", str(tmp_path / "e.png"))
+        assert_one_line_error(code, err, message)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
 
-COMMANDS = ("download", "train", "sample", "figures", "train-classifier", "evaluate", "export")
+COMMANDS = ("download", "train", "sample", "complete", "interpolate", "figures", "train-classifier", "evaluate",
+            "export", "serve")
 
 
 def test_help_lists_every_command_and_each_has_its_own(capsys: pytest.CaptureFixture[str]) -> None:

@@ -140,3 +140,24 @@ def test_precision_recall_density_coverage_match_a_hand_computed_case() -> None:
     fake = torch.tensor([[0.4], [0.5], [10.0]])
     scores = ev.prdc(real, fake, k=1)
     assert scores == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "density": 4 / 3, "coverage": 2 / 3})
+
+
+def test_ink_components_count_separate_pieces_8_connected() -> None:
+    images = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    images[0, 5:20, 10] = 255  # one stroke
+    images[1, 5:20, 10] = 255
+    images[1, 25, 25] = 200  # and a stray dot
+    images[2, 3, 3] = images[2, 4, 4] = 255  # touching diagonally: one piece
+    images[3, 10, 10] = 40  # below the ink threshold: no piece at all
+    assert ev.ink_components(images).tolist() == [1, 2, 1, 0]
+    assert ev.stray_ink_share(images) == pytest.approx(0.25)
+    spiral = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    spiral[0, 2, 2:26] = spiral[0, 2:26, 25] = spiral[0, 25, 2:26] = spiral[0, 5:26, 2] = 255
+    spiral[0, 5, 2:22] = spiral[0, 5:22, 21] = 255  # a long winding path is still one piece
+    assert ev.ink_components(spiral).tolist() == [1]
+
+
+def test_zero_pixel_share() -> None:
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    images[0, :14] = 3  # faint haze over half of one image
+    assert ev.zero_pixel_share(images) == pytest.approx(0.75)

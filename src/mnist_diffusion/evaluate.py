@@ -134,6 +134,43 @@ def kl_from_uniform(histogram: np.ndarray) -> float:
     return float(math.log(len(histogram)) + (p * np.log(p)).sum())
 
 
+# -- what a person sees first: background haze and stray dots ----------------------------------
+
+INK_THRESHOLD = 50  # a pixel above this (of 255) is ink
+
+
+def zero_pixel_share(images: torch.Tensor) -> float:
+    """Share of pixels exactly 0: 81% in MNIST; a model that leaves a faint grey haze scores far less."""
+    return (images == 0).double().mean().item()
+
+
+@torch.no_grad()
+def ink_components(images: torch.Tensor, threshold: int = INK_THRESHOLD) -> torch.Tensor:
+    """Connected pieces of ink (pixels > `threshold`, 8-connected) in each uint8 image `(N, H, W)` -> `(N,)`.
+
+    Every ink pixel starts with its own number and takes the largest number among its ink
+    neighbours until nothing changes; each piece then carries the number of one of its pixels.
+    """
+    ink = images[:, None] > threshold  # (N, 1, H, W)
+    count, height, width = images.shape
+    ids = torch.arange(1, height * width + 1, dtype=torch.float32).reshape(1, 1, height, width)
+    labels = torch.where(ink, ids.expand(count, 1, height, width), torch.zeros(()))  # (N, 1, H, W)
+    active = torch.arange(count)  # images whose numbers still change (most settle in a few dozen rounds)
+    while len(active):
+        spread = torch.nn.functional.max_pool2d(labels[active], 3, stride=1, padding=1)
+        spread = torch.where(ink[active], spread, torch.zeros(()))
+        changed = (spread != labels[active]).flatten(1).any(1)
+        labels[active] = spread
+        active = active[changed]
+    flat = labels.flatten(1)  # (N, H*W); a piece's number is its pixel whose own id equals it
+    return ((flat == ids.flatten()[None]) & (flat > 0)).sum(1)
+
+
+def stray_ink_share(images: torch.Tensor) -> float:
+    """Share of digits with more than one piece of ink: 3.5% of MNIST's test digits."""
+    return (ink_components(images) > 1).double().mean().item()
+
+
 # -- memorization -----------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -204,6 +241,8 @@ class ScoreRow:
     median_nearest_distance: float | None = None
     duplicate_rate: float | None = None
     inception_fid: float | None = None
+    zero_pixels: float | None = None  # share of pixels exactly 0
+    stray_ink: float | None = None  # share of digits with more than one piece of ink
     histogram: list[float] = field(default_factory=list)
 
 
@@ -228,6 +267,7 @@ class Evaluator:
                   kl_uniform=kl_from_uniform(histogram), confidence=probabilities.max(1).values.mean().item())
         if labels is not None:
             row.conditional_accuracy = (probabilities.argmax(1) == labels).double().mean().item()
+        row.zero_pixels, row.stray_ink = zero_pixel_share(images), stray_ink_share(images)
         if distribution:
             row.fid = frechet_distance(*feature_stats(features), *self.test_stats)
             row.kid_mean, row.kid_std = kid(features, self.test_features)
@@ -265,6 +305,7 @@ COLUMNS = [("fid", "FID", "{:.3f}"), ("kid_mean", "KID x1e3", "{:.2f}"), ("preci
            ("kl_uniform", "KL from uniform", "{:.4f}"), ("confidence", "confidence", "{:.3f}"),
            ("conditional_accuracy", "digit asked for", "{:.4f}"), ("near_copy_rate", "near copies", "{:.4f}"),
            ("median_nearest_distance", "nearest train dist", "{:.2f}"), ("duplicate_rate", "duplicates", "{:.4f}"),
+           ("zero_pixels", "zero pixels", "{:.3f}"), ("stray_ink", "several ink pieces", "{:.3f}"),
            ("inception_fid", "Inception FID", "{:.2f}")]
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import markdown_table, write_report
 
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.classifier import embed, load_classifier
@@ -121,23 +122,19 @@ def _interpolation_figure(model, schedule) -> None:
 
 
 def _write(rows: list[dict], args: argparse.Namespace) -> None:
-    out = Path(args.out)
     meta = {"num_per_mask": args.num, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "model": "shipped default"}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["# Completion benchmark", "",
-             f"Made by `python benchmarks/completion.py --num {args.num} --threads {meta['threads']}` on the shipped "
-             f"model, {meta['date']}, torch {meta['torch']}. The first {args.num} MNIST test digits per mask; the "
-             "shipped classifier (99.53% on the full test set) reads each completion. 'erased input' is the "
-             "classifier on the digit with the region blacked out. Seconds per digit are wall time on "
-             f"{meta['threads']} thread(s), batch = all digits of a mask.", "",
-             "| mask | method | label | read as the right digit | s / digit | network passes / digit |",
-             "|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['mask']} | {row['method']} | {row['label']} | {100 * row['accuracy']:.1f}% | "
-                     f"{row['seconds_per_digit']:.3f} | {row['passes_per_digit']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')}")
+    header = ["mask", "method", "label", "read as the right digit", "s / digit", "network passes / digit"]
+    table = markdown_table(header,
+                           [[row["mask"], row["method"], row["label"], f"{100 * row['accuracy']:.1f}%",
+                             f"{row['seconds_per_digit']:.3f}", row["passes_per_digit"]] for row in rows])
+    write_report(args.out, {"meta": meta, "rows": rows}, [
+        "# Completion benchmark", "",
+        f"Made by `python benchmarks/completion.py --num {args.num} --threads {meta['threads']}` on the shipped "
+        f"model, {meta['date']}, torch {meta['torch']}. The first {args.num} MNIST test digits per mask; the shipped "
+        "classifier (99.53% on the full test set) reads each completion. 'erased input' is the classifier on the "
+        "digit with the region blacked out. Seconds per digit are wall time on "
+        f"{meta['threads']} thread(s), in batches of 64 digits.", "", *table])
 
 
 if __name__ == "__main__":

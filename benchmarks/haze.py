@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import markdown_table, write_report
 
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.classifier import load_classifier
@@ -64,22 +65,17 @@ def main() -> None:
 
 
 def _write(rows: list[dict], args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"num": args.num, "rows": rows}, indent=2))
-    lines = ["# Haze and stray dots by sampling variant", "",
-             f"Made by `python benchmarks/haze.py --num {args.num}` on the shipped model (guidance "
-             f"{DEFAULT_GUIDANCE}, seed 0, {args.num} digits, an even mix), {time.strftime('%Y-%m-%d')}, "
-             f"{torch.get_num_threads()} threads. Zero pixels: share of pixels exactly 0. Several ink pieces: share "
-             "of digits whose ink (pixels > 50) falls in more than one 8-connected piece. FID at this N (biased "
-             "upwards; compare rows only with each other).", "",
-             "| variant | zero pixels | several ink pieces | FID | network passes / digit | seconds |",
-             "|---|---|---|---|---|---|"]
-    for row in rows:
-        fid = "-" if row["fid"] is None else f"{row['fid']:.2f}"
-        lines.append(f"| {row['variant']} | {100 * row['zero_pixels']:.1f}% | {100 * row['stray_ink']:.1f}% | {fid} "
-                     f"| {row['passes']} | {row['seconds']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')}")
+    table = markdown_table(
+        ["variant", "zero pixels", "several ink pieces", "FID", "network passes / digit", "seconds"],
+        [[row["variant"], f"{100 * row['zero_pixels']:.1f}%", f"{100 * row['stray_ink']:.1f}%",
+          "-" if row["fid"] is None else f"{row['fid']:.2f}", row["passes"], row["seconds"]] for row in rows])
+    write_report(args.out, {"num": args.num, "rows": rows}, [
+        "# Haze and stray dots by sampling variant", "",
+        f"Made by `python benchmarks/haze.py --num {args.num}` on the shipped model (guidance {DEFAULT_GUIDANCE}, "
+        f"seed 0, {args.num} digits, an even mix), {time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads. "
+        "Zero pixels: share of pixels exactly 0. Several ink pieces: share of digits whose ink (pixels > 50) falls "
+        "in more than one 8-connected piece. FID at this N (biased upwards; compare rows only with each other).",
+        "", *table])
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
                            "--steps", "3", "--out", str(tmp_path / "x.png"), "--npz", str(tmp_path / "x.npz"))
     assert code == 0, err
-    assert "12 digits: 3 steps x 2 branches (guidance) = 6 network passes per digit" in err
+    assert "12 digits: 3 steps, 2 branches (guidance) = 6 network passes per digit" in err
     checkpoint = load_checkpoint(tiny_checkpoint)
     generator = torch.Generator().manual_seed(3)
     labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]

@@ -14,6 +14,8 @@ from mnist_diffusion.sampling import (
     Denoiser,
     default_steps,
     generate,
+    guided_at,
+    guided_step_count,
     make_timesteps,
     network_passes_per_digit,
     sample_ddim,
@@ -327,3 +329,36 @@ def test_network_passes_are_counted_as_the_network_sees_them(sampler: str, guida
 def test_labels_outside_the_models_classes_are_refused() -> None:
     with pytest.raises(ValueError, match="digit 10 is not one of this model's 10 classes"):
         Denoiser(UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10)), torch.tensor([3, 10]))
+
+
+def test_a_guidance_interval_guides_only_there_and_counts_its_passes() -> None:
+    """Guidance limited to t/T in [low, high] runs both branches only there (Kynkaanniemi et al. 2024):
+    the network sees the doubled batch on exactly the counted steps, and the conditional one elsewhere."""
+    schedule, steps, num = NoiseSchedule(DiffusionConfig(num_timesteps=50)), 8, 4
+    interval = (0.2, 0.7)
+    timesteps = make_timesteps(50, steps, DEFAULT_SPACING["dpm++2m"], schedule.log_snr)
+    guided = guided_step_count(timesteps, 50, interval)
+    assert 0 < guided < steps
+    net = CountingNet(num_classes=10)
+    generate(net, schedule, num, labels=torch.arange(num), guidance=2.0, steps=steps, guidance_interval=interval)
+    assert net.batch_sizes == [2 * num if guided_at(t, 50, interval) else num for t in timesteps.tolist()]
+    assert sum(net.batch_sizes) == num * network_passes_per_digit(steps, True, 2.0, guided)
+
+
+def test_an_interval_covering_every_noise_level_is_plain_guidance() -> None:
+    torch.manual_seed(0)
+    model = UNet(preset("tiny"))
+    with torch.no_grad():  # undo the zero init, so the label (and so guidance) changes the output
+        for name, parameter in model.named_parameters():
+            if name.endswith("weight") and parameter.ndim == 4:
+                parameter.normal_(0, 0.05)
+    schedule = NoiseSchedule(DiffusionConfig(num_timesteps=50))
+
+    def draw(interval):
+        return generate(model, schedule, 4, labels=torch.arange(4), guidance=2.0, steps=5, guidance_interval=interval,
+                        generator=torch.Generator().manual_seed(1), clip=False)
+
+    assert torch.equal(draw((0.0, 1.0)), draw(None))
+    assert not torch.equal(draw((0.05, 0.95)), draw(None))  # the first (t = T-1) and last (t = 0) steps unguided
+    with pytest.raises(ValueError, match="guidance interval"):
+        draw((0.7, 0.2))

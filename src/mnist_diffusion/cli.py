@@ -176,15 +176,28 @@ def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace,
     with tqdm(total=total, desc=description, unit="step", disable=None, leave=False, file=sys.stderr) as bar:
         images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
                           steps=steps, generator=generator, batch_size=args.batch_size,
-                          device=args.device_chosen,
+                          device=args.device_chosen, guidance_interval=getattr(args, "guidance_interval", None),
                           callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args))
     return to_uint8(images)
 
 
-def _report_passes(num: int, steps: int, conditional: bool, guidance: float) -> None:
-    passes = network_passes_per_digit(steps, conditional, guidance)
-    branches = "2 branches (guidance)" if passes > steps else "1 branch"
-    info(f"{num} digits: {steps} steps x {branches} = {passes} network passes per digit")
+def _passes_per_digit(args: argparse.Namespace, schedule, steps: int, conditional: bool) -> int:
+    from .sampling import DEFAULT_SPACING, guided_step_count, make_timesteps
+
+    interval = getattr(args, "guidance_interval", None)
+    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[args.sampler], schedule.log_snr)
+    return network_passes_per_digit(steps, conditional, args.guidance,
+                                    guided_step_count(timesteps, schedule.num_timesteps, interval))
+
+
+def _report_passes(num: int, steps: int, passes: int) -> None:
+    if passes == steps:
+        how = "1 branch"
+    elif passes == 2 * steps:
+        how = "2 branches (guidance)"
+    else:
+        how = f"2 branches on {passes - steps} of them (guidance interval)"
+    info(f"{num} digits: {steps} steps, {how} = {passes} network passes per digit")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -308,7 +321,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     labels, num, per_row = _labels_for(args, checkpoint.model_config.num_classes, generator)
     steps = _sampling_steps(args, schedule.num_timesteps)
-    _report_passes(num, steps, labels is not None, args.guidance)
+    _report_passes(num, steps, _passes_per_digit(args, schedule, steps, labels is not None))
     # The same generator that shuffled the labels draws the noise: a seed names one set of digits.
     pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
                                      f"sample ({args.sampler}, {steps} steps)", generator)  # (N, 28, 28)
@@ -479,13 +492,14 @@ def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
     num_classes = checkpoint.model_config.num_classes
     labels = torch.arange(args.num) % num_classes if num_classes and args.guidance > 0 else None
     steps = _sampling_steps(args, schedule.num_timesteps)
-    _report_passes(args.num, steps, labels is not None, args.guidance)
+    passes = _passes_per_digit(args, schedule, steps, labels is not None)
+    _report_passes(args.num, steps, passes)
     started = time.monotonic()
     images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}",
                                      torch.Generator().manual_seed(args.seed))
     settings = {"checkpoint": args.checkpoint or "shipped default", "sampler": args.sampler, "steps": steps,
-                "network_passes_per_digit": network_passes_per_digit(steps, labels is not None, args.guidance),
-                "guidance": args.guidance, "seed": args.seed, "ema": not args.no_ema,
+                "network_passes_per_digit": passes, "guidance": args.guidance,
+                "guidance_interval": args.guidance_interval, "seed": args.seed, "ema": not args.no_ema,
                 "generation_s": round(time.monotonic() - started, 1)}
     info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
     return images, labels, f"model ({args.sampler}, {steps} steps, w={args.guidance:g})", settings
@@ -761,6 +775,23 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
 
 
+def guidance_interval(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (shares of T, e.g. 0.1,0.6), got {text!r}")
+    low, high = (number(0.0, 1.0)(part.strip()) for part in parts)
+    if low > high:
+        raise argparse.ArgumentTypeError(f"the interval {text!r} runs backwards")
+    return low, high
+
+
+def _add_guidance_interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LOW,HIGH",
+                        help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
+                             "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); default: "
+                             "guide at every step")
+
+
 def _add_download_parser(commands) -> None:
     p = commands.add_parser("download", help="fetch and verify the MNIST IDX files")
     p.add_argument("--root", default="data", help="data root; files go to ROOT/MNIST/raw (default: data)")
@@ -816,6 +847,7 @@ def _add_sample_parser(commands) -> None:
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
     p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
     _add_sampling(p)
+    _add_guidance_interval(p)
     _add_device(p)
     p.set_defaults(func=cmd_sample)
 
@@ -855,6 +887,7 @@ def _add_evaluate_parser(commands) -> None:
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_sampling(p)
+    _add_guidance_interval(p)
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 

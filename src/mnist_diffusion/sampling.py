@@ -223,19 +223,43 @@ def default_steps(sampler: str, num_timesteps: int) -> int:
     return num_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, num_timesteps)
 
 
+GuidanceInterval = tuple[float, float]
+
+
+def guided_at(t: int, num_timesteps: int, interval: GuidanceInterval | None) -> bool:
+    """Whether guidance applies at timestep `t`: always without an interval, else when t / (T - 1)
+    lies in [low, high] (guidance in a limited interval of noise levels, Kynkaanniemi et al. 2024)."""
+    if interval is None:
+        return True
+    return interval[0] <= t / (num_timesteps - 1) <= interval[1]
+
+
+def check_interval(interval: GuidanceInterval | None) -> None:
+    if interval is not None and not 0.0 <= interval[0] <= interval[1] <= 1.0:
+        raise ValueError(f"a guidance interval is (low, high) with 0 <= low <= high <= 1 (shares of T), "
+                         f"got {interval}")
+
+
 def uses_two_branches(conditional: bool, guidance: float) -> bool:
     """Whether guidance mixes a conditional and an unconditional branch (w other than 0 and 1)."""
     return conditional and guidance not in (0.0, 1.0)
 
 
-def network_passes_per_digit(steps: int, conditional: bool, guidance: float) -> int:
+def network_passes_per_digit(steps: int, conditional: bool, guidance: float, guided_steps: int | None = None) -> int:
     """What one digit costs, counted honestly: each step is one network evaluation per branch.
 
     Every sampler here evaluates the network once per visited timestep, the last (t = 0) included:
     for DDIM and DPM-Solver++ that last evaluation is the final denoise to the clean image. Guidance
-    runs the conditional and the unconditional branch in one batched call, which is two passes.
+    runs the conditional and the unconditional branch in one batched call, which is two passes, on
+    `guided_steps` of the steps (all of them unless a guidance interval limits it).
     """
-    return steps * (2 if uses_two_branches(conditional, guidance) else 1)
+    if not uses_two_branches(conditional, guidance):
+        return steps
+    return steps + (steps if guided_steps is None else guided_steps)
+
+
+def guided_step_count(timesteps: torch.Tensor, num_timesteps: int, interval: GuidanceInterval | None) -> int:
+    return sum(guided_at(t, num_timesteps, interval) for t in timesteps.tolist())
 
 
 class Denoiser:
@@ -243,15 +267,19 @@ class Denoiser:
 
     Classifier-free guidance (Ho & Salimans 2022, eq. 6, written with the unconditional output as
     the base): out = out_uncond + w (out_cond - out_uncond), so w = 0 is unconditional and w = 1
-    purely conditional; both branches run in one batched forward pass. `clip` clamps x0_hat to
-    [-1, 1] (the data range) and re-derives eps_hat from it, as DDPM's reference sampler does.
+    purely conditional; both branches run in one batched forward pass. With `guidance_interval`
+    the guided output is used only at those noise levels (`guided_at`) and the conditional branch
+    alone elsewhere, one pass instead of two. `clip` clamps x0_hat to [-1, 1] (the data range) and
+    re-derives eps_hat from it, as DDPM's reference sampler does.
     """
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
-                 guidance: float = 1.0, clip: bool = True) -> None:
+                 guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None) -> None:
         if not 0 <= guidance <= MAX_GUIDANCE:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {guidance}")
+        check_interval(guidance_interval)
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
+        self.guidance_interval = guidance_interval
         num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
         self.null_label = num_classes
         if labels is not None:
@@ -268,7 +296,8 @@ class Denoiser:
         if self.labels is None or self.guidance == 0:
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
-        if not uses_two_branches(True, self.guidance):
+        guided_here = guided_at(int(t[0]), self.schedule.num_timesteps, self.guidance_interval)
+        if not uses_two_branches(True, self.guidance) or not guided_here:
             return self.model(x, t, self.labels)
         null = self._null_labels(self.labels)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
@@ -306,7 +335,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              generator: torch.Generator | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+             noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
@@ -336,7 +365,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         shape = (count, config.in_channels, config.image_size, config.image_size)
         x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, guidance, clip)
+        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
                                  **(sampler_kwargs or {})).cpu())
     return torch.cat(outputs)

@@ -31,6 +31,8 @@ from mnist_diffusion.sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_SPACING,
     generate,
+    guided_step_count,
+    make_timesteps,
     network_passes_per_digit,
 )
 from mnist_diffusion.schedule import NoiseSchedule
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--steps", default="5,10,20,50")
     parser.add_argument("--samplers", default="ddim,dpm++2m,ddpm")
     parser.add_argument("--guidance", default=str(DEFAULT_GUIDANCE), help="weights, comma-separated")
+    parser.add_argument("--intervals", default="none",
+                        help="guidance intervals LOW-HIGH (shares of T), comma-separated; none = every step")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / "sampling"))
@@ -56,26 +60,32 @@ def main() -> None:
     schedule = NoiseSchedule(checkpoint.diffusion_config)
     evaluator = _evaluator(args.data_root)
 
-    plan = [(float(w), name, int(steps)) for w in args.guidance.split(",")
+    intervals = [None if text == "none" else tuple(float(v) for v in text.split("-")) for text in
+                 args.intervals.split(",")]
+    plan = [(float(w), name, int(steps), interval) for w in args.guidance.split(",") for interval in intervals
             for name in args.samplers.split(",") for steps in args.steps.split(",")]
     if args.full_num > 0:
-        plan += [(float(w), "ddpm", schedule.num_timesteps) for w in args.guidance.split(",")]
+        plan += [(float(w), "ddpm", schedule.num_timesteps, None) for w in args.guidance.split(",")]
     rows = []
-    for guidance, name, steps in plan:
+    for guidance, name, steps, interval in plan:
         num = args.full_num if steps == schedule.num_timesteps else args.num
         labels = torch.arange(num) % NUM_CLASSES if checkpoint.model_config.conditional else None
         calls = []  # the callback runs once per visited timestep of each batch
         start = time.perf_counter()
         images = generate(model, schedule, num, labels=labels, guidance=guidance, sampler=name, steps=steps,
                           generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
-                          callback=calls.append)
+                          callback=calls.append, guidance_interval=interval)
         seconds = time.perf_counter() - start
         batches = -(-num // args.batch_size)
-        row = {"guidance": guidance, "sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
+        timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[name], schedule.log_snr)
+        guided = guided_step_count(timesteps, schedule.num_timesteps, interval)
+        row = {"guidance": guidance, "interval": "all" if interval is None else f"{interval[0]:g}-{interval[1]:g}",
+               "sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
                "seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / num, 2),
                "images_per_s": round(num / seconds, 2),
                # Each visited timestep is one network pass per branch; guidance runs two branches.
-               "passes_per_image": network_passes_per_digit(len(calls) // batches, labels is not None, guidance)}
+               "passes_per_image": network_passes_per_digit(len(calls) // batches, labels is not None, guidance,
+                                                            guided)}
         if evaluator is not None:
             scored, _ = evaluator.score(f"{name}-{steps}", to_uint8(images), labels, memorize=False)
             row.update(fid=round(scored.fid, 3), precision=round(scored.precision, 4),
@@ -129,7 +139,7 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
     meta = {"checkpoint": args.checkpoint or "shipped default", "step": checkpoint.step, "guidance": args.guidance,
             "batch_size": args.batch_size, "machine": machine, "date": time.strftime("%Y-%m-%d")}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    header = ["w", "sampler", "steps", "spacing", "N", "ms/img", "img/s", "network passes/img",
+    header = ["w", "guided on t/T", "sampler", "steps", "spacing", "N", "ms/img", "img/s", "network passes/img",
               "speed-up vs DDPM-full"]
     if with_quality:
         header += ["FID", "precision", "recall", "coverage", "cond. acc."]
@@ -145,7 +155,8 @@ def _write(rows: list[dict], args: argparse.Namespace, checkpoint, with_quality:
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         reference = full.get(row["guidance"])
-        cells = [f"{row['guidance']:g}", row["sampler"], str(row["steps"]), row["spacing"], str(row["num"]),
+        cells = [f"{row['guidance']:g}", row.get("interval", "all"), row["sampler"], str(row["steps"]),
+                 row["spacing"], str(row["num"]),
                  f"{row['ms_per_image']:.1f}", f"{row['images_per_s']:.1f}", f"{row['passes_per_image']:.0f}",
                  "-" if reference is None else f"{reference['ms_per_image'] / row['ms_per_image']:.0f}x"]
         if with_quality:

@@ -22,7 +22,7 @@ demo: $(STAMP)
 	@echo "demo grid: $(CURDIR)/outputs/demo.png (one row per digit, 0 to 9)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 
 test: lint
 	$(BIN)/python -m pytest

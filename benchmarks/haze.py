@@ -33,7 +33,8 @@ VARIANTS = [
     ("dpm++2m, 10 steps, no clipping", {"sampler": "dpm++2m", "steps": 10, "clip": False}),
     ("ddim, 10 steps", {"sampler": "ddim", "steps": 10}),
     ("ddim, 50 steps", {"sampler": "ddim", "steps": 50}),
-    ("ddpm, 100 steps", {"sampler": "ddpm", "steps": 100}),
+    ("ddpm, 10 steps", {"sampler": "ddpm", "steps": 10}),
+    ("ddpm, 20 steps", {"sampler": "ddpm", "steps": 20}),
 ]
 
 

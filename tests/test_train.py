@@ -113,7 +113,7 @@ def test_a_time_budget_resumes_with_the_clock_it_stopped_at(tmp_path: Path) -> N
     assert result.step > 2
     resumed = make_trainer(tmp_path / "run", max_steps=None, max_minutes=10.0, warmup_steps=2)
     assert resumed.step == result.step
-    assert resumed.state.elapsed_before_s == pytest.approx(result.elapsed_s, abs=0.05)
+    assert resumed.state.elapsed_before_s == pytest.approx(result.elapsed_s, abs=1e-3)
     assert resumed.state.warmup_elapsed_s == pytest.approx(first.state.warmup_elapsed_s, abs=1e-2)
     budget_s = 600.0 - resumed.state.warmup_elapsed_s
     expected = (result.elapsed_s - resumed.state.warmup_elapsed_s) / budget_s

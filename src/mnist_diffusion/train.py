@@ -373,7 +373,6 @@ class Trainer:
         def elapsed() -> float:
             return self.state.elapsed_before_s + time.monotonic() - start
 
-        saved_step = self.resumed_from
         with (RunLock(self.run_dir.path) if main else nullcontext()), _stop_on_signals() as stop:
             if main:
                 self._prepare_run_dir()
@@ -393,16 +392,14 @@ class Trainer:
                     window.flush(elapsed())
                 if main and self.step % self.config.checkpoint_every == 0:
                     self.save(elapsed())
-                    saved_step = self.step
                 if main and self.step % self.config.sample_every == 0:
                     self.save_samples()
                 if self.group.any_rank(stop.signal is not None):
                     break
             end_s = elapsed()
-            if main:
+            if main:  # always, even at a step just saved: the final checkpoint carries the final clock
                 window.flush(end_s)
-                if saved_step != self.step:
-                    self.save(end_s)
+                self.save(end_s)
         final = self.run_dir.checkpoint_path(self.step)
         return TrainResult(self.step, self.state.images_seen, end_s, stop.signal, final)
 

@@ -30,6 +30,7 @@ from .sampling import (
     Prediction,
     default_steps,
     make_timesteps,
+    noise_like,
 )
 from .schedule import NoiseSchedule
 
@@ -55,10 +56,6 @@ def replace_known(denoise: DenoiseFn, schedule: NoiseSchedule, known: torch.Tens
     return denoise_with_known
 
 
-def _noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
-
-
 @torch.no_grad()
 def sample_repaint(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
                    known: torch.Tensor, keep: torch.Tensor, resamples: int = REPAINT_RESAMPLES,
@@ -82,11 +79,11 @@ def sample_repaint(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
             x0, _ = denoise(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
             mean = (abar_s ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - abar_s) * x) / (1.0 - abar_t)
             variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
-            unknown = mean + variance ** 0.5 * _noise(x.shape, generator, x.device) if variance > 0 else mean
-            known_s = abar_s ** 0.5 * known + (1.0 - abar_s) ** 0.5 * _noise(x.shape, generator, x.device)
+            unknown = mean + variance ** 0.5 * noise_like(x, generator) if variance > 0 else mean
+            known_s = abar_s ** 0.5 * known + (1.0 - abar_s) ** 0.5 * noise_like(x, generator)
             x = torch.where(keep, known_s, unknown)
             if repeat < resamples - 1 and abar_s < 1.0:
-                x = (abar_t / abar_s) ** 0.5 * x + beta ** 0.5 * _noise(x.shape, generator, x.device)
+                x = (abar_t / abar_s) ** 0.5 * x + beta ** 0.5 * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": torch.where(keep, known, x0)})
     return torch.where(keep, known, x)

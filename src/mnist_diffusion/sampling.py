@@ -93,7 +93,8 @@ def _strictly_descending(steps: torch.Tensor, num_timesteps: int) -> torch.Tenso
     return torch.tensor(result)
 
 
-def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, drawn on the generator's device, moved to `x`'s."""
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
@@ -128,7 +129,7 @@ def sample_ddpm(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
         variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
         x = coef_x0 * x0 + coef_xt * x
         if variance > 0:
-            x = x + variance ** 0.5 * _noise_like(x, generator)
+            x = x + variance ** 0.5 * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x
@@ -151,7 +152,7 @@ def sample_ddim(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
         sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
         x = abar_s ** 0.5 * x0 + max(1 - abar_s - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
-            x = x + sigma * _noise_like(x, generator)
+            x = x + sigma * noise_like(x, generator)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x

@@ -18,6 +18,7 @@ so concurrent requests interleave step by step and all finish; torch uses one th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import threading
@@ -35,8 +36,8 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete
-from .data import DataError, load_mnist, to_model_space, to_uint8
+from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, model_inputs
+from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
 from .sampling import (
     DEFAULT_GUIDANCE,
@@ -169,10 +170,7 @@ class Demo:
         method = _choice(body, "method", COMPLETION_METHODS, DEFAULT_METHOD)
         steps = self._steps(body, REPAINT_STEPS if method == "repaint" else DEFAULT_STEPS)
         seed = _integer(body, "seed", 0, MAX_SEED, 0)
-        size = self.model.config.image_size
-        image = to_model_space(pixels[None], size)
-        pad = (size - 28) // 2
-        mask = torch.nn.functional.pad(known[None, None], (pad, size - 28 - pad, pad, size - 28 - pad), value=True)
+        image, mask = model_inputs(pixels[None], known[None], self.model.config.image_size)
 
         def run(callback: Callable[[dict], None]) -> torch.Tensor:
             return complete(self.model, self.schedule, image, mask, labels=torch.tensor([digit]) if digit is not None
@@ -295,7 +293,7 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _write_paced(self, head: list[dict], rest: Iterator[dict], pace_s: float) -> None:
         last = 0.0
-        for item in _chain(head, rest):
+        for item in itertools.chain(head, rest):
             wait = last + pace_s - time.monotonic()
             if item.get("type") == "frame" and wait > 0:
                 time.sleep(wait)
@@ -328,11 +326,6 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(data)
-
-
-def _chain(head: list[dict], rest: Iterator[dict]) -> Iterator[dict]:
-    yield from head
-    yield from rest
 
 
 def _int_or_text(text: str) -> int | str:

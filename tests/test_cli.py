@@ -231,3 +231,13 @@ def test_a_huge_grid_is_capped_and_says_so(tmp_path: Path, tiny_checkpoint: Path
         assert grid.size == (2 * (32 * 30 + 2), 2 * (2 * 30 + 2))
     with np.load(tmp_path / "x.npz") as saved:
         assert saved["images"].shape == (80, 28, 28)
+
+
+def test_evaluate_names_a_guidance_interval_in_its_row(tmp_path: Path, tiny_checkpoint: Path, mnist_root: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "evaluate", "--checkpoint", str(tiny_checkpoint), "--num", "20", "--steps", "4",
+                             "--guidance-interval", "0.1,0.7", "--no-references", "--data-root", str(mnist_root),
+                             "--out-dir", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert "model (dpm++2m, 4 steps, w=1.5 on t/T 0.1-0.7)" in out
+    assert "20 digits: 4 steps, 2 branches on" in err and "(guidance interval)" in err

@@ -502,7 +502,9 @@ def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
                 "guidance_interval": args.guidance_interval, "seed": args.seed, "ema": not args.no_ema,
                 "generation_s": round(time.monotonic() - started, 1)}
     info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
-    return images, labels, f"model ({args.sampler}, {steps} steps, w={args.guidance:g})", settings
+    interval = args.guidance_interval
+    where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and labels is not None else ""
+    return images, labels, f"model ({args.sampler}, {steps} steps, w={args.guidance:g}{where})", settings
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

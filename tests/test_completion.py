@@ -236,3 +236,26 @@ def test_interpolate_command_writes_a_strip_and_a_gif(tmp_path: Path, tiny_check
         code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), *args,
                                "--out", str(tmp_path / "e.png"))
         assert_one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("command", ["complete", "interpolate"])
+def test_a_digit_the_model_does_not_know_is_refused_before_any_work(tmp_path: Path, command: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import preset
+    from mnist_diffusion.unet import UNet
+
+    from conftest import assert_one_line_error, run_cli
+
+    config = preset("tiny", num_classes=5)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=10), UNet(config).state_dict()),
+                           tmp_path / "five.safetensors")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "x.png")
+    inputs = ["--images", str(tmp_path / "x.png"), "--mask", "lower"] if command == "complete" else ["--seeds", "1,2"]
+    code, _, err = run_cli(capsys, command, "--checkpoint", str(path), *inputs, "--digit", "7",
+                           "--out", str(tmp_path / "out.png"))
+    assert_one_line_error(code, err, "digit 7 is not one of this model's 5 classes (0-4)")
+    assert not (tmp_path / "out.png").exists()

@@ -661,10 +661,7 @@ def cmd_complete(args: argparse.Namespace) -> None:
                          f"command may draw")
     sampler_options = _sampler_options(args)
     checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
-    num_classes = checkpoint.model_config.num_classes
-    if args.digit is not None and args.digit >= max(num_classes, 1):
-        raise UsageError(f"digit {args.digit} is not one of this model's classes" if num_classes else
-                         "this checkpoint is unconditional: it cannot complete as a chosen digit")
+    # A digit the model does not know is refused by the sampler's own label check, before any step.
     labels = torch.full((len(pixels),), args.digit) if args.digit is not None else None
     if args.steps is not None:
         _sampling_steps(args, schedule.num_timesteps)
@@ -697,14 +694,11 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     gif = check_writable(out.with_suffix(".gif")) if args.gif else None
     if (args.digits is None) == (args.seeds is None):
         raise UsageError("give --seeds A,B (with --digit D on a conditional model) or --digits A,B")
-    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
-    num_classes = checkpoint.model_config.num_classes
+    _, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
     if args.steps is not None:
         _sampling_steps(args, schedule.num_timesteps)
     common = {"guidance": args.guidance, "sampler": args.sampler, "steps": args.steps, "device": args.device_chosen}
     if args.seeds is not None:
-        if args.digit is not None and args.digit >= max(num_classes, 1):
-            raise UsageError(f"digit {args.digit} is not one of this model's {num_classes} classes")
         frames = interpolate_seeds(model, schedule, tuple(args.seeds), args.frames, digit=args.digit, **common)
     else:
         frames = interpolate_digits(model, schedule, tuple(args.digits), args.frames, seed=args.seed, **common)

@@ -108,12 +108,10 @@ def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, ke
     mask = keep.repeat_interleave(num_per_image, 0)
     all_labels = labels.repeat_interleave(num_per_image, 0) if labels is not None else None
     model = model.to(device).eval()
-    if method == "repaint":
-        timesteps = make_timesteps(schedule.num_timesteps, steps or min(REPAINT_STEPS, schedule.num_timesteps),
-                                   DEFAULT_SPACING["ddpm"], schedule.log_snr)
-    else:
-        timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
-                                   DEFAULT_SPACING[sampler], schedule.log_snr)
+    stepper = "ddpm" if method == "repaint" else sampler  # RePaint walks the respaced DDPM chain
+    default = min(REPAINT_STEPS, schedule.num_timesteps) if method == "repaint" else \
+        default_steps(sampler, schedule.num_timesteps)
+    timesteps = make_timesteps(schedule.num_timesteps, steps or default, DEFAULT_SPACING[stepper], schedule.log_snr)
     outputs = []
     for start in range(0, len(known), batch_size):
         part = slice(start, start + batch_size)

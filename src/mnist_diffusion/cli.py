@@ -181,18 +181,18 @@ def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace,
     return to_uint8(images)
 
 
-def _passes_per_digit(args: argparse.Namespace, schedule, steps: int, conditional: bool) -> int:
+def _passes_per_digit(args: argparse.Namespace, schedule, steps: int, conditional: bool, learned: bool) -> int:
     from .sampling import DEFAULT_SPACING, guided_step_count, make_timesteps
 
     interval = getattr(args, "guidance_interval", None)
     timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[args.sampler], schedule.log_snr)
     return network_passes_per_digit(steps, conditional, args.guidance,
-                                    guided_step_count(timesteps, schedule.num_timesteps, interval))
+                                    guided_step_count(timesteps, schedule.num_timesteps, interval), learned)
 
 
-def _report_passes(num: int, steps: int, passes: int) -> None:
+def _report_passes(num: int, steps: int, passes: int, learned: bool) -> None:
     if passes == steps:
-        how = "1 branch"
+        how = "1 branch (guidance, if any, is the network's input)" if learned else "1 branch"
     elif passes == 2 * steps:
         how = "2 branches (guidance)"
     else:
@@ -213,6 +213,10 @@ def _train_configs(args: argparse.Namespace):
         overrides["num_classes"] = 0
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
+    if args.guidance_free:
+        if args.unconditional:
+            raise UsageError("--guidance-free needs digit labels; drop --unconditional")
+        overrides["guidance_input"] = True
     model_config = preset(args.preset, **overrides)
     diffusion_config = DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
@@ -321,7 +325,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     labels, num, per_row = _labels_for(args, checkpoint.model_config.num_classes, generator)
     steps = _sampling_steps(args, schedule.num_timesteps)
-    _report_passes(num, steps, _passes_per_digit(args, schedule, steps, labels is not None))
+    learned = checkpoint.model_config.guidance_input
+    _report_passes(num, steps, _passes_per_digit(args, schedule, steps, labels is not None, learned), learned)
     # The same generator that shuffled the labels draws the noise: a seed names one set of digits.
     pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
                                      f"sample ({args.sampler}, {steps} steps)", generator)  # (N, 28, 28)
@@ -492,8 +497,9 @@ def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
     num_classes = checkpoint.model_config.num_classes
     labels = torch.arange(args.num) % num_classes if num_classes and args.guidance > 0 else None
     steps = _sampling_steps(args, schedule.num_timesteps)
-    passes = _passes_per_digit(args, schedule, steps, labels is not None)
-    _report_passes(args.num, steps, passes)
+    learned = checkpoint.model_config.guidance_input
+    passes = _passes_per_digit(args, schedule, steps, labels is not None, learned)
+    _report_passes(args.num, steps, passes, learned)
     started = time.monotonic()
     images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}",
                                      torch.Generator().manual_seed(args.seed))
@@ -813,6 +819,9 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--p-uncond", type=number(0.0, 1.0), default=TrainConfig.p_uncond,
                    help="probability of dropping the label (classifier-free guidance training)")
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
+    p.add_argument("--guidance-free", action="store_true",
+                   help="learn guidance into the network (guidance-free training, Chen et al. 2025): "
+                        "guided digits then cost one network pass per step instead of two")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=number(0.0, 0.99), default=None)

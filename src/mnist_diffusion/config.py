@@ -40,7 +40,9 @@ class ModelConfig:
     resolution, so `image_size` must be divisible by `2 ** (len(channel_mults) - 1)`.
     `attention_resolutions` lists the feature-map sizes (e.g. 7 for 28 -> 14 -> 7) that get
     self-attention. `num_classes = 0` makes an unconditional model; otherwise the model learns one
-    extra "null" label (index `num_classes`) for classifier-free guidance.
+    extra "null" label (index `num_classes`) for classifier-free guidance. `guidance_input = True`
+    (conditional models only) gives the network the guidance weight as an input, so one pass draws
+    a guided digit (guidance-free training, Chen et al. 2025; see `UNet.forward`).
     """
 
     image_size: int = 28
@@ -52,6 +54,7 @@ class ModelConfig:
     dropout: float = 0.0
     num_classes: int = 10
     norm_groups: int = 8
+    guidance_input: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
@@ -85,6 +88,10 @@ class ModelConfig:
                 )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if type(self.guidance_input) is not bool:
+            raise ValueError(f"guidance_input must be true or false, got {self.guidance_input!r}")
+        if self.guidance_input and not self.conditional:
+            raise ValueError("guidance as a network input needs a class-conditional model")
 
     @property
     def conditional(self) -> bool:

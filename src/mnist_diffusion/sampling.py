@@ -241,20 +241,25 @@ def check_interval(interval: GuidanceInterval | None) -> None:
                          f"got {interval}")
 
 
-def uses_two_branches(conditional: bool, guidance: float) -> bool:
-    """Whether guidance mixes a conditional and an unconditional branch (w other than 0 and 1)."""
+def uses_two_branches(conditional: bool, guidance: float, learned_guidance: bool = False) -> bool:
+    """Whether guidance mixes a conditional and an unconditional branch: w other than 0 and 1, and
+    not a w >= 1 that a network with a guidance input (`ModelConfig.guidance_input`) takes directly."""
+    if learned_guidance and guidance >= 1.0:
+        return False
     return conditional and guidance not in (0.0, 1.0)
 
 
-def network_passes_per_digit(steps: int, conditional: bool, guidance: float, guided_steps: int | None = None) -> int:
+def network_passes_per_digit(steps: int, conditional: bool, guidance: float, guided_steps: int | None = None,
+                             learned_guidance: bool = False) -> int:
     """What one digit costs, counted honestly: each step is one network evaluation per branch.
 
     Every sampler here evaluates the network once per visited timestep, the last (t = 0) included:
     for DDIM and DPM-Solver++ that last evaluation is the final denoise to the clean image. Guidance
     runs the conditional and the unconditional branch in one batched call, which is two passes, on
-    `guided_steps` of the steps (all of them unless a guidance interval limits it).
+    `guided_steps` of the steps (all of them unless a guidance interval limits it). A network trained
+    with guidance as an input (`learned_guidance`) draws w >= 1 in one pass.
     """
-    if not uses_two_branches(conditional, guidance):
+    if not uses_two_branches(conditional, guidance, learned_guidance):
         return steps
     return steps + (steps if guided_steps is None else guided_steps)
 
@@ -270,7 +275,9 @@ class Denoiser:
     the base): out = out_uncond + w (out_cond - out_uncond), so w = 0 is unconditional and w = 1
     purely conditional; both branches run in one batched forward pass. With `guidance_interval`
     the guided output is used only at those noise levels (`guided_at`) and the conditional branch
-    alone elsewhere, one pass instead of two. `clip` clamps x0_hat to [-1, 1] (the data range) and
+    alone elsewhere, one pass instead of two. A network trained with guidance as an input
+    (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
+    guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the data range) and
     re-derives eps_hat from it, as DDPM's reference sampler does.
     """
 
@@ -282,6 +289,7 @@ class Denoiser:
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
         self.guidance_interval = guidance_interval
         num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
+        self.learned_guidance = getattr(getattr(model, "config", None), "guidance_input", False)
         self.null_label = num_classes
         if labels is not None:
             check_labels(labels, num_classes)
@@ -298,8 +306,10 @@ class Denoiser:
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
         guided_here = guided_at(int(t[0]), self.schedule.num_timesteps, self.guidance_interval)
-        if not uses_two_branches(True, self.guidance) or not guided_here:
+        if self.guidance == 1 or not guided_here:
             return self.model(x, t, self.labels)
+        if self.learned_guidance and self.guidance > 1:
+            return self.model(x, t, self.labels, torch.full(t.shape, 1 / self.guidance, device=x.device))
         null = self._null_labels(self.labels)
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
         cond, uncond = both.chunk(2)

@@ -154,7 +154,8 @@ class Demo:
         sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
         steps, seed = self._steps(body, DEFAULT_STEPS), _integer(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
-        passes = network_passes_per_digit(steps, labels is not None, guidance)
+        passes = network_passes_per_digit(steps, labels is not None, guidance,
+                                          learned_guidance=self.model.config.guidance_input)
 
         def run(callback: Callable[[dict], None]) -> torch.Tensor:
             return generate(self.model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,

@@ -87,14 +87,30 @@ def learning_rate(config: TrainConfig, step: int, decay_progress: float | None) 
 
 
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None,
-                   t: torch.Tensor, noise: torch.Tensor, min_snr_gamma: float = 0.0) -> torch.Tensor:
+                   t: torch.Tensor, noise: torch.Tensor, min_snr_gamma: float = 0.0,
+                   guidance_beta: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the network output at (x_t, t) and its target (Ho et al. 2020, eq. 14), each
     sample weighted by min-SNR-gamma (Hang et al. 2023) when `min_snr_gamma > 0`.
 
     x0, noise: `(B, C, H, W)`; t: `(B,)` ints in [0, T); labels: `(B,)` or None.
+
+    With `guidance_beta` `(B,)` in (0, 1] (networks with a guidance input), this is guidance-free
+    training (Chen et al. 2025, eq. 9): the conditional prediction the loss sees is
+    beta F(x_t, c, beta) + (1 - beta) sg[F(x_t, null, 1)], the unconditional one from a gradient-free
+    pass. Solving for F gives uncond + (cond - uncond) / beta: F at beta is the guided prediction of
+    weight w = 1 / beta. Rows with the null label should have beta = 1 (plain unconditional training).
     """
     x_t = schedule.q_sample(x0, t, noise)
-    error = (model(x_t, t, labels) - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
+    if guidance_beta is None:
+        output = model(x_t, t, labels)
+    else:
+        network = getattr(model, "module", model)  # the gradient-free pass needs no DDP bookkeeping
+        with torch.no_grad():
+            null = torch.full_like(labels, network.config.num_classes)
+            uncond = network(x_t, t, null, torch.ones_like(guidance_beta))
+        beta = guidance_beta.view(-1, *[1] * (x0.ndim - 1))
+        output = beta * model(x_t, t, labels, guidance_beta) + (1 - beta) * uncond
+    error = (output - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
     if min_snr_gamma > 0:
         error = schedule.min_snr_weight(t, min_snr_gamma) * error
     return error.mean()
@@ -287,9 +303,13 @@ class Trainer:
         noise = torch.randn((len(index), self.model_config.in_channels, self.model_config.image_size,
                              self.model_config.image_size), generator=generator)
         drop = torch.rand(len(index), generator=generator) < config.p_uncond
+        # Guidance-free training: beta = 1 / w ~ U(0, 1], and 1 where the label is dropped.
+        beta = (1 - torch.rand(len(index), generator=generator)) if self.model_config.guidance_input else None
         rank_share = slice(group.rank * len(index) // group.world_size,
                            (group.rank + 1) * len(index) // group.world_size)
         index, t, noise, drop = index[rank_share], t[rank_share], noise[rank_share], drop[rank_share]
+        if beta is not None:
+            beta = beta[rank_share].masked_fill(drop, 1.0).to(self.device)
         x0 = to_model_space(self.images[index], self.model_config.image_size).to(self.device)
         labels = None
         if self.model_config.conditional:
@@ -300,7 +320,7 @@ class Trainer:
         for param_group in self.state.optimizer.param_groups:
             param_group["lr"] = self.lr
         loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device), noise.to(self.device),
-                              config.min_snr_gamma)
+                              config.min_snr_gamma, beta)
         self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)

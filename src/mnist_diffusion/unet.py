@@ -16,7 +16,8 @@ from .config import ModelConfig
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, sec. 3.5); `(B,) -> (B, dim)`."""
+    """Sinusoidal embedding (Vaswani et al. 2017, sec. 3.5) of timesteps, or any scalar per row on a
+    similar scale; `(B,) -> (B, dim)`."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     angles = t.float()[:, None] * freqs[None, :]  # (B, half)
@@ -87,6 +88,9 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # One extra row: the "null" label of classifier-free guidance (Ho & Salimans 2022).
         self.label_emb = nn.Embedding(config.num_classes + 1, emb_dim) if config.conditional else None
+        # Guidance-free training (Chen et al. 2025): beta = 1 / w, embedded like a timestep.
+        self.guidance_mlp = (nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                             if config.guidance_input else None)
         self.stem = nn.Conv2d(config.in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -137,11 +141,24 @@ class UNet(nn.Module):
             return h
         return stage(h)  # a down- or up-sampling layer
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                guidance_beta: torch.Tensor | None = None) -> torch.Tensor:
         """x: `(B, C, H, W)` in [-1, 1]; t: `(B,)` ints in [0, T); labels: `(B,)` ints in [0, K],
         K = num_classes meaning "no label", or float weights `(B, K + 1)` that mix the label
-        embeddings (used to interpolate between digits). Returns `(B, C, H, W)`."""
+        embeddings (used to interpolate between digits). Returns `(B, C, H, W)`.
+
+        guidance_beta `(B,)` in (0, 1], models with `guidance_input` only: the inverse guidance
+        weight 1 / w. At beta = 1 the output is the plain conditional (or, with the null label,
+        unconditional) prediction; at beta = 1 / w it is the guided prediction of weight w, in one
+        pass (training: `train.diffusion_loss`). Left out, it is 1."""
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))  # (B, 4*base)
+        if self.guidance_mlp is not None:
+            if guidance_beta is None:
+                guidance_beta = torch.ones(t.shape, device=t.device)
+            # Scaled to the timesteps' range so the sinusoid's frequencies resolve it.
+            emb = emb + self.guidance_mlp(timestep_embedding(guidance_beta * 1000, self.config.base_channels))
+        elif guidance_beta is not None:
+            raise ValueError("this network has no guidance input (trained without --guidance-free)")
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full_like(t, self.config.num_classes)

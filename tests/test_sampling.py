@@ -20,6 +20,7 @@ from mnist_diffusion.sampling import (
     network_passes_per_digit,
     sample_ddim,
     sample_ddpm,
+    sample_dpm_solver_pp_sde,
     sample_dpm_solver_pp,
 )
 from mnist_diffusion.schedule import NoiseSchedule
@@ -161,6 +162,41 @@ def test_dpm_solver_pp_matches_an_independent_implementation_of_the_paper(steps:
     ours = sample_dpm_solver_pp(denoise, x, timesteps, SCHEDULE)
     reference = reference_dpm_solver_pp_2m(denoise, x, timesteps, SCHEDULE.alphas_cumprod64)
     torch.testing.assert_close(ours.double(), reference, atol=1e-6, rtol=1e-6)
+
+
+def test_the_sde_solver_without_noise_is_the_ode_solver() -> None:
+    denoise = gaussian_denoiser(SCHEDULE, 0.3, 0.5)
+    x = torch.randn(500, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    timesteps = make_timesteps(1000, 10, "logsnr", SCHEDULE.log_snr)
+    torch.testing.assert_close(sample_dpm_solver_pp_sde(denoise, x, timesteps, SCHEDULE, eta=0.0),
+                               sample_dpm_solver_pp(denoise, x, timesteps, SCHEDULE), atol=1e-5, rtol=1e-5)
+
+
+def test_the_sde_solver_keeps_the_forward_marginals_of_a_single_point() -> None:
+    """With the exact data prediction of one point p, each SDE step maps N(alpha_t p, sigma_t^2) onto
+    N(alpha_s p, sigma_s^2) exactly: the mean and the variance (noise term included) are checked at
+    every step, as for DDPM."""
+    point, generator = 0.42, torch.Generator().manual_seed(0)
+    timesteps = make_timesteps(1000, 10, "logsnr", SCHEDULE.log_snr)
+    abar_start = SCHEDULE.alphas_cumprod64[timesteps[0]].item()
+    x_start = abar_start ** 0.5 * point + (1 - abar_start) ** 0.5 * torch.randn(20_000, 1, 1, 1, generator=generator)
+    states: list[torch.Tensor] = []
+    sample_dpm_solver_pp_sde(point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE, generator=generator,
+                             callback=lambda info: states.append(info["x"]))
+    for state, abar in zip(states[:-1], abar_after_each_step(timesteps).tolist()[:-1], strict=True):
+        assert state.mean().item() == pytest.approx(abar ** 0.5 * point, abs=0.03)
+        assert state.std().item() == pytest.approx((1 - abar) ** 0.5, rel=0.03)
+    assert torch.equal(states[-1], torch.full_like(states[-1], point))
+
+
+def test_the_sde_solver_draws_gaussian_data_with_its_mean_and_spread() -> None:
+    """Data ~ N(0.3, 0.5^2) with its exact denoiser: 20 SDE steps from pure noise end at that law."""
+    x = torch.randn(20_000, 1, 1, 1, generator=torch.Generator().manual_seed(1))
+    timesteps = make_timesteps(1000, 20, "logsnr", SCHEDULE.log_snr)
+    out = sample_dpm_solver_pp_sde(gaussian_denoiser(SCHEDULE, 0.3, 0.5), x, timesteps, SCHEDULE,
+                                   generator=torch.Generator().manual_seed(2))
+    assert out.mean().item() == pytest.approx(0.3, abs=0.02)
+    assert out.std().item() == pytest.approx(0.5, rel=0.03)
 
 
 def test_timesteps_run_from_noisiest_to_cleanest() -> None:

@@ -160,8 +160,8 @@ def _sampling_steps(args: argparse.Namespace, num_timesteps: int) -> int:
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.eta is not None and args.sampler != "ddim":
-        raise UsageError(f"--eta applies only to --sampler ddim, not {args.sampler}")
+    if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
+        raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
     return {"eta": args.eta} if args.eta is not None else None
 
 
@@ -769,7 +769,8 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
                         help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
                              f"1 conditional, >1 sharper digits (default: {DEFAULT_GUIDANCE})")
     parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
-                        help="ddim only: noise per step, 0 deterministic (default) to 1 (DDPM's variance)")
+                        help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
+                             "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
     parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,

@@ -20,8 +20,8 @@ from mnist_diffusion.sampling import (
     network_passes_per_digit,
     sample_ddim,
     sample_ddpm,
-    sample_dpm_solver_pp_sde,
     sample_dpm_solver_pp,
+    sample_dpm_solver_pp_sde,
 )
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.unet import UNet

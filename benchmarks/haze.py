@@ -35,16 +35,23 @@ VARIANTS = [
     ("ddim, 50 steps", {"sampler": "ddim", "steps": 50}),
     ("ddpm, 10 steps", {"sampler": "ddpm", "steps": 10}),
     ("ddpm, 20 steps", {"sampler": "ddpm", "steps": 20}),
+    ("dpm++2m-sde, 10 steps", {"sampler": "dpm++2m-sde", "steps": 10}),
+    ("dpm++2m-sde, 20 steps", {"sampler": "dpm++2m-sde", "steps": 20}),
+    ("dpm++2m-sde eta 0.5, 10 steps", {"sampler": "dpm++2m-sde", "steps": 10, "sampler_kwargs": {"eta": 0.5}}),
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", help="default: the shipped model")
+    parser.add_argument("--variants", help="names of VARIANTS to run, comma-separated (default: all)")
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "haze"))
     args = parser.parse_args()
-    checkpoint = load_checkpoint()
+    checkpoint = load_checkpoint(args.checkpoint)
+    learned = checkpoint.model_config.guidance_input
+    chosen = args.variants.split(",") if args.variants else [name for name, _ in VARIANTS]
     model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
     test_images, _ = load_mnist(args.data_root, "test")
     train_images, _ = load_mnist(args.data_root, "train")
@@ -52,14 +59,15 @@ def main() -> None:
     labels = torch.arange(args.num) % NUM_CLASSES
     rows = [{"variant": "MNIST test digits (reference)", "zero_pixels": zero_pixel_share(test_images),
              "stray_ink": stray_ink_share(test_images), "fid": None, "passes": 0, "seconds": 0.0}]
-    for name, options in VARIANTS:
+    for name, options in [(name, options) for name, options in VARIANTS if name in chosen]:
         started = time.perf_counter()
         images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=DEFAULT_GUIDANCE,
                                    generator=torch.Generator().manual_seed(0), **options))
         seconds = time.perf_counter() - started
         scored, _ = evaluator.score(name, images, labels, memorize=False)
         rows.append({"variant": name, "zero_pixels": scored.zero_pixels, "stray_ink": scored.stray_ink,
-                     "fid": scored.fid, "passes": network_passes_per_digit(options["steps"], True, DEFAULT_GUIDANCE),
+                     "fid": scored.fid, "passes": network_passes_per_digit(options["steps"], True, DEFAULT_GUIDANCE,
+                                                                         learned_guidance=learned),
                      "seconds": round(seconds, 1)})
         print(json.dumps(rows[-1]), flush=True)
     _write(rows, args)
@@ -72,7 +80,8 @@ def _write(rows: list[dict], args: argparse.Namespace) -> None:
           "-" if row["fid"] is None else f"{row['fid']:.2f}", row["passes"], row["seconds"]] for row in rows])
     write_report(args.out, {"num": args.num, "rows": rows}, [
         "# Haze and stray dots by sampling variant", "",
-        f"Made by `python benchmarks/haze.py --num {args.num}` on the shipped model (guidance {DEFAULT_GUIDANCE}, "
+        f"Made by `python benchmarks/haze.py --num {args.num}` on {args.checkpoint or 'the shipped model'} "
+        f"(guidance {DEFAULT_GUIDANCE}, "
         f"seed 0, {args.num} digits, an even mix), {time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads. "
         "Zero pixels: share of pixels exactly 0. Several ink pieces: share of digits whose ink (pixels > 50) falls "
         "in more than one 8-connected piece. FID at this N (biased upwards; compare rows only with each other).",

@@ -88,7 +88,8 @@ def matmul_gflops(size: int = 1024, seconds: float = 5.0) -> float:
 
 
 def train_flops_per_image(model_config, diffusion_config, train_config, batch: int = 32) -> float:
-    """FLOPs of one forward+backward pass per image, by torch.utils.flop_counter."""
+    """FLOPs of one training step per image (forward and backward; guidance-free training's extra
+    gradient-free unconditional pass included), by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mnist_diffusion.unet import UNet
@@ -97,8 +98,10 @@ def train_flops_per_image(model_config, diffusion_config, train_config, batch: i
     x0 = torch.zeros(batch, 1, model_config.image_size, model_config.image_size)
     t = torch.randint(0, diffusion_config.num_timesteps, (batch,))
     labels = torch.zeros(batch, dtype=torch.long) if model_config.conditional else None
+    beta = torch.full((batch,), 0.5) if model_config.guidance_input else None
     with FlopCounterMode(display=False) as counter:
-        diffusion_loss(model, schedule, x0, labels, t, torch.randn_like(x0), train_config.min_snr_gamma).backward()
+        diffusion_loss(model, schedule, x0, labels, t, torch.randn_like(x0), train_config.min_snr_gamma,
+                       beta).backward()
     return counter.get_total_flops() / batch
 
 
@@ -164,6 +167,11 @@ def cmd_score(args: argparse.Namespace) -> None:
         path = run_dir / "score.json"
         score = json.loads(path.read_text()) if path.exists() else {}
         score |= json.loads((run_dir / "result.json").read_text())
+        # Recounted here, so a run trained before the counter knew a recipe's extra passes is right.
+        flops = train_flops_per_image(*RECIPES[name]) if name in RECIPES else None
+        if flops is not None:
+            score |= {"train_gflop_per_image": round(flops / 1e9, 3),
+                      "achieved_gflops": round(score["images_per_s"] * flops / 1e9, 1)}
         if evaluator is not None:
             curve = []
             for point in points:
@@ -175,10 +183,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
             score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
-        conditional = load_checkpoint(points[-1]).model_config.conditional
-        guidance = DEFAULT_GUIDANCE if conditional else 0.0
+        model_config = load_checkpoint(points[-1]).model_config
+        guidance = DEFAULT_GUIDANCE if model_config.conditional else 0.0
+        passes = network_passes_per_digit(DEFAULT_STEPS, model_config.conditional, guidance,
+                                          learned_guidance=model_config.guidance_input)
         score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": guidance,
-                             "network_passes_per_digit": network_passes_per_digit(DEFAULT_STEPS, conditional, guidance)}
+                             "network_passes_per_digit": passes}
         path.write_text(json.dumps(score, indent=2))
 
 

@@ -265,16 +265,20 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
             ("conditional accuracy >= 99%", f"{m['conditional_accuracy']:.4f}", m["conditional_accuracy"] >= 0.99),
             ("near copies <= test set's", f"{m['near_copy_rate']:.4f} vs {test['near_copy_rate']:.4f}",
              m["near_copy_rate"] <= test["near_copy_rate"]),
+            ("<= 10 network passes per digit", str(r["sampling"]["network_passes_per_digit"]),
+             r["sampling"]["network_passes_per_digit"] <= 10),
             ("10,000 digits sampled in <= 5 min", f"{m['sampling_s']:.0f} s on {r.get('final_threads', '?')} "
              f"thread(s)", m["sampling_s"] <= 300),
+            *_look_checks(m, test),
             ("training >= 60% of matmul peak", f"{r['achieved_gflops'] / r['matmul_peak_gflops']:.0%}",
              r["achieved_gflops"] / r["matmul_peak_gflops"] >= 0.6),
             ("peak memory <= 3 GB", f"{r['peak_rss_gb']} GB", r["peak_rss_gb"] <= 3),
         ]
         lines += ["", f"**{r['recipe']}: full evaluation** (`mnist-diffusion evaluate --checkpoint <final> "
                   f"--num {m['count']}`, report in {args.run_root}/{r['recipe']}/eval/)", "",
-                  "| set | N | FID | precision | recall | density | coverage | cond. acc. | near copies |",
-                  "|" + "---|" * 9,
+                  "| set | N | FID | precision | recall | density | coverage | cond. acc. | near copies "
+                  "| zero pixels | several ink pieces |",
+                  "|" + "---|" * 11,
                   _row(r["recipe"], m), _row("MNIST train 10k (floor)", floor), _row("MNIST test", test),
                   "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
@@ -284,11 +288,24 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
     print(f"appended to {path}")
 
 
+def _look_checks(m: dict, test: dict) -> list[tuple[str, str, bool]]:
+    """Haze and stray dots against the test digits (runs evaluated before they were counted: none)."""
+    if m.get("zero_pixels") is None or test.get("zero_pixels") is None:
+        return []
+    return [("zero pixels within 5 points of MNIST test's", f"{100 * m['zero_pixels']:.1f}% vs "
+             f"{100 * test['zero_pixels']:.1f}%", abs(m["zero_pixels"] - test["zero_pixels"]) <= 0.05),
+            ("several ink pieces within 2 points of MNIST test's", f"{100 * m['stray_ink']:.1f}% vs "
+             f"{100 * test['stray_ink']:.1f}%", abs(m["stray_ink"] - test["stray_ink"]) <= 0.02)]
+
+
 def _row(name: str, m: dict) -> str:
     def cell(key: str, digits: int = 3) -> str:
         return "-" if m.get(key) is None else f"{m[key]:.{digits}f}"
+    def share(key: str) -> str:
+        return "-" if m.get(key) is None else f"{100 * m[key]:.1f}%"
     return (f"| {name} | {m['count']} | {cell('fid')} | {cell('precision')} | {cell('recall')} | {cell('density')} "
-            f"| {cell('coverage')} | {cell('conditional_accuracy', 4)} | {cell('near_copy_rate', 4)} |")
+            f"| {cell('coverage')} | {cell('conditional_accuracy', 4)} | {cell('near_copy_rate', 4)} "
+            f"| {share('zero_pixels')} | {share('stray_ink')} |")
 
 
 def _plot(results: list[dict], floor_fid: float) -> None:

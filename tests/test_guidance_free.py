@@ -24,6 +24,7 @@ from mnist_diffusion.train import Trainer, diffusion_loss
 from mnist_diffusion.unet import UNet
 
 from conftest import assert_one_line_error, fake_mnist, run_cli
+from test_bad_input import rewrite_header
 
 SCHEDULE = NoiseSchedule(DiffusionConfig(num_timesteps=50))
 
@@ -164,3 +165,16 @@ def test_guidance_free_without_labels_is_a_usage_error(tmp_path: Path, capsys: p
                            "--max-steps", "1")
     assert_one_line_error(code, err, "--guidance-free needs digit labels")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"guidance_input": "yes"}, "guidance_input must be true or false, got 'yes'"),
+    ({"guidance_input": True}, "tensor 'model.guidance_mlp.0.weight' is missing"),  # weights lack it
+    ({"guidance_input": True, "num_classes": 0}, "needs a class-conditional model"),
+])
+def test_a_header_lying_about_the_guidance_input_is_refused(change: dict, message: str, tmp_path: Path,
+                                                            tiny_checkpoint: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = rewrite_header(tiny_checkpoint, tmp_path / "bad.safetensors", lambda meta: meta["model_config"].update(change))
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(bad), "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, message)

@@ -22,9 +22,9 @@ from mnist_diffusion.sampling import (
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 from mnist_diffusion.unet import UNet
+from test_bad_input import rewrite_header
 
 from conftest import assert_one_line_error, fake_mnist, run_cli
-from test_bad_input import rewrite_header
 
 SCHEDULE = NoiseSchedule(DiffusionConfig(num_timesteps=50))
 

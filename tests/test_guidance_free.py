@@ -175,6 +175,7 @@ def test_guidance_free_without_labels_is_a_usage_error(tmp_path: Path, capsys: p
 def test_a_header_lying_about_the_guidance_input_is_refused(change: dict, message: str, tmp_path: Path,
                                                             tiny_checkpoint: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    bad = rewrite_header(tiny_checkpoint, tmp_path / "bad.safetensors", lambda meta: meta["model_config"].update(change))
+    bad = rewrite_header(tiny_checkpoint, tmp_path / "bad.safetensors",
+                         lambda meta: meta["model_config"].update(change))
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(bad), "--out", str(tmp_path / "x.png"))
     assert_one_line_error(code, err, message)

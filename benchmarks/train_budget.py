@@ -26,8 +26,9 @@ Recipes:
 - default: what `mnist-diffusion train --max-minutes M` does with no other options.
 - eps-mse: the default with plain epsilon MSE (no min-SNR weighting), so the lowest noise levels,
   where the background's last grey levels are decided, keep their full weight (issue 13's haze).
-- gft: eps-mse with guidance learned into the network (guidance-free training, Chen et al. 2025),
-  so a guided digit costs one network pass per step instead of two.
+- gft: the default with guidance learned into the network (guidance-free training, Chen et al.
+  2025), so a guided digit costs one network pass per step instead of two.
+- gft-eps-mse: gft with eps-mse's plain epsilon MSE.
 - seed-002: the second write-up's recipe at its scale: a 2.6M UNet, T=300, linear betas, Adam
   1e-4 at a constant rate, batch 128, unconditional, no EMA (betas rescaled by 1000/T, see
   schedule.linear_betas).
@@ -66,7 +67,8 @@ RESULTS = Path(__file__).parent / "results"
 RECIPES = {
     "default": (preset("small"), DiffusionConfig(), TrainConfig()),
     "eps-mse": (preset("small"), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
-    "gft": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
+    "gft": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig()),
+    "gft-eps-mse": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
     "seed-002": (preset("seed-002", num_classes=0), DiffusionConfig(num_timesteps=300),
                  TrainConfig(lr=1e-4, warmup_steps=1, lr_decay="none", grad_clip=0.0, ema_decay=0.0,
                              ema_warmup_steps=0)),

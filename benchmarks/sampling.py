@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / "sampling"))
+    parser.add_argument("--no-figure", action="store_true", help="skip the sampler comparison figure")
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -95,8 +96,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     _write(rows, args, checkpoint, evaluator is not None)
-    _comparison_figure(model, schedule, checkpoint.model_config.conditional, float(args.guidance.split(",")[0]),
-                       Path(args.out).parent)
+    if not args.no_figure:
+        _comparison_figure(model, schedule, checkpoint.model_config.conditional, float(args.guidance.split(",")[0]),
+                           Path(args.out).parent)
     # The README shows this figure as docs/images/sampler_comparison.png (copied by hand).
 
 

@@ -55,9 +55,13 @@ from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
 from mnist_diffusion.sampling import (
     DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
+    DEFAULT_SPACING,
     DEFAULT_STEPS,
     generate,
+    guided_step_count,
+    make_timesteps,
     network_passes_per_digit,
 )
 from mnist_diffusion.schedule import NoiseSchedule
@@ -143,14 +147,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary), flush=True)
 
 
-def curve_fid(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int) -> float:
-    """FID of `num` digits of the default sampler (unguided for an unconditional model)."""
+def curve_fid(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int, steps: int,
+              interval: tuple[float, float] | None) -> float:
+    """FID of `num` digits of the default sampler at `steps` steps, guided on `interval` (unguided
+    for an unconditional model)."""
     conditional = checkpoint.model_config.conditional
     labels = torch.arange(num) % NUM_CLASSES if conditional else None
     images = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), num,
-                               labels=labels, guidance=DEFAULT_GUIDANCE if conditional else 0.0,
+                               labels=labels, guidance=DEFAULT_GUIDANCE if conditional else 0.0, steps=steps,
+                               guidance_interval=interval,
                                batch_size=batch_size, generator=torch.Generator().manual_seed(0)))
     return evaluator.score("model", images, labels, memorize=False)[0].fid
+
+
+def _interval(text: str) -> tuple[float, float] | None:
+    if text == "default":
+        return DEFAULT_GUIDANCE_INTERVAL
+    return None if text == "all" else tuple(float(v) for v in text.split(","))  # type: ignore[return-value]
 
 
 def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
@@ -177,20 +190,26 @@ def cmd_score(args: argparse.Namespace) -> None:
         if evaluator is not None:
             curve = []
             for point in points:
-                fid = curve_fid(evaluator, load_checkpoint(point), args.curve_num, args.batch_size)
+                fid = curve_fid(evaluator, load_checkpoint(point), args.curve_num, args.batch_size,
+                                args.curve_steps, _interval(args.curve_interval))
                 curve.append({"minutes": float(point.stem[4:]), "fid": fid})
                 print(name, curve[-1], flush=True)
-            score |= {"curve": curve, "curve_num": args.curve_num}
+            score |= {"curve": curve, "curve_num": args.curve_num,
+                      "curve_sampling": {"steps": args.curve_steps, "guidance_interval": args.curve_interval}}
         if args.part in ("final", "all"):
             score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
             score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
         model_config = load_checkpoint(points[-1]).model_config
         guidance = DEFAULT_GUIDANCE if model_config.conditional else 0.0
-        passes = network_passes_per_digit(DEFAULT_STEPS, model_config.conditional, guidance,
+        schedule = NoiseSchedule(load_checkpoint(points[-1]).diffusion_config)
+        timesteps = make_timesteps(schedule.num_timesteps, DEFAULT_STEPS, DEFAULT_SPACING[DEFAULT_SAMPLER],
+                                   schedule.log_snr)
+        guided = guided_step_count(timesteps, schedule.num_timesteps, DEFAULT_GUIDANCE_INTERVAL)
+        passes = network_passes_per_digit(DEFAULT_STEPS, model_config.conditional, guidance, guided,
                                           learned_guidance=model_config.guidance_input)
         score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": guidance,
-                             "network_passes_per_digit": passes}
+                             "guidance_interval": DEFAULT_GUIDANCE_INTERVAL, "network_passes_per_digit": passes}
         path.write_text(json.dumps(score, indent=2))
 
 
@@ -348,6 +367,11 @@ def main() -> None:
     p.add_argument("--recipes", default="default,seed-002")
     p.add_argument("--eval-num", type=int, default=10_000)
     p.add_argument("--curve-num", type=int, default=1000)
+    p.add_argument("--curve-steps", type=int, default=DEFAULT_STEPS,
+                   help="sampler steps of the curve points (the runs of 2026-11-25/27 used 10)")
+    p.add_argument("--curve-interval", default="default",
+                   help="guidance interval of the curve points: LOW,HIGH, 'all' (every step; the runs of "
+                        "2026-11-25/27) or 'default'")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--part", choices=("curve", "final", "all"), default="all",

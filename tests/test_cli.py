@@ -201,18 +201,20 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
 
     from mnist_diffusion.checkpoint import load_checkpoint
     from mnist_diffusion.data import to_uint8
-    from mnist_diffusion.sampling import generate
+    from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate
     from mnist_diffusion.schedule import NoiseSchedule
 
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
                            "--steps", "3", "--out", str(tmp_path / "x.png"), "--npz", str(tmp_path / "x.npz"))
     assert code == 0, err
-    assert "12 digits: 3 steps, 2 branches (guidance) = 6 network passes per digit" in err
+    # T = 50 here: of the 3 steps (t/T 1, 0.5, 0) the default interval 0.3-0.7 guides one.
+    assert "12 digits: 3 steps, 2 branches on 1 of them (guidance interval) = 4 network passes per digit" in err
     checkpoint = load_checkpoint(tiny_checkpoint)
     generator = torch.Generator().manual_seed(3)
     labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]
     expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
-                                 labels=labels, guidance=1.5, steps=3, generator=generator))
+                                 labels=labels, guidance=1.5, steps=3, generator=generator,
+                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL))
     with np.load(tmp_path / "x.npz") as saved:
         assert np.array_equal(saved["labels"], labels.numpy())
         assert np.array_equal(saved["images"], expected.numpy())

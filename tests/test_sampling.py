@@ -9,6 +9,7 @@ from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.sampling import (
     DEFAULT_SPACING,
+    DEFAULT_STEPS,
     SAMPLERS,
     SPACINGS,
     Denoiser,
@@ -359,7 +360,7 @@ def test_network_passes_are_counted_as_the_network_sees_them(sampler: str, guida
     labels = torch.arange(num) % 10 if labelled else None
     generate(net, schedule, num, labels=labels, guidance=guidance, sampler=sampler, steps=steps, batch_size=4)
     assert sum(net.batch_sizes) == num * network_passes_per_digit(steps, labelled, guidance)
-    assert default_steps("ddpm", 50) == 50 and default_steps("dpm++2m", 50) == 10
+    assert default_steps("ddpm", 50) == 50 and default_steps("dpm++2m", 50) == DEFAULT_STEPS
 
 
 def test_labels_outside_the_models_classes_are_refused() -> None:

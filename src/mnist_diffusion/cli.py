@@ -30,6 +30,7 @@ from .files import atomic_write, check_writable, regular_file
 from .sampling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_GUIDANCE,
@@ -778,7 +779,9 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
 
 
-def guidance_interval(text: str) -> tuple[float, float]:
+def guidance_interval(text: str) -> tuple[float, float] | None:
+    if text.strip() == "all":
+        return None
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH (shares of T, e.g. 0.1,0.6), got {text!r}")
@@ -789,10 +792,12 @@ def guidance_interval(text: str) -> tuple[float, float]:
 
 
 def _add_guidance_interval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LOW,HIGH",
+    low, high = DEFAULT_GUIDANCE_INTERVAL
+    parser.add_argument("--guidance-interval", type=guidance_interval, default=DEFAULT_GUIDANCE_INTERVAL,
+                        metavar="LOW,HIGH",
                         help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
-                             "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); default: "
-                             "guide at every step")
+                             "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); 'all' guides "
+                             f"every step (default: {low:g},{high:g})")
 
 
 def _add_download_parser(commands) -> None:

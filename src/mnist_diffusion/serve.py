@@ -41,11 +41,15 @@ from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
 from .sampling import (
     DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
+    DEFAULT_SPACING,
     DEFAULT_STEPS,
     MAX_GUIDANCE,
     SAMPLERS,
     generate,
+    guided_step_count,
+    make_timesteps,
     network_passes_per_digit,
 )
 from .schedule import NoiseSchedule
@@ -154,12 +158,15 @@ class Demo:
         sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
         steps, seed = self._steps(body, DEFAULT_STEPS), _integer(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
-        passes = network_passes_per_digit(steps, labels is not None, guidance,
+        timesteps = make_timesteps(self.schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], self.schedule.log_snr)
+        guided = guided_step_count(timesteps, self.schedule.num_timesteps, DEFAULT_GUIDANCE_INTERVAL)
+        passes = network_passes_per_digit(steps, labels is not None, guidance, guided,
                                           learned_guidance=self.model.config.guidance_input)
 
         def run(callback: Callable[[dict], None]) -> torch.Tensor:
             return generate(self.model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
-                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback)
+                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback,
+                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL)
 
         yield from _stream(run, steps, {"passes_per_digit": passes})
 

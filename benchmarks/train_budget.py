@@ -196,6 +196,13 @@ def cmd_score(args: argparse.Namespace) -> None:
                 print(name, curve[-1], flush=True)
             score |= {"curve": curve, "curve_num": args.curve_num,
                       "curve_sampling": {"steps": args.curve_steps, "guidance_interval": args.curve_interval}}
+        if args.part == "new-default":  # the last point again, with the current default sampler
+            fid = curve_fid(_evaluator(args)[0], load_checkpoint(points[-1]), args.curve_num, args.batch_size,
+                            DEFAULT_STEPS, DEFAULT_GUIDANCE_INTERVAL)
+            low, high = DEFAULT_GUIDANCE_INTERVAL
+            score["new_default_point"] = {"minutes": float(points[-1].stem[4:]), "fid": fid,
+                                          "label": f"{DEFAULT_STEPS} steps, guided on t/T {low:g}-{high:g}"}
+            print(name, score["new_default_point"], flush=True)
         if args.part in ("final", "all"):
             score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
             score["final_threads"] = args.threads
@@ -337,8 +344,13 @@ def _plot(results: list[dict], floor_fid: float) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for r in results:
-        ax.plot([p["minutes"] for p in r["curve"]], [p["fid"] for p in r["curve"]], marker="o",
-                label=f"{r['recipe']} ({r['parameters'] / 1e6:.1f}M parameters)")
+        line, = ax.plot([p["minutes"] for p in r["curve"]], [p["fid"] for p in r["curve"]], marker="o",
+                        label=f"{r['recipe']} ({r['parameters'] / 1e6:.1f}M parameters)")
+        # The final model scored again with today's default sampler (`score --part new-default`).
+        if "new_default_point" in r:
+            point = r["new_default_point"]
+            ax.plot([point["minutes"]], [point["fid"]], marker="*", markersize=13, linestyle="none",
+                    color=line.get_color(), label=f"{r['recipe']}, final model, {point['label']}")
     # FID is biased upwards at small N, so only the floor at the same N is drawn; the 3x-floor target
     # is judged on the 10,000-digit evaluation in the report, not on this curve.
     ax.axhline(floor_fid, color="0.4", linestyle=":", label="train vs test floor (same N)")
@@ -374,8 +386,9 @@ def main() -> None:
                         "2026-11-25/27) or 'default'")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--part", choices=("curve", "final", "all"), default="all",
-                   help="score only the curve points or only the final model (to time it alone)")
+    p.add_argument("--part", choices=("curve", "final", "all", "new-default"), default="all",
+                   help="score only the curve points or only the final model (to time it alone); new-default: "
+                        "the last curve point again with the current default sampler")
     p.set_defaults(func=cmd_score)
     p = commands.add_parser("report", help="append the scored recipes to benchmarks/results/training.md")
     p.add_argument("--recipes", default="default,seed-002")

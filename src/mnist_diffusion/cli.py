@@ -764,8 +764,8 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
                         help=f"sampling algorithm (default: {DEFAULT_SAMPLER})")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"timesteps the sampler visits, each one network evaluation per digit, the final "
-                             f"denoise at t=0 included; guidance (w other than 0 and 1) doubles the passes "
-                             f"(default: {DEFAULT_STEPS}; ddpm: every timestep)")
+                             f"denoise at t=0 included; a guided step (w other than 0 and 1, inside "
+                             f"--guidance-interval) is two passes (default: {DEFAULT_STEPS}; ddpm: every timestep)")
     parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULT_GUIDANCE,
                         help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
                              f"1 conditional, >1 sharper digits (default: {DEFAULT_GUIDANCE})")

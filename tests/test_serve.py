@@ -128,8 +128,11 @@ def test_the_page_and_its_files_are_served(server_url: str) -> None:
 
 
 def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+    # A shell that starts jobs in the background without job control ignores SIGINT in them, and the
+    # child would inherit that; a terminal's Ctrl-C reaches a server whose SIGINT is the default.
     with subprocess.Popen([sys.executable, "-m", "mnist_diffusion", "serve", "--port", "0", "--data-root",
-                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as process:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("serving http://127.0.0.1:"), line
@@ -138,5 +141,9 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
             assert json.loads(response.read())["num_classes"] == 10
         time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
     assert process.returncode == 130 and "Traceback" not in err and "stopped" in err

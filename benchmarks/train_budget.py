@@ -57,12 +57,9 @@ from mnist_diffusion.sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
-    DEFAULT_SPACING,
     DEFAULT_STEPS,
+    count_passes,
     generate,
-    guided_step_count,
-    make_timesteps,
-    network_passes_per_digit,
 )
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
@@ -207,14 +204,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
             score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
-        model_config = load_checkpoint(points[-1]).model_config
+        final = load_checkpoint(points[-1])
+        model_config = final.model_config
         guidance = DEFAULT_GUIDANCE if model_config.conditional else 0.0
-        schedule = NoiseSchedule(load_checkpoint(points[-1]).diffusion_config)
-        timesteps = make_timesteps(schedule.num_timesteps, DEFAULT_STEPS, DEFAULT_SPACING[DEFAULT_SAMPLER],
-                                   schedule.log_snr)
-        guided = guided_step_count(timesteps, schedule.num_timesteps, DEFAULT_GUIDANCE_INTERVAL)
-        passes = network_passes_per_digit(DEFAULT_STEPS, model_config.conditional, guidance, guided,
-                                          learned_guidance=model_config.guidance_input)
+        passes = count_passes(NoiseSchedule(final.diffusion_config), DEFAULT_SAMPLER,
+                              DEFAULT_STEPS, model_config.conditional, guidance, DEFAULT_GUIDANCE_INTERVAL,
+                              model_config.guidance_input)
         score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": guidance,
                              "guidance_interval": DEFAULT_GUIDANCE_INTERVAL, "network_passes_per_digit": passes}
         path.write_text(json.dumps(score, indent=2))

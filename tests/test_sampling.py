@@ -115,18 +115,21 @@ def test_deterministic_samplers_follow_the_exact_ode_path_of_a_single_point(name
         torch.testing.assert_close(state.double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_ddpm_marginals_follow_the_forward_process_of_a_single_point() -> None:
-    """Ancestral sampling from x_T ~ N(sqrt(abar_T) p, 1 - abar_T) keeps every x_s distributed as
-    q(x_s | x_0 = p) = N(sqrt(abar_s) p, 1 - abar_s): the posterior mean and variance of Ho et al.
-    (2020), eqs. (6)-(7), both enter; a wrong variance shows in the std at every step."""
+@pytest.mark.parametrize("name", ["ddpm", "dpm++2m-sde"])
+def test_stochastic_samplers_keep_the_forward_marginals_of_a_single_point(name: str) -> None:
+    """Sampling from x_T ~ N(sqrt(abar_T) p, 1 - abar_T) with the exact data prediction of one point p
+    keeps every x_s distributed as q(x_s | x_0 = p) = N(sqrt(abar_s) p, 1 - abar_s). For DDPM the
+    posterior mean and variance of Ho et al. (2020), eqs. (6)-(7), both enter; for the SDE solver each
+    step maps N(alpha_t p, sigma_t^2) onto N(alpha_s p, sigma_s^2) exactly, noise term included. A wrong
+    variance shows in the std at every step."""
     point, generator = 0.42, torch.Generator().manual_seed(0)
-    timesteps = make_timesteps(1000, 10)
+    timesteps = make_timesteps(1000, 10, DEFAULT_SPACING[name], SCHEDULE.log_snr)
     abar_start = SCHEDULE.alphas_cumprod64[timesteps[0]].item()
     noise = torch.randn(20_000, 1, 1, 1, generator=generator)
     x_start = abar_start ** 0.5 * point + (1 - abar_start) ** 0.5 * noise
     states: list[torch.Tensor] = []
-    sample_ddpm(point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE, generator=generator,
-                callback=lambda info: states.append(info["x"]))
+    SAMPLERS[name](point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE, generator=generator,
+                   callback=lambda info: states.append(info["x"]))
     for state, abar in zip(states[:-1], abar_after_each_step(timesteps).tolist()[:-1], strict=True):
         assert state.mean().item() == pytest.approx(abar ** 0.5 * point, abs=0.03)
         assert state.std().item() == pytest.approx((1 - abar) ** 0.5, rel=0.03)
@@ -171,23 +174,6 @@ def test_the_sde_solver_without_noise_is_the_ode_solver() -> None:
     timesteps = make_timesteps(1000, 10, "logsnr", SCHEDULE.log_snr)
     torch.testing.assert_close(sample_dpm_solver_pp_sde(denoise, x, timesteps, SCHEDULE, eta=0.0),
                                sample_dpm_solver_pp(denoise, x, timesteps, SCHEDULE), atol=1e-5, rtol=1e-5)
-
-
-def test_the_sde_solver_keeps_the_forward_marginals_of_a_single_point() -> None:
-    """With the exact data prediction of one point p, each SDE step maps N(alpha_t p, sigma_t^2) onto
-    N(alpha_s p, sigma_s^2) exactly: the mean and the variance (noise term included) are checked at
-    every step, as for DDPM."""
-    point, generator = 0.42, torch.Generator().manual_seed(0)
-    timesteps = make_timesteps(1000, 10, "logsnr", SCHEDULE.log_snr)
-    abar_start = SCHEDULE.alphas_cumprod64[timesteps[0]].item()
-    x_start = abar_start ** 0.5 * point + (1 - abar_start) ** 0.5 * torch.randn(20_000, 1, 1, 1, generator=generator)
-    states: list[torch.Tensor] = []
-    sample_dpm_solver_pp_sde(point_denoiser(SCHEDULE, point), x_start, timesteps, SCHEDULE, generator=generator,
-                             callback=lambda info: states.append(info["x"]))
-    for state, abar in zip(states[:-1], abar_after_each_step(timesteps).tolist()[:-1], strict=True):
-        assert state.mean().item() == pytest.approx(abar ** 0.5 * point, abs=0.03)
-        assert state.std().item() == pytest.approx((1 - abar) ** 0.5, rel=0.03)
-    assert torch.equal(states[-1], torch.full_like(states[-1], point))
 
 
 def test_the_sde_solver_draws_gaussian_data_with_its_mean_and_spread() -> None:

@@ -35,8 +35,8 @@ from .sampling import (
     DEFAULT_STEPS,
     MAX_GUIDANCE,
     SAMPLERS,
+    count_passes,
     default_steps,
-    network_passes_per_digit,
 )
 
 PROG = "mnist-diffusion"
@@ -183,12 +183,8 @@ def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace,
 
 
 def _passes_per_digit(args: argparse.Namespace, schedule, steps: int, conditional: bool, learned: bool) -> int:
-    from .sampling import DEFAULT_SPACING, guided_step_count, make_timesteps
-
-    interval = getattr(args, "guidance_interval", None)
-    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[args.sampler], schedule.log_snr)
-    return network_passes_per_digit(steps, conditional, args.guidance,
-                                    guided_step_count(timesteps, schedule.num_timesteps, interval), learned)
+    return count_passes(schedule, args.sampler, steps, conditional, args.guidance,
+                        getattr(args, "guidance_interval", None), learned)
 
 
 def _report_passes(num: int, steps: int, passes: int, learned: bool) -> None:

@@ -318,6 +318,15 @@ def guided_step_count(timesteps: torch.Tensor, num_timesteps: int, interval: Gui
     return sum(guided_at(t, num_timesteps, interval) for t in timesteps.tolist())
 
 
+def count_passes(schedule: NoiseSchedule, sampler: str, steps: int, conditional: bool, guidance: float,
+                 interval: GuidanceInterval | None, learned_guidance: bool = False) -> int:
+    """`network_passes_per_digit` for what `generate` would run: the sampler's own timesteps decide
+    how many steps fall in the guidance interval."""
+    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], schedule.log_snr)
+    guided = guided_step_count(timesteps, schedule.num_timesteps, interval)
+    return network_passes_per_digit(steps, conditional, guidance, guided, learned_guidance)
+
+
 class Denoiser:
     """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`.
 

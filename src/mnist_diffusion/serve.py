@@ -43,14 +43,11 @@ from .sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
-    DEFAULT_SPACING,
     DEFAULT_STEPS,
     MAX_GUIDANCE,
     SAMPLERS,
+    count_passes,
     generate,
-    guided_step_count,
-    make_timesteps,
-    network_passes_per_digit,
 )
 from .schedule import NoiseSchedule
 
@@ -158,10 +155,8 @@ class Demo:
         sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
         steps, seed = self._steps(body, DEFAULT_STEPS), _integer(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
-        timesteps = make_timesteps(self.schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], self.schedule.log_snr)
-        guided = guided_step_count(timesteps, self.schedule.num_timesteps, DEFAULT_GUIDANCE_INTERVAL)
-        passes = network_passes_per_digit(steps, labels is not None, guidance, guided,
-                                          learned_guidance=self.model.config.guidance_input)
+        passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
+                              self.model.config.guidance_input)
 
         def run(callback: Callable[[dict], None]) -> torch.Tensor:
             return generate(self.model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,

@@ -29,6 +29,12 @@ Recipes:
 - gft: the default with guidance learned into the network (guidance-free training, Chen et al.
   2025), so a guided digit costs one network pass per step instead of two.
 - gft-eps-mse: gft with eps-mse's plain epsilon MSE.
+- default-seed1: the default with another seed (how far two runs of one recipe differ).
+- v, cosine, ema-9995, ema-998, lr-2e-3: the default with v-prediction, cosine betas, EMA decay
+  0.9995 or 0.998, peak learning rate 2e-3.
+- lognormal, lognormal-v: training noise levels drawn log-normally, ln(sigma) ~ N(-1.2, 1.2^2)
+  (Karras et al. 2022), with epsilon or v-prediction.
+- wide-48: the small UNet with 48 base channels instead of 32 (2.2x the FLOPs).
 - seed-002: the second write-up's recipe at its scale: a 2.6M UNet, T=300, linear betas, Adam
   1e-4 at a constant rate, batch 128, unconditional, no EMA (betas rescaled by 1000/T, see
   schedule.linear_betas).
@@ -70,6 +76,16 @@ RECIPES = {
     "eps-mse": (preset("small"), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
     "gft": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig()),
     "gft-eps-mse": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
+    # Issue 13's routes, A/B'd on a GPU at the CPU's budget by benchmarks/gpu_ab.py.
+    "default-seed1": (preset("small"), DiffusionConfig(), TrainConfig(seed=1)),
+    "v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig()),
+    "lognormal": (preset("small"), DiffusionConfig(), TrainConfig(timestep_sampling="lognormal")),
+    "lognormal-v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig(timestep_sampling="lognormal")),
+    "cosine": (preset("small"), DiffusionConfig(beta_schedule="cosine"), TrainConfig()),
+    "ema-9995": (preset("small"), DiffusionConfig(), TrainConfig(ema_decay=0.9995)),
+    "ema-998": (preset("small"), DiffusionConfig(), TrainConfig(ema_decay=0.998)),
+    "lr-2e-3": (preset("small"), DiffusionConfig(), TrainConfig(lr=2e-3)),
+    "wide-48": (preset("small", base_channels=48), DiffusionConfig(), TrainConfig()),
     "seed-002": (preset("seed-002", num_classes=0), DiffusionConfig(num_timesteps=300),
                  TrainConfig(lr=1e-4, warmup_steps=1, lr_decay="none", grad_clip=0.0, ema_decay=0.0,
                              ema_warmup_steps=0)),

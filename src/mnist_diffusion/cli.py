@@ -24,7 +24,16 @@ import torch
 
 from . import __version__
 from .checkpoint import Checkpoint, CheckpointError, export_model, load_checkpoint
-from .config import BETA_SCHEDULES, LR_DECAYS, PREDICTION_TYPES, PRESETS, DiffusionConfig, TrainConfig, preset
+from .config import (
+    BETA_SCHEDULES,
+    LR_DECAYS,
+    PREDICTION_TYPES,
+    PRESETS,
+    TIMESTEP_SAMPLINGS,
+    DiffusionConfig,
+    TrainConfig,
+    preset,
+)
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
 from .files import atomic_write, check_writable, regular_file
 from .sampling import (
@@ -220,7 +229,9 @@ def _train_configs(args: argparse.Namespace):
     train_config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                                max_steps=args.max_steps, max_minutes=args.max_minutes, seed=args.seed,
                                ema_decay=args.ema_decay, p_uncond=args.p_uncond, lr_decay=args.lr_decay,
-                               min_snr_gamma=args.min_snr_gamma, checkpoint_every=args.checkpoint_every,
+                               min_snr_gamma=args.min_snr_gamma, timestep_sampling=args.timestep_sampling,
+                               lognormal_mean=args.lognormal_mean, lognormal_std=args.lognormal_std,
+                               checkpoint_every=args.checkpoint_every,
                                sample_every=args.sample_every)
     return model_config, diffusion_config, train_config
 
@@ -816,6 +827,13 @@ def _add_train_parser(commands) -> None:
                         "none: constant")
     p.add_argument("--min-snr-gamma", type=non_negative_float, default=TrainConfig.min_snr_gamma,
                    help="min-SNR-gamma loss weighting (default: 5; 0 is plain MSE)")
+    p.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=TrainConfig.timestep_sampling,
+                   help="noise levels to train on: uniform over the T steps, or lognormal: ln(sigma) ~ "
+                        "N(mean, std^2) (Karras et al. 2022)")
+    p.add_argument("--lognormal-mean", type=number(-10.0, 10.0), default=TrainConfig.lognormal_mean,
+                   help="mean of ln(sigma) for --timestep-sampling lognormal (default: %(default)s)")
+    p.add_argument("--lognormal-std", type=number(0.01, 10.0), default=TrainConfig.lognormal_std,
+                   help="spread of ln(sigma) for --timestep-sampling lognormal (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"random seed in [0, {MAX_SEED}]")
     p.add_argument("--ema-decay", type=number(0.0, 0.999999), default=TrainConfig.ema_decay)
     p.add_argument("--p-uncond", type=number(0.0, 1.0), default=TrainConfig.p_uncond,

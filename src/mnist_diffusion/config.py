@@ -7,6 +7,7 @@ network and its noise schedule; nothing in the code base hard-codes a size, a st
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,6 +122,7 @@ class DiffusionConfig:
 
 
 LR_DECAYS = ("cosine", "none")
+TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ class TrainConfig:
     warmup_steps: int = 200
     lr_decay: str = "cosine"  # "cosine" to 0 over the run's limit (steps, epochs or minutes), or "none"
     min_snr_gamma: float = 5.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
+    # Training timesteps: "uniform" over [0, T), or "lognormal": ln(sigma) ~ N(mean, std^2) (Karras et al. 2022)
+    timestep_sampling: str = "uniform"
+    lognormal_mean: float = -1.2
+    lognormal_std: float = 1.2
     grad_clip: float = 1.0
     epochs: float | None = None
     max_steps: int | None = None
@@ -153,6 +159,12 @@ class TrainConfig:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown LR decay {self.lr_decay!r}; choose from {', '.join(LR_DECAYS)}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"unknown timestep sampling {self.timestep_sampling!r}; choose from "
+                             f"{', '.join(TIMESTEP_SAMPLINGS)}")
+        if not (math.isfinite(self.lognormal_mean) and math.isfinite(self.lognormal_std) and self.lognormal_std > 0):
+            raise ValueError(f"the log-normal timestep law needs a finite mean and a positive std, got "
+                             f"{self.lognormal_mean}, {self.lognormal_std}")
         if self.min_snr_gamma < 0:
             raise ValueError(f"min-SNR gamma must be >= 0, got {self.min_snr_gamma}")
         if self.epochs is not None and not self.epochs > 0:

@@ -100,6 +100,17 @@ class NoiseSchedule:
         denominator = snr if self.config.prediction_type == "epsilon" else snr + 1.0
         return (snr.clamp(max=gamma) / denominator).float()
 
+    def lognormal_timesteps(self, count: int, mean: float, std: float,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+        """`count` timesteps whose noise levels follow a log-normal law: ln(sigma) ~ N(mean, std^2),
+        sigma = sqrt((1 - abar) / abar), each draw taken to the step of nearest ln(sigma) (the
+        training-noise density of Karras et al. 2022, eq. 5 and Table 1, on this discrete schedule).
+        `(count,)` int64."""
+        log_sigma = -0.5 * self.log_snr.double()  # increasing in t
+        draws = mean + std * torch.randn(count, generator=generator, dtype=torch.float64)
+        midpoints = 0.5 * (log_sigma[1:] + log_sigma[:-1])
+        return torch.searchsorted(midpoints, draws)
+
     def training_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.config.prediction_type == "epsilon":
             return noise

@@ -299,7 +299,10 @@ class Trainer:
         generator = torch.Generator().manual_seed(mixed_seed(config.seed, step, 0))
         torch.manual_seed(mixed_seed(config.seed, step, 1 + group.rank))  # dropout draws
         index = self.batch_indices(step)  # (B,)
-        t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=generator)
+        if config.timestep_sampling == "lognormal":
+            t = self.schedule.lognormal_timesteps(len(index), config.lognormal_mean, config.lognormal_std, generator)
+        else:
+            t = torch.randint(0, self.schedule.num_timesteps, (len(index),), generator=generator)
         noise = torch.randn((len(index), self.model_config.in_channels, self.model_config.image_size,
                              self.model_config.image_size), generator=generator)
         drop = torch.rand(len(index), generator=generator) < config.p_uncond

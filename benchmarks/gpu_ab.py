@@ -1,0 +1,242 @@
+"""Recipe A/B on a GPU at this CPU's budget, and the default recipe's speed on the GPU.
+
+A GPU minute is about an hour of this 2-core CPU, so many recipes fit in one short GPU session.
+Each recipe trains for the optimizer steps that the CPU budget buys it: `--steps` for the default
+recipe (1,880 steps = 60 minutes on one core at batch 128, the shipped model's budget), scaled by
+the default's training FLOPs per image over the recipe's (so a wider network gets fewer steps, as it
+would on the CPU, where training runs at about the same FLOP rate for every recipe: training.md).
+The recipes (benchmarks/train_budget.py's RECIPES) train side by side, one process each:
+
+    python benchmarks/gpu_ab.py ab --recipes default,v,lognormal-v --steps 1880 [--num 2000]
+    python benchmarks/gpu_ab.py speed --seconds 60 [--every 15]
+    python benchmarks/gpu_ab.py report
+
+`ab` scores each recipe's final EMA weights with the default sampler (10 network passes per digit)
+and with the same sampler at 50 steps (the reference of issue 13's sampler target), `--num` digits,
+1/10 of each digit, against MNIST's test set with `mnist-diffusion evaluate`'s code. `speed` trains
+the default recipe alone for `--seconds`, scores its EMA weights every `--every` seconds the same
+way, and times `mnist-diffusion evaluate --num 10000` of the last one (generation and scoring).
+Results go to `runs/ab/*.json`; `report` appends a dated section to benchmarks/results/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from train_budget import RECIPES, train_flops_per_image
+
+from mnist_diffusion.checkpoint import export_model
+from mnist_diffusion.classifier import load_classifier
+from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
+from mnist_diffusion.evaluate import Evaluator, ScoreRow
+from mnist_diffusion.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    count_passes,
+    generate,
+)
+from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.train import Trainer
+from mnist_diffusion.unet import UNet
+
+RESULTS = Path(__file__).parent / "results"
+REFERENCE_STEPS = 50
+METRICS = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "zero_pixels", "stray_ink")
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def _score(evaluator: Evaluator, model: UNet, schedule: NoiseSchedule, num: int, steps: int,
+           device: torch.device) -> dict:
+    """The default sampler at `steps` steps on `num` digits (1/10 of each), scored: metrics and seconds."""
+    labels = torch.arange(num) % NUM_CLASSES
+    start = time.perf_counter()
+    images = to_uint8(generate(model, schedule, num, labels=labels, guidance=DEFAULT_GUIDANCE, steps=steps,
+                               guidance_interval=DEFAULT_GUIDANCE_INTERVAL, batch_size=500, device=device,
+                               generator=torch.Generator().manual_seed(0)))
+    seconds = time.perf_counter() - start
+    row: ScoreRow = evaluator.score("model", images, labels, memorize=False)[0]
+    passes = count_passes(schedule, DEFAULT_SAMPLER, steps, True, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL,
+                          model.config.guidance_input)
+    return {k: getattr(row, k) for k in METRICS} | {"sampler_steps": steps, "passes": passes, "sampling_s": seconds}
+
+
+def _evaluator(data_root: str) -> Evaluator:
+    return Evaluator(load_classifier(), load_mnist(data_root, "test")[0], load_mnist(data_root, "train")[0])
+
+
+def cmd_one(args: argparse.Namespace) -> None:
+    """Train one recipe for its share of the budget, then score it (a child of `ab`)."""
+    device = _device(args.device)
+    model_config, diffusion_config, train_config = RECIPES[args.recipe]
+    flops = train_flops_per_image(model_config, diffusion_config, train_config)
+    steps = round(args.steps * train_flops_per_image(*RECIPES["default"]) / flops)
+    run_dir = Path(args.run_root) / args.recipe
+    images, labels = load_mnist(args.data_root, "train")
+    config = replace(train_config, max_steps=steps, max_minutes=args.max_seconds and args.max_seconds / 60,
+                     sample_every=10**9, checkpoint_every=10**9)
+    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels,
+                      device=str(device))
+    result = trainer.run()
+    checkpoint = trainer.make_checkpoint(result.elapsed_s)
+    export_model(checkpoint, run_dir / "final.safetensors")
+    model, schedule = checkpoint.build_model(), NoiseSchedule(diffusion_config)
+    evaluator = _evaluator(args.data_root)
+    out = {"recipe": args.recipe, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "steps": result.step, "images_seen": result.images_seen, "train_s": round(result.elapsed_s, 1),
+           "train_gflop_per_image": round(flops / 1e9, 3), "parameters": sum(p.numel() for p in model.parameters()),
+           "default": _score(evaluator, model, schedule, args.num, DEFAULT_STEPS, device),
+           "reference": _score(evaluator, model, schedule, args.num, REFERENCE_STEPS, device), "num": args.num}
+    (Path(args.run_root) / f"ab_{args.recipe}.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out), flush=True)
+
+
+def cmd_ab(args: argparse.Namespace) -> None:
+    """One child process per recipe, all at once; each writes runs/ab/ab_<recipe>.json."""
+    Path(args.run_root).mkdir(parents=True, exist_ok=True)
+    children = []
+    for recipe in args.recipes.split(","):
+        if recipe not in RECIPES:
+            sys.exit(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+        log = open(Path(args.run_root) / f"ab_{recipe}.log", "w")  # noqa: SIM115 (closed below)
+        command = [sys.executable, __file__, "--data-root", args.data_root, "--run-root", args.run_root, "one",
+                   "--recipe", recipe, "--steps", str(args.steps), "--num", str(args.num), "--device", args.device]
+        if args.max_seconds:
+            command += ["--max-seconds", str(args.max_seconds)]
+        children.append((recipe, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                       env=os.environ | {"OMP_NUM_THREADS": "1"})))
+    for recipe, log, child in children:
+        child.wait()
+        log.close()
+        print(recipe, "exit", child.returncode, flush=True)
+
+
+def cmd_speed(args: argparse.Namespace) -> None:
+    """The default recipe alone on the device: images/s, FID against seconds, 10,000 digits timed."""
+    device = _device(args.device)
+    model_config, diffusion_config, train_config = RECIPES["default"]
+    run_dir = Path(args.run_root) / "speed"
+    images, labels = load_mnist(args.data_root, "train")
+    config = replace(train_config, max_minutes=args.seconds / 60, sample_every=10**9, checkpoint_every=10**9,
+                     log_every=10)
+    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels,
+                      device=str(device))
+    snapshots, next_point = [], [args.every]
+
+    def snapshot(row: dict) -> None:
+        if row["elapsed_s"] >= next_point[0]:
+            snapshots.append((row["elapsed_s"], row["step"], trainer.make_checkpoint(row["elapsed_s"])))
+            next_point[0] += args.every
+
+    trainer.on_log = snapshot
+    result = trainer.run()
+    final = trainer.make_checkpoint(result.elapsed_s)
+    if not snapshots or snapshots[-1][1] != result.step:
+        snapshots.append((result.elapsed_s, result.step, final))
+    export_model(final, run_dir / "final.safetensors")
+    evaluator, schedule = _evaluator(args.data_root), NoiseSchedule(diffusion_config)
+    curve = [{"seconds": round(s, 1), "steps": step, "images": step * config.batch_size,
+              **_score(evaluator, c.build_model(), schedule, args.num, DEFAULT_STEPS, device)}
+             for s, step, c in snapshots]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--device", str(device),
+                    "--checkpoint", str(run_dir / "final.safetensors"), "--num", str(args.eval_num),
+                    "--out-dir", str(run_dir / "eval")], check=True)
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "train_s": round(result.elapsed_s, 1), "steps": result.step, "images_seen": result.images_seen,
+           "images_per_s": round(result.images_seen / result.elapsed_s, 1), "curve": curve, "num": args.num,
+           "evaluate_s": round(time.perf_counter() - start, 1), "evaluate": report}
+    (Path(args.run_root) / "speed.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k != "evaluate"}), flush=True)
+
+
+def _cells(m: dict) -> str:
+    return " | ".join(f"{m[k]:.3f}" for k in METRICS[:4]) + \
+        f" | {100 * m['conditional_accuracy']:.2f}% | {100 * m['zero_pixels']:.1f}% | {100 * m['stray_ink']:.1f}%"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Append the A/B table and the speed run to training.md."""
+    root = Path(args.run_root)
+    rows = [json.loads(p.read_text()) for p in sorted(root.glob("ab_*.json"))]
+    rows.sort(key=lambda r: r["default"]["fid"])
+    lines = ["", f"## {time.strftime('%Y-%m-%d %H:%M')}: recipe A/B on a GPU at the CPU's budget", ""]
+    if rows:
+        r0 = rows[0]
+        lines += [f"Machine: {r0['device']}, all recipes side by side (one process each, "
+                  "`python benchmarks/gpu_ab.py ab --recipes ... --steps S --num N`). Each recipe trained for the "
+                  "steps the default's S buys at its FLOPs per image; N digits (1/10 each) scored against "
+                  f"MNIST's test set. Default sampler: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps, guidance "
+                  f"{DEFAULT_GUIDANCE} on t/T {DEFAULT_GUIDANCE_INTERVAL[0]}-{DEFAULT_GUIDANCE_INTERVAL[1]} "
+                  f"(10 passes); reference: the same at {REFERENCE_STEPS} steps.", "",
+                  "| recipe | steps | images | GFLOP/img | FID | precision | recall | coverage | accuracy | "
+                  "zero px | ink pieces | reference FID | default / reference |", "|" + "---|" * 13]
+        for r in rows:
+            d, ref = r["default"], r["reference"]
+            lines.append(f"| {r['recipe']} | {r['steps']} | {r['images_seen']:,} | {r['train_gflop_per_image']} | "
+                         f"{_cells(d)} | {ref['fid']:.3f} | {d['fid'] / ref['fid']:.2f}x |")
+        lines.append(f"\nN = {r0['num']}.")
+    speed_path = root / "speed.json"
+    if speed_path.exists():
+        s = json.loads(speed_path.read_text())
+        model = s["evaluate"]["rows"][0]
+        lines += ["", f"Default recipe alone on the {s['device']} (`python benchmarks/gpu_ab.py speed`): "
+                  f"{s['images_per_s']:,} images/s, {s['steps']} steps in {s['train_s']} s. "
+                  f"EMA weights along the way (N={s['num']}, default sampler):", "",
+                  "| seconds | steps | images | FID | precision | recall | coverage | accuracy | zero px "
+                  "| ink pieces |",
+                  "|" + "---|" * 10]
+        for p in s["curve"]:
+            lines.append(f"| {p['seconds']} | {p['steps']} | {p['images']:,} | {_cells(p)} |")
+        lines += ["", f"`mnist-diffusion evaluate --num {model['count']}` of the last: FID {model['fid']:.3f}, "
+                  f"accuracy "
+                  f"{100 * model['conditional_accuracy']:.2f}%; {model['count']:,} digits generated in "
+                  f"{s['evaluate']['settings']['generation_s']:.1f} s; the whole command {s['evaluate_s']} s."]
+    with open(RESULTS / "training.md", "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--run-root", default="runs/ab")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("ab", cmd_ab), ("one", cmd_one)):
+        p = commands.add_parser(name)
+        p.add_argument("--recipes" if name == "ab" else "--recipe", required=True)
+        p.add_argument("--steps", type=int, default=1880, help="the default recipe's steps (the others: same FLOPs)")
+        p.add_argument("--num", type=int, default=2000)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--max-seconds", type=float, help="stop training here if the steps are not done (a safety "
+                       "cap: the report shows the steps reached)")
+        p.set_defaults(func=func)
+    p = commands.add_parser("speed")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--every", type=float, default=15)
+    p.add_argument("--eval-num", type=int, default=10_000, help="digits of the timed `mnist-diffusion evaluate`")
+    p.add_argument("--num", type=int, default=2000)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_speed)
+    p = commands.add_parser("report")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

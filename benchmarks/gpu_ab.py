@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from train_budget import RECIPES, train_flops_per_image
 
-from mnist_diffusion.checkpoint import export_model
+from mnist_diffusion.checkpoint import export_model, load_checkpoint
 from mnist_diffusion.classifier import load_classifier
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator, ScoreRow
@@ -138,7 +138,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
     def snapshot(row: dict) -> None:
         if row["elapsed_s"] >= next_point[0]:
-            snapshots.append((row["elapsed_s"], row["step"], trainer.make_checkpoint(row["elapsed_s"])))
+            path = run_dir / f"at_{row['elapsed_s']:06.1f}s.safetensors"  # a copy: the live weights move on
+            export_model(trainer.make_checkpoint(row["elapsed_s"]), path)
+            snapshots.append((row["elapsed_s"], row["step"], load_checkpoint(path)))
             next_point[0] += args.every
 
     trainer.on_log = snapshot
@@ -162,6 +164,33 @@ def cmd_speed(args: argparse.Namespace) -> None:
            "evaluate_s": round(time.perf_counter() - start, 1), "evaluate": report}
     (Path(args.run_root) / "speed.json").write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k != "evaluate"}), flush=True)
+
+
+def cmd_samplers(args: argparse.Namespace) -> None:
+    """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw], INTERVAL
+    LOW-HIGH or all; raw = the weights without EMA), to tell the network's limits from the sampler's."""
+    device = _device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args.data_root)
+    labels = torch.arange(args.num) % NUM_CLASSES
+    for setting in args.plan.split(","):
+        sampler, steps, guidance, interval, *raw = setting.split(":")
+        span = None if interval == "all" else tuple(float(v) for v in interval.split("-"))
+        model = checkpoint.build_model(use_ema=not raw)
+        start = time.perf_counter()
+        images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
+                                   sampler=sampler, steps=int(steps), guidance_interval=span,
+                                   batch_size=args.batch_size, device=device,
+                                   generator=torch.Generator().manual_seed(0)))
+        seconds = time.perf_counter() - start
+        row = evaluator.score("model", images, labels, memorize=False)[0]
+        passes = count_passes(schedule, sampler, int(steps), True, float(guidance), span,
+                              checkpoint.model_config.guidance_input)
+        out = {"setting": setting, "passes": passes, "sampling_s": round(seconds, 2),
+               **{k: round(getattr(row, k), 4) for k in METRICS}}
+        with open(Path(args.run_root) / "samplers.jsonl", "a") as f:
+            f.write(json.dumps(out) + "\n")
+        print(json.dumps(out), flush=True)
 
 
 def _cells(m: dict) -> str:
@@ -232,6 +261,13 @@ def main() -> None:
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_speed)
+    p = commands.add_parser("samplers")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--plan", required=True, help="SAMPLER:STEPS:W:INTERVAL[:raw], comma-separated")
+    p.add_argument("--num", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_samplers)
     p = commands.add_parser("report")
     p.set_defaults(func=cmd_report)
     args = parser.parse_args()

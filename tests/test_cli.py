@@ -61,6 +61,8 @@ def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsy
         (["train", "--run-dir", "r"], "say how long to train"),
         (["train", "--run-dir", "r", "--batch-size", "0", "--max-steps", "1"], "must be between 1 and"),
         (["train", "--run-dir", "r", "--resume", "--max-steps", "1"], "no checkpoint to resume"),
+        (["train", "--run-dir", "r", "--max-steps", "1", "--timestep-sampling", "beta"], "invalid choice"),
+        (["train", "--run-dir", "r", "--max-steps", "1", "--lognormal-std", "0"], "must be a finite number >= 0.01"),
         (["export", "--checkpoint", "nope.safetensors", "--out", "m.safetensors"], "does not exist"),
         (["figures", "--run-dir", "nowhere"], "no metrics.jsonl"),
         (["frobnicate"], "invalid choice"),
@@ -131,6 +133,19 @@ def test_train_then_sample_then_figures_end_to_end(tmp_path: Path, mnist_root: P
     code, out, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "6",
                              "--batch-size", "32", "--timesteps", "20", "--data-root", str(mnist_root))
     assert code == 0 and "resuming" in err and "done: step 6" in out
+
+
+def test_train_records_the_timestep_law_it_was_asked_for(tmp_path: Path, mnist_root: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "2",
+                           "--batch-size", "8", "--timestep-sampling", "lognormal", "--lognormal-mean", "-0.5",
+                           "--lognormal-std", "1.5", "--data-root", str(mnist_root), "--device", "cpu")
+    assert code == 0, err
+    from mnist_diffusion.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(run_dir / "checkpoints" / "step_00000002.safetensors").train_config
+    assert (stored.timestep_sampling, stored.lognormal_mean, stored.lognormal_std) == ("lognormal", -0.5, 1.5)
 
 
 def test_checkpoint_for_another_image_size_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -275,3 +275,49 @@ def test_min_snr_loss_with_an_unreachable_cap_is_plain_mse() -> None:
     plain = diffusion_loss(model, schedule, x0, None, t, noise)
     torch.testing.assert_close(diffusion_loss(model, schedule, x0, None, t, noise, min_snr_gamma=1e12), plain)
     assert diffusion_loss(model, schedule, x0, None, t, noise, min_snr_gamma=0.1) < plain
+
+
+def test_lognormal_timesteps_take_the_step_of_nearest_noise_level() -> None:
+    schedule = NoiseSchedule(DiffusionConfig())
+    log_sigma = -0.5 * schedule.log_snr.double()
+    generator = torch.Generator().manual_seed(0)
+    t = schedule.lognormal_timesteps(20_000, -1.2, 1.2, generator)
+    draws = -1.2 + 1.2 * torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    distance = (log_sigma[None, :] - draws[:, None]).abs()
+    assert torch.equal(t, distance.argmin(1))  # the nearest step, not merely a near one
+    # The law itself: half the draws below the mean's noise level, about 84% below mean + std.
+    assert abs((log_sigma[t] < -1.2).double().mean().item() - 0.5) < 0.02
+    assert abs((log_sigma[t] < 0.0).double().mean().item() - 0.841) < 0.02
+    far = schedule.lognormal_timesteps(100, 50.0, 0.1)  # beyond the noisiest step: clamped to it
+    assert (far == schedule.num_timesteps - 1).all()
+
+
+def test_training_draws_timesteps_from_the_configured_law(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, list[torch.Tensor]] = {"uniform": [], "lognormal": []}
+    real_loss = train_module.diffusion_loss
+    law = ["uniform"]
+
+    def spy(model, schedule, x0, labels, t, *rest):
+        seen[law[0]].append(t.clone())
+        return real_loss(model, schedule, x0, labels, t, *rest)
+
+    monkeypatch.setattr(train_module, "diffusion_loss", spy)
+    for name in seen:
+        law[0] = name
+        images, labels = tiny_data()
+        config = TrainConfig(batch_size=64, max_steps=4, sample_every=1000, checkpoint_every=1000,
+                             timestep_sampling=name, lognormal_mean=-1.0, lognormal_std=0.5)
+        Trainer(tmp_path / name, preset("tiny"), DiffusionConfig(), config, images=images, labels=labels,
+                device="cpu").run()
+    uniform, lognormal = torch.cat(seen["uniform"]).double(), torch.cat(seen["lognormal"])
+    assert 350 < uniform.mean() < 650
+    schedule = NoiseSchedule(DiffusionConfig())
+    log_sigma = -0.5 * schedule.log_snr.double()[lognormal]
+    assert abs(log_sigma.mean().item() + 1.0) < 0.1 and abs(log_sigma.std().item() - 0.5) < 0.1
+
+
+@pytest.mark.parametrize("settings", [{"timestep_sampling": "beta"}, {"lognormal_std": 0.0},
+                                      {"lognormal_mean": float("nan")}])
+def test_a_timestep_law_that_cannot_be_drawn_is_refused(settings: dict) -> None:
+    with pytest.raises(ValueError, match=r"timestep|log-normal"):
+        TrainConfig(**settings)

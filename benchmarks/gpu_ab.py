@@ -167,8 +167,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
 
 def cmd_samplers(args: argparse.Namespace) -> None:
-    """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E],
-    INTERVAL LOW-HIGH or all; raw = the weights without EMA; eta for ddim and dpm++2m-sde), to tell
+    """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16],
+    INTERVAL LOW-HIGH or all; raw = the weights without EMA; eta for ddim and dpm++2m-sde; bf16 = the
+    network under bfloat16 autocast), to tell
     the network's limits from the sampler's."""
     device = _device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -180,10 +181,11 @@ def cmd_samplers(args: argparse.Namespace) -> None:
         model = checkpoint.build_model(use_ema="raw" not in extra)
         kwargs = dict(("eta", float(e[4:])) for e in extra if e.startswith("eta="))
         start = time.perf_counter()
-        images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
-                                   sampler=sampler, steps=int(steps), guidance_interval=span,
-                                   batch_size=args.batch_size, device=device, sampler_kwargs=kwargs,
-                                   generator=torch.Generator().manual_seed(0)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in extra):
+            images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
+                                       sampler=sampler, steps=int(steps), guidance_interval=span,
+                                       batch_size=args.batch_size, device=device, sampler_kwargs=kwargs,
+                                       generator=torch.Generator().manual_seed(0)))
         seconds = time.perf_counter() - start
         row = evaluator.score("model", images, labels, memorize=False)[0]
         passes = count_passes(schedule, sampler, int(steps), True, float(guidance), span,
@@ -265,7 +267,7 @@ def main() -> None:
     p.set_defaults(func=cmd_speed)
     p = commands.add_parser("samplers")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--plan", required=True, help="SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E], comma-separated")
+    p.add_argument("--plan", required=True, help="SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16], comma-separated")
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")

@@ -6,7 +6,7 @@ Two phases, so scoring can be redone (say, with another sampler) without retrain
     python benchmarks/train_budget.py score --recipes default [--eval-num 10000] [--threads 2]
     python benchmarks/train_budget.py report [--recipes default,seed-002]
 
-`train` trains one recipe from scratch in `runs/budget/<recipe>`, exporting the EMA weights every
+`train` trains one recipe from scratch in `runs/budget/<recipe>` (or `<--name>`), exporting the EMA weights every
 `--curve-every` minutes to `curve/` (the points of the FID-against-minutes curve), and writes
 `result.json` with the throughput: images/s, FLOPs per training image (torch.utils.flop_counter),
 the fp32 matmul rate measured in the same process with the same thread count, and peak RSS.
@@ -130,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     peak = matmul_gflops()
     flops = train_flops_per_image(model_config, diffusion_config, train_config)
     images, labels = load_mnist(args.data_root, "train")
-    run_dir = Path(args.run_root) / args.recipe
+    name = args.name or args.recipe
+    run_dir = Path(args.run_root) / name
     curve_dir = run_dir / "curve"
     curve_dir.mkdir(parents=True, exist_ok=True)
     config = replace(train_config, max_minutes=args.minutes, sample_every=10**9, log_every=10)
@@ -149,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     export_model(final, curve_dir / f"min_{result.elapsed_s / 60:05.1f}.safetensors")
     images_per_s = result.images_seen / result.elapsed_s
     summary = {
-        "recipe": args.recipe, "threads": args.threads, "minutes": round(result.elapsed_s / 60, 2),
+        "recipe": name, "base_recipe": args.recipe, "threads": args.threads, "minutes": round(result.elapsed_s / 60, 2),
         "steps": result.step, "images_seen": result.images_seen, "images_per_s": round(images_per_s, 1),
         "train_gflop_per_image": round(flops / 1e9, 3), "achieved_gflops": round(images_per_s * flops / 1e9, 1),
         "matmul_peak_gflops": round(peak, 1),
@@ -196,7 +197,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         score = json.loads(path.read_text()) if path.exists() else {}
         score |= json.loads((run_dir / "result.json").read_text())
         # Recounted here, so a run trained before the counter knew a recipe's extra passes is right.
-        flops = train_flops_per_image(*RECIPES[name]) if name in RECIPES else None
+        base = score.get("base_recipe", name)
+        flops = train_flops_per_image(*RECIPES[base]) if base in RECIPES else None
         if flops is not None:
             score |= {"train_gflop_per_image": round(flops / 1e9, 3),
                       "achieved_gflops": round(score["images_per_s"] * flops / 1e9, 1)}
@@ -382,6 +384,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train")
     p.add_argument("--recipe", choices=sorted(RECIPES), required=True)
+    p.add_argument("--name", help="run directory and label (default: the recipe), e.g. default-2cores")
     p.add_argument("--minutes", type=float, default=60)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--curve-every", type=float, default=10, help="minutes between curve points")

@@ -169,7 +169,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
 def cmd_samplers(args: argparse.Namespace) -> None:
     """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16],
     INTERVAL LOW-HIGH or all; raw = the weights without EMA; eta for ddim and dpm++2m-sde; bf16 = the
-    network under bfloat16 autocast), to tell
+    network in bfloat16, `generate(precision="bf16")`), to tell
     the network's limits from the sampler's."""
     device = _device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -181,11 +181,11 @@ def cmd_samplers(args: argparse.Namespace) -> None:
         model = checkpoint.build_model(use_ema="raw" not in extra)
         kwargs = dict(("eta", float(e[4:])) for e in extra if e.startswith("eta="))
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in extra):
-            images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
-                                       sampler=sampler, steps=int(steps), guidance_interval=span,
-                                       batch_size=args.batch_size, device=device, sampler_kwargs=kwargs,
-                                       generator=torch.Generator().manual_seed(0)))
+        images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
+                                   sampler=sampler, steps=int(steps), guidance_interval=span,
+                                   batch_size=args.batch_size, device=device, sampler_kwargs=kwargs,
+                                   precision="bf16" if "bf16" in extra else "fp32",
+                                   generator=torch.Generator().manual_seed(0)))
         seconds = time.perf_counter() - start
         row = evaluator.score("model", images, labels, memorize=False)[0]
         passes = count_passes(schedule, sampler, int(steps), True, float(guidance), span,

@@ -206,6 +206,32 @@ def test_evaluate_end_to_end_writes_the_report(tmp_path: Path, tiny_checkpoint: 
     assert model_row["count"] == 30 and model_row["conditional_accuracy"] is not None
     assert sum(model_row["histogram"]) == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "nearest_neighbours.png").exists()
+    assert report["settings"]["precision"] in ("fp32", "bf16")
+
+
+def test_precision_is_chosen_by_flag_and_recorded(tmp_path: Path, tiny_checkpoint: Path, mnist_root: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import numpy as np
+
+    images = {}
+    for precision in ("fp32", "bf16"):
+        code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "20", "--steps", "3",
+                               "--precision", precision, "--out", str(tmp_path / f"{precision}.png"),
+                               "--npz", str(tmp_path / f"{precision}.npz"))
+        assert code == 0, err
+        with np.load(tmp_path / f"{precision}.npz") as saved:
+            images[precision] = saved["images"].astype(int)
+    difference = np.abs(images["fp32"] - images["bf16"])
+    assert difference.max() > 0  # the flag reached the network
+    assert difference.mean() < 4  # ... and the digits are the same digits (mean off by < 4 of 255)
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", str(tiny_checkpoint), "--num", "20", "--steps", "2",
+                           "--precision", "bf16", "--data-root", str(mnist_root), "--out-dir", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["settings"]["precision"] == "bf16"
+    code, _, err = run_cli(capsys, "sample", "--precision", "fp16", "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, "invalid choice")
 
 
 def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint: Path,
@@ -216,7 +242,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
 
     from mnist_diffusion.checkpoint import load_checkpoint
     from mnist_diffusion.data import to_uint8
-    from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate
+    from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate, resolve_precision
     from mnist_diffusion.schedule import NoiseSchedule
 
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
@@ -229,7 +255,8 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]
     expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
                                  labels=labels, guidance=1.5, steps=3, generator=generator,
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL))
+                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
+                                 precision=resolve_precision("auto", "cpu")))  # the CLI's default arithmetic
     with np.load(tmp_path / "x.npz") as saved:
         assert np.array_equal(saved["labels"], labels.numpy())
         assert np.array_equal(saved["images"], expected.numpy())

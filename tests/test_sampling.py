@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_diffusion import sampling as sampling_module
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.sampling import (
@@ -19,6 +20,7 @@ from mnist_diffusion.sampling import (
     guided_step_count,
     make_timesteps,
     network_passes_per_digit,
+    resolve_precision,
     sample_ddim,
     sample_ddpm,
     sample_dpm_solver_pp,
@@ -385,3 +387,35 @@ def test_an_interval_covering_every_noise_level_is_plain_guidance() -> None:
     assert not torch.equal(draw((0.05, 0.95)), draw(None))  # the first (t = T-1) and last (t = 0) steps unguided
     with pytest.raises(ValueError, match="guidance interval"):
         draw((0.7, 0.2))
+
+
+class AutocastSpy(torch.nn.Module):
+    """A fake epsilon network that records whether bfloat16 autocast was on and answers in bfloat16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autocast: list[bool] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels=None) -> torch.Tensor:
+        self.autocast.append(torch.is_autocast_enabled(x.device.type))
+        return (0.1 * x).to(torch.bfloat16)
+
+
+def test_bf16_precision_runs_the_network_under_autocast_and_returns_fp32() -> None:
+    net, schedule = AutocastSpy(), NoiseSchedule(DiffusionConfig(num_timesteps=10))
+    x, t = torch.randn(2, 1, 4, 4), torch.tensor([5, 5])
+    for precision, expected in (("fp32", False), ("bf16", True)):
+        x0, eps = Denoiser(net, schedule, precision=precision)(x, t)
+        assert net.autocast[-1] is expected
+        assert x0.dtype == eps.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        Denoiser(net, schedule, precision="fp16")
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    for native in (True, False):
+        monkeypatch.setattr(sampling_module, "bf16_is_native", lambda device, native=native: native)
+        assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+        assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8", "cpu")

@@ -43,9 +43,11 @@ from .sampling import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_GUIDANCE,
+    PRECISIONS,
     SAMPLERS,
     count_passes,
     default_steps,
+    resolve_precision,
 )
 
 PROG = "mnist-diffusion"
@@ -187,7 +189,8 @@ def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace,
         images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
                           steps=steps, generator=generator, batch_size=args.batch_size,
                           device=args.device_chosen, guidance_interval=getattr(args, "guidance_interval", None),
-                          callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args))
+                          callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args),
+                          precision=args.precision_chosen)
     return to_uint8(images)
 
 
@@ -514,7 +517,7 @@ def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
     settings = {"checkpoint": args.checkpoint or "shipped default", "sampler": args.sampler, "steps": steps,
                 "network_passes_per_digit": passes, "guidance": args.guidance,
                 "guidance_interval": args.guidance_interval, "seed": args.seed, "ema": not args.no_ema,
-                "generation_s": round(time.monotonic() - started, 1)}
+                "precision": args.precision_chosen, "generation_s": round(time.monotonic() - started, 1)}
     info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
     interval = args.guidance_interval
     where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and labels is not None else ""
@@ -786,6 +789,13 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
+                             "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
+                             "computes it natively, else fp32 (default: auto)")
+
+
 def guidance_interval(text: str) -> tuple[float, float] | None:
     if text.strip() == "all":
         return None
@@ -872,6 +882,7 @@ def _add_sample_parser(commands) -> None:
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
     p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
     _add_sampling(p)
+    _add_precision(p)
     _add_guidance_interval(p)
     _add_device(p)
     p.set_defaults(func=cmd_sample)
@@ -912,6 +923,7 @@ def _add_evaluate_parser(commands) -> None:
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_sampling(p)
+    _add_precision(p)
     _add_guidance_interval(p)
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
@@ -999,6 +1011,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .distributed import pick_device
 
             args.device_chosen = pick_device(args.device)
+        # Commands without --precision (complete, interpolate, serve) sample in fp32.
+        args.precision_chosen = resolve_precision(getattr(args, "precision", "fp32"),
+                                                  getattr(args, "device_chosen", "cpu"))
         return func(args) or 0
     except (UsageError, DataError, CheckpointError, ValueError) as error:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)

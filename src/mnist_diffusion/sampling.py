@@ -258,6 +258,9 @@ MAX_GUIDANCE = 20.0
 # or 128 images ran 1.4x the images/s of 256 and 2.3x that of 512 (benchmarks/inference_speed.py;
 # guidance makes the pass twice the digits).
 DEFAULT_BATCH_SIZE = 64
+# Arithmetic of the network's forward pass while sampling: "fp32", or "bf16" (bfloat16 autocast; the
+# sampler's own arithmetic stays fp32). See `bf16_is_native`.
+PRECISIONS = ("fp32", "bf16")
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr",
                                    "dpm++2m-sde": "logsnr"}
@@ -327,6 +330,25 @@ def count_passes(schedule: NoiseSchedule, sampler: str, steps: int, conditional:
     return network_passes_per_digit(steps, conditional, guidance, guided, learned_guidance)
 
 
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU that supports them, or a
+    CPU whose oneDNN has bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """"auto" -> "bf16" where `bf16_is_native(device)`, else "fp32"; "fp32" and "bf16" as they are."""
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 class Denoiser:
     """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`.
 
@@ -337,13 +359,18 @@ class Denoiser:
     alone elsewhere, one pass instead of two. A network trained with guidance as an input
     (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
     guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the data range) and
-    re-derives eps_hat from it, as DDPM's reference sampler does.
+    re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"` runs the network
+    under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`).
     """
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
-                 guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None) -> None:
+                 guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None,
+                 precision: str = "fp32") -> None:
         if not 0 <= guidance <= MAX_GUIDANCE:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {guidance}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         check_interval(guidance_interval)
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
         self.guidance_interval = guidance_interval
@@ -375,7 +402,9 @@ class Denoiser:
         return uncond + self.guidance * (cond - uncond)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
-        x0, eps = self.schedule.to_x0_eps(x, t, self._output(x, t))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            output = self._output(x, t)
+        x0, eps = self.schedule.to_x0_eps(x, t, output.float())
         if self.clip:
             x0 = x0.clamp(-1.0, 1.0)
             eps = self.schedule.eps_from_x0(x, t, x0)
@@ -405,13 +434,15 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              generator: torch.Generator | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
-             noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None) -> torch.Tensor:
+             noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
+             precision: str = "fp32") -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
     `steps=None` means the sampler's default (`default_steps`); `spacing=None` its own spacing. Initial noise
     comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
     unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise).
+    `precision` is the network's arithmetic, "fp32" or "bf16" (`PRECISIONS`; `resolve_precision` picks for a device).
     """
     if num < 1:
         raise ValueError(f"number of samples must be at least 1, got {num}")
@@ -435,7 +466,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         shape = (count, config.in_channels, config.image_size, config.image_size)
         x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval)
+        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
                                  **(sampler_kwargs or {})).cpu())
     return torch.cat(outputs)

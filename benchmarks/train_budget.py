@@ -219,7 +219,7 @@ def cmd_score(args: argparse.Namespace) -> None:
                                           "label": f"{DEFAULT_STEPS} steps, guided on t/T {low:g}-{high:g}"}
             print(name, score["new_default_point"], flush=True)
         if args.part in ("final", "all"):
-            score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads)
+            score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads, args.precision)
             score["final_threads"] = args.threads
             print(name, score["metrics"], flush=True)
         final = load_checkpoint(points[-1])
@@ -233,15 +233,15 @@ def cmd_score(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(score, indent=2))
 
 
-def _evaluate(checkpoint: Path, num: int, out_dir: Path, threads: int) -> dict:
+def _evaluate(checkpoint: Path, num: int, out_dir: Path, threads: int, precision: str) -> dict:
     """Score the final model with `mnist-diffusion evaluate` itself (so the numbers are the CLI's)."""
     subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--checkpoint", str(checkpoint),
-                    "--num", str(num), "--out-dir", str(out_dir)], check=True,
+                    "--num", str(num), "--out-dir", str(out_dir), "--precision", precision], check=True,
                    env=os.environ | {"OMP_NUM_THREADS": str(threads)})
     report = json.loads((out_dir / "report.json").read_text())
     model = report["rows"][0]
     metrics = {k: v for k, v in model.items() if k not in ("name", "histogram") and v is not None}
-    return metrics | {"sampling_s": report["settings"]["generation_s"]}
+    return metrics | {"sampling_s": report["settings"]["generation_s"], "precision": report["settings"]["precision"]}
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -400,6 +400,8 @@ def main() -> None:
                         "2026-11-25/27) or 'default'")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the final model's `mnist-diffusion evaluate --precision` (curve points: fp32)")
     p.add_argument("--part", choices=("curve", "final", "all", "new-default"), default="all",
                    help="score only the curve points or only the final model (to time it alone); new-default: "
                         "the last curve point again with the current default sampler")

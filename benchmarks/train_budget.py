@@ -316,7 +316,8 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
             ("peak memory <= 3 GB", f"{r['peak_rss_gb']} GB", r["peak_rss_gb"] <= 3),
         ]
         lines += ["", f"**{r['recipe']}: full evaluation** (`mnist-diffusion evaluate --checkpoint <final> "
-                  f"--num {m['count']}`, report in {args.run_root}/{r['recipe']}/eval/)", "",
+                  f"--num {m['count']} --precision {m.get('precision', 'fp32')}`, report in "
+                  f"{args.run_root}/{r['recipe']}/eval/)", "",
                   "| set | N | FID | precision | recall | density | coverage | cond. acc. | near copies "
                   "| zero pixels | several ink pieces |",
                   "|" + "---|" * 11,

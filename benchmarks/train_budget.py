@@ -241,7 +241,8 @@ def _evaluate(checkpoint: Path, num: int, out_dir: Path, threads: int, precision
     report = json.loads((out_dir / "report.json").read_text())
     model = report["rows"][0]
     metrics = {k: v for k, v in model.items() if k not in ("name", "histogram") and v is not None}
-    return metrics | {"sampling_s": report["settings"]["generation_s"], "precision": report["settings"]["precision"]}
+    return metrics | {"sampling_s": report["settings"]["generation_s"],
+                      "sampling_precision": report["settings"]["precision"]}
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -316,7 +317,7 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
             ("peak memory <= 3 GB", f"{r['peak_rss_gb']} GB", r["peak_rss_gb"] <= 3),
         ]
         lines += ["", f"**{r['recipe']}: full evaluation** (`mnist-diffusion evaluate --checkpoint <final> "
-                  f"--num {m['count']} --precision {m.get('precision', 'fp32')}`, report in "
+                  f"--num {m['count']} --precision {m.get('sampling_precision', 'fp32')}`, report in "
                   f"{args.run_root}/{r['recipe']}/eval/)", "",
                   "| set | N | FID | precision | recall | density | coverage | cond. acc. | near copies "
                   "| zero pixels | several ink pieces |",

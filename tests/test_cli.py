@@ -242,7 +242,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
 
     from mnist_diffusion.checkpoint import load_checkpoint
     from mnist_diffusion.data import to_uint8
-    from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate, resolve_precision
+    from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate, resolve_precision
     from mnist_diffusion.schedule import NoiseSchedule
 
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
@@ -254,7 +254,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     generator = torch.Generator().manual_seed(3)
     labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]
     expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
-                                 labels=labels, guidance=1.5, steps=3, generator=generator,
+                                 labels=labels, guidance=DEFAULT_GUIDANCE, steps=3, generator=generator,
                                  guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
                                  precision=resolve_precision("auto", "cpu")))  # the CLI's default arithmetic
     with np.load(tmp_path / "x.npz") as saved:
@@ -283,5 +283,7 @@ def test_evaluate_names_a_guidance_interval_in_its_row(tmp_path: Path, tiny_chec
                              "--guidance-interval", "0.1,0.7", "--no-references", "--data-root", str(mnist_root),
                              "--out-dir", str(tmp_path / "eval"))
     assert code == 0, err
-    assert "model (dpm++2m, 4 steps, w=1.5 on t/T 0.1-0.7)" in out
+    from mnist_diffusion.sampling import DEFAULT_GUIDANCE
+
+    assert f"model (dpm++2m, 4 steps, w={DEFAULT_GUIDANCE:g} on t/T 0.1-0.7)" in out
     assert "20 digits: 4 steps, 2 branches on" in err and "(guidance interval)" in err

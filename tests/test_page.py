@@ -18,7 +18,7 @@ import torch
 
 from mnist_diffusion.classifier import embed, load_classifier
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
 from mnist_diffusion.serve import Demo, make_server
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # the binary itself, not the /usr/bin wrapper script
@@ -117,8 +117,8 @@ def test_generate_shows_every_step_and_ends_on_the_librarys_digit(page: PageReco
     page.wait_for_status("#generate-status", "done")
     assert page.page.locator("#filmstrip canvas").count() == 10
     shown = page.canvas_pixels("#generate-canvas")
-    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([3]), guidance=1.5, steps=10,
-                                 generator=torch.Generator().manual_seed(5),
+    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE,
+                                 steps=10, generator=torch.Generator().manual_seed(5),
                                  guidance_interval=DEFAULT_GUIDANCE_INTERVAL))[0]
     assert shown == expected.flatten().tolist()
     assert read_digit(shown) == 3

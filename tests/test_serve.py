@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE_INTERVAL, generate
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
 from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, make_server
 
 
@@ -52,7 +52,7 @@ def test_generate_streams_every_step_and_ends_on_the_librarys_digit(server_url: 
     assert [f["step"] for f in frames] == [1, 2, 3, 4, 5, 6] and done["type"] == "done"
     assert done["passes_per_digit"] == 7  # 6 steps, one of them (t/T = 0.49) in the default guidance interval
     demo = Demo.load(None, "nowhere")
-    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=1.5, steps=6,
+    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=DEFAULT_GUIDANCE, steps=6,
                                  generator=torch.Generator().manual_seed(9),
                                  guidance_interval=DEFAULT_GUIDANCE_INTERVAL))[0]
     assert done["pixels"] == expected.flatten().tolist()

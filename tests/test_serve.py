@@ -52,8 +52,8 @@ def test_generate_streams_every_step_and_ends_on_the_librarys_digit(server_url: 
     assert [f["step"] for f in frames] == [1, 2, 3, 4, 5, 6] and done["type"] == "done"
     assert done["passes_per_digit"] == 7  # 6 steps, one of them (t/T = 0.49) in the default guidance interval
     demo = Demo.load(None, "nowhere")
-    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=DEFAULT_GUIDANCE, steps=6,
-                                 generator=torch.Generator().manual_seed(9),
+    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=DEFAULT_GUIDANCE,
+                                 steps=6, generator=torch.Generator().manual_seed(9),
                                  guidance_interval=DEFAULT_GUIDANCE_INTERVAL))[0]
     assert done["pixels"] == expected.flatten().tolist()
 

@@ -9,6 +9,7 @@ The recipes (benchmarks/train_budget.py's RECIPES) train side by side, one proce
 
     python benchmarks/gpu_ab.py ab --recipes default,v,lognormal-v --steps 1880 [--num 2000]
     python benchmarks/gpu_ab.py speed --seconds 60 [--every 15]
+    python benchmarks/gpu_ab.py samplers --checkpoint PATH --plan "dpm++2m:8:1.25:0.3-0.7,ddpm:1000:1:all"
     python benchmarks/gpu_ab.py report
 
 `ab` scores each recipe's final EMA weights with the default sampler (10 network passes per digit)
@@ -16,7 +17,10 @@ and with the same sampler at 50 steps (the reference of issue 13's sampler targe
 1/10 of each digit, against MNIST's test set with `mnist-diffusion evaluate`'s code. `speed` trains
 the default recipe alone for `--seconds`, scores its EMA weights every `--every` seconds the same
 way, and times `mnist-diffusion evaluate --num 10000` of the last one (generation and scoring).
-Results go to `runs/ab/*.json`; `report` appends a dated section to benchmarks/results/training.md.
+`samplers` scores one checkpoint under several sampler settings (any device; it is how the CPU's
+bf16 and SDE measurements of training.md were made too), to tell the network's limits from the
+sampler's. Results go to `runs/ab/*.json`; `report` appends a dated section to
+benchmarks/results/training.md.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from train_budget import RECIPES, train_flops_per_image
+from train_budget import RECIPES, _evaluator, train_flops_per_image
 
 from mnist_diffusion.checkpoint import export_model, load_checkpoint
-from mnist_diffusion.classifier import load_classifier
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
+from mnist_diffusion.distributed import pick_device
 from mnist_diffusion.evaluate import Evaluator, ScoreRow
 from mnist_diffusion.sampling import (
     DEFAULT_GUIDANCE,
@@ -58,33 +58,31 @@ REFERENCE_STEPS = 50
 METRICS = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "zero_pixels", "stray_ink")
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                        "cpu" if name == "auto" else name)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _score(evaluator: Evaluator, model: UNet, schedule: NoiseSchedule, num: int, steps: int,
-           device: torch.device) -> dict:
-    """The default sampler at `steps` steps on `num` digits (1/10 of each), scored: metrics and seconds."""
+def _score(evaluator: Evaluator, model: UNet, schedule: NoiseSchedule, num: int, steps: int, device: torch.device,
+           *, sampler: str = DEFAULT_SAMPLER, guidance: float = DEFAULT_GUIDANCE,
+           interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL, batch_size: int = 500,
+           sampler_kwargs: dict | None = None, precision: str = "fp32") -> dict:
+    """`num` digits (1/10 of each) from `sampler` at `steps` steps (the default sampler unless told),
+    scored: metrics, network passes per digit and seconds to generate."""
     labels = torch.arange(num) % NUM_CLASSES
     start = time.perf_counter()
-    images = to_uint8(generate(model, schedule, num, labels=labels, guidance=DEFAULT_GUIDANCE, steps=steps,
-                               guidance_interval=DEFAULT_GUIDANCE_INTERVAL, batch_size=500, device=device,
+    images = to_uint8(generate(model, schedule, num, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
+                               guidance_interval=interval, batch_size=batch_size, device=device,
+                               sampler_kwargs=sampler_kwargs, precision=precision,
                                generator=torch.Generator().manual_seed(0)))
     seconds = time.perf_counter() - start
     row: ScoreRow = evaluator.score("model", images, labels, memorize=False)[0]
-    passes = count_passes(schedule, DEFAULT_SAMPLER, steps, True, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL,
-                          model.config.guidance_input)
+    passes = count_passes(schedule, sampler, steps, True, guidance, interval, model.config.guidance_input)
     return {k: getattr(row, k) for k in METRICS} | {"sampler_steps": steps, "passes": passes, "sampling_s": seconds}
-
-
-def _evaluator(data_root: str) -> Evaluator:
-    return Evaluator(load_classifier(), load_mnist(data_root, "test")[0], load_mnist(data_root, "train")[0])
 
 
 def cmd_one(args: argparse.Namespace) -> None:
     """Train one recipe for its share of the budget, then score it (a child of `ab`)."""
-    device = _device(args.device)
+    device = pick_device(args.device)
     model_config, diffusion_config, train_config = RECIPES[args.recipe]
     flops = train_flops_per_image(model_config, diffusion_config, train_config)
     steps = round(args.steps * train_flops_per_image(*RECIPES["default"]) / flops)
@@ -98,8 +96,8 @@ def cmd_one(args: argparse.Namespace) -> None:
     checkpoint = trainer.make_checkpoint(result.elapsed_s)
     export_model(checkpoint, run_dir / "final.safetensors")
     model, schedule = checkpoint.build_model(), NoiseSchedule(diffusion_config)
-    evaluator = _evaluator(args.data_root)
-    out = {"recipe": args.recipe, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    evaluator = _evaluator(args)[0]
+    out = {"recipe": args.recipe, "device": _device_name(device),
            "steps": result.step, "images_seen": result.images_seen, "train_s": round(result.elapsed_s, 1),
            "train_gflop_per_image": round(flops / 1e9, 3), "parameters": sum(p.numel() for p in model.parameters()),
            "default": _score(evaluator, model, schedule, args.num, DEFAULT_STEPS, device),
@@ -130,7 +128,7 @@ def cmd_ab(args: argparse.Namespace) -> None:
 
 def cmd_speed(args: argparse.Namespace) -> None:
     """The default recipe alone on the device: images/s, FID against seconds, 10,000 digits timed."""
-    device = _device(args.device)
+    device = pick_device(args.device)
     model_config, diffusion_config, train_config = RECIPES["default"]
     run_dir = Path(args.run_root) / "speed"
     images, labels = load_mnist(args.data_root, "train")
@@ -153,7 +151,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
     if not snapshots or snapshots[-1][1] != result.step:
         snapshots.append((result.elapsed_s, result.step, final))
     export_model(final, run_dir / "final.safetensors")
-    evaluator, schedule = _evaluator(args.data_root), NoiseSchedule(diffusion_config)
+    evaluator, schedule = _evaluator(args)[0], NoiseSchedule(diffusion_config)
     curve = [{"seconds": round(s, 1), "steps": step, "images": step * config.batch_size,
               **_score(evaluator, c.build_model(), schedule, args.num, DEFAULT_STEPS, device)}
              for s, step, c in snapshots]
@@ -162,7 +160,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
                     "--checkpoint", str(run_dir / "final.safetensors"), "--num", str(args.eval_num),
                     "--out-dir", str(run_dir / "eval")], check=True)
     report = json.loads((run_dir / "eval" / "report.json").read_text())
-    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    out = {"device": _device_name(device),
            "train_s": round(result.elapsed_s, 1), "steps": result.step, "images_seen": result.images_seen,
            "images_per_s": round(result.images_seen / result.elapsed_s, 1), "curve": curve, "num": args.num,
            "evaluate_s": round(time.perf_counter() - start, 1), "evaluate": report}
@@ -175,27 +173,19 @@ def cmd_samplers(args: argparse.Namespace) -> None:
     INTERVAL LOW-HIGH or all; raw = the weights without EMA; eta for ddim and dpm++2m-sde; bf16 = the
     network in bfloat16, `generate(precision="bf16")`), to tell
     the network's limits from the sampler's."""
-    device = _device(args.device)
+    device = pick_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
-    schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args.data_root)
-    labels = torch.arange(args.num) % NUM_CLASSES
+    schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args)[0]
     for setting in args.plan.split(","):
         sampler, steps, guidance, interval, *extra = setting.split(":")
         span = None if interval == "all" else tuple(float(v) for v in interval.split("-"))
-        model = checkpoint.build_model(use_ema="raw" not in extra)
         kwargs = dict(("eta", float(e[4:])) for e in extra if e.startswith("eta="))
-        start = time.perf_counter()
-        images = to_uint8(generate(model, schedule, args.num, labels=labels, guidance=float(guidance),
-                                   sampler=sampler, steps=int(steps), guidance_interval=span,
-                                   batch_size=args.batch_size, device=device, sampler_kwargs=kwargs,
-                                   precision="bf16" if "bf16" in extra else "fp32",
-                                   generator=torch.Generator().manual_seed(0)))
-        seconds = time.perf_counter() - start
-        row = evaluator.score("model", images, labels, memorize=False)[0]
-        passes = count_passes(schedule, sampler, int(steps), True, float(guidance), span,
-                              checkpoint.model_config.guidance_input)
-        out = {"setting": setting, "passes": passes, "sampling_s": round(seconds, 2),
-               **{k: round(getattr(row, k), 4) for k in METRICS}}
+        scored = _score(evaluator, checkpoint.build_model(use_ema="raw" not in extra), schedule, args.num,
+                        int(steps), device, sampler=sampler, guidance=float(guidance), interval=span,
+                        batch_size=args.batch_size, sampler_kwargs=kwargs,
+                        precision="bf16" if "bf16" in extra else "fp32")
+        out = {"setting": setting, "passes": scored["passes"], "sampling_s": round(scored["sampling_s"], 2),
+               **{k: round(scored[k], 4) for k in METRICS}}
         with open(Path(args.run_root) / "samplers.jsonl", "a") as f:
             f.write(json.dumps(out) + "\n")
         print(json.dumps(out), flush=True)

@@ -174,6 +174,7 @@ def cmd_samplers(args: argparse.Namespace) -> None:
     network in bfloat16, `generate(precision="bf16")`), to tell
     the network's limits from the sampler's."""
     device = pick_device(args.device)
+    Path(args.run_root).mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(args.checkpoint)
     schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args)[0]
     for setting in args.plan.split(","):

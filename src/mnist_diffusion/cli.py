@@ -35,7 +35,7 @@ from .config import (
     preset,
 )
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
-from .files import atomic_write, check_writable, regular_file
+from .files import atomic_write, check_writable
 from .sampling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GUIDANCE,
@@ -468,37 +468,16 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
 def _samples_from_npz(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images `(N, 28, 28)` and optional int64 labels `(N,)` from an .npz, fully checked."""
-    import zipfile
-
-    import numpy as np
-
     from .evaluate import check_samples
+    from .inputs import read_npz_digits
 
-    path = regular_file(text, "--samples")
+    images, labels = read_npz_digits(text, "--samples", max_images=MAX_DIGITS, allow_channel_axis=True,
+                                     first_array_as_images=True)
     try:
-        with np.load(path, allow_pickle=False) as payload:
-            if not hasattr(payload, "files") or not payload.files:
-                raise UsageError(f"{path} is not an .npz archive of arrays")
-            images = np.asarray(payload["images"] if "images" in payload.files else payload[payload.files[0]])
-            labels = np.asarray(payload["labels"]) if "labels" in payload.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, UsageError):
-            raise
-        raise UsageError(f"{path} is not a readable .npz archive of arrays (written by numpy.savez); "
-                         f"{type(error).__name__}") from None
-    if images.ndim == 4 and images.shape[1] == 1:
-        images = images[:, 0]
-    if images.dtype != np.uint8:
-        raise UsageError(f"{path}: expected uint8 images shaped (N, 28, 28), got {images.dtype} {images.shape}")
-    if labels is not None and labels.dtype.kind not in "iu":
-        raise UsageError(f"{path}: labels must be integers 0-9, got {labels.dtype} values")
-    image_tensor = torch.from_numpy(images.copy())
-    label_tensor = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
-    try:
-        check_samples(image_tensor, label_tensor)
+        check_samples(images, labels)
     except ValueError as error:
-        raise UsageError(f"{path}: {error}") from None
-    return image_tensor, label_tensor
+        raise UsageError(f"--samples {text}: {error}") from None
+    return images, labels
 
 
 def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
@@ -615,64 +594,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {'raw' if args.no_ema else 'EMA'} weights of step {checkpoint.step} to {out} ({size_mb:.1f} MB)")
 
 
-def _read_digit_png(path: Path, what: str) -> torch.Tensor:
-    """A 28x28 PNG (any mode, converted to greyscale) -> uint8 `(28, 28)`."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as picture:
-            grey = picture.convert("L")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise UsageError(f"{what} {path} is not a readable image ({type(error).__name__})") from None
-    if grey.size != (28, 28):
-        raise UsageError(f"{what} {path} is {grey.size[0]}x{grey.size[1]} pixels; a digit here is 28x28")
-    import numpy as np
-
-    return torch.from_numpy(np.asarray(grey, dtype=np.uint8).copy())
-
-
-def _completion_inputs(text: str) -> torch.Tensor:
-    """uint8 digits `(N, 28, 28)` from a PNG of one digit or an .npz holding `images`."""
-    import numpy as np
-
-    path = regular_file(text, "--images")
-    if path.suffix.lower() == ".png":
-        return _read_digit_png(path, "--images")[None]
-    if path.suffix.lower() != ".npz":
-        raise UsageError(f"--images {path}: expected a .png of one digit or an .npz with 'images'")
-    try:
-        with np.load(path, allow_pickle=False) as payload:
-            images = np.asarray(payload["images"])
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise UsageError(f"--images {path} is not an .npz holding an 'images' array ({type(error).__name__})") from None
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
-        raise UsageError(f"--images {path}: expected uint8 images shaped (N, 28, 28) with N >= 1, got "
-                         f"{images.dtype} {images.shape}")
-    return torch.from_numpy(images.copy())
-
-
-def _completion_mask(text: str) -> torch.Tensor:
-    """The keep-mask `(28, 28)`, True = known: a region name, or a PNG whose white (> 127) pixels are erased."""
-    from .completion import MASK_REGIONS, region_mask
-
-    if text in MASK_REGIONS:
-        return region_mask(text)
-    if not text.lower().endswith(".png"):
-        raise UsageError(f"--mask {text!r}: give one of {', '.join(MASK_REGIONS)} or a 28x28 PNG (white = erased)")
-    keep = _read_digit_png(regular_file(text, "--mask"), "--mask") <= 127
-    if keep.all() or not keep.any():
-        raise UsageError(f"--mask {text} erases {'nothing' if keep.all() else 'everything'}; white pixels mark "
-                         f"the part to draw")
-    return keep
-
-
 def cmd_complete(args: argparse.Namespace) -> None:
     from .completion import complete, model_inputs
     from .figures import save_grid
+    from .inputs import read_completion_inputs, read_mask
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
-    pixels, keep = _completion_inputs(args.images), _completion_mask(args.mask)
+    pixels, keep = read_completion_inputs(args.images, MAX_DIGITS), read_mask(args.mask)
     if len(pixels) * args.num > MAX_DIGITS:
         raise UsageError(f"{len(pixels)} images x --num {args.num} is more than the {MAX_DIGITS:,} digits one "
                          f"command may draw")
@@ -729,9 +658,12 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import Demo, make_server
+    from .serve import Demo, is_loopback, make_server
 
     demo = Demo.load(args.checkpoint, args.data_root)
+    if not is_loopback(args.host):
+        info(f"warning: --host {args.host} makes the page reachable from other machines; anyone who can reach "
+             f"this port can make this machine compute (use the default 127.0.0.1 to serve this machine only)")
     try:
         server = make_server(demo, args.host, args.port)
     except OSError as error:

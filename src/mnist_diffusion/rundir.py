@@ -9,6 +9,11 @@ Layout:
 
 Only files named exactly `step_<8 digits>.safetensors` are this package's checkpoints; anything
 else in `checkpoints/` is neither read, nor counted, nor deleted.
+
+A directory is used only when it is new, empty or a run of this package (`check_is_run`): a
+directory holding other files, or whose entries above are symbolic links, is refused before
+anything is written, and the lock and the metrics log are opened without following links, so
+nothing outside the run directory is ever opened for writing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +36,12 @@ CHECKPOINT_DIR = "checkpoints"
 SAMPLE_DIR = "samples"
 LOCK_FILE = "train.lock"
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+CONFIG_SECTIONS = ("model", "diffusion", "train")
 _CHECKPOINT_NAME = re.compile(r"step_(\d{8})\.safetensors")
+_OWN_DIRS = (CHECKPOINT_DIR, SAMPLE_DIR)
+_OWN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
+_TEMPORARY = re.compile(r"\.(config\.json|metrics\.jsonl)\..+\.tmp")  # left by a killed atomic write
 
 
 class RunDirError(RuntimeError):
@@ -41,9 +52,58 @@ class RunInUseError(RunDirError):
     """Another live training holds the directory's lock."""
 
 
+class NotARunError(ValueError):
+    """The directory given as a run directory holds something else; nothing in it was touched."""
+
+
+def open_own_file(path: Path, flags: int) -> int:
+    """`os.open` a file of the run directory for writing, refusing a symbolic link, a hard link to
+    another file and anything but a regular file, so a planted link cannot redirect the write."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if os.path.islink(path):
+            raise RunDirError(f"{path} is a symbolic link; a run directory's files must be its own "
+                              f"(remove the link)") from None
+        raise RunDirError(f"cannot open {path}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has other hard links"
+        raise RunDirError(f"{path} {what}; a run directory's files must be its own (remove it)")
+    return fd
+
+
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def check_is_run(self) -> None:
+        """`NotARunError` unless the directory is absent, empty or laid out as a run of this package:
+        only the entries above, none a symbolic link, and a `config.json` this package wrote beside
+        any metrics or samples. Reads only; called before a training writes anything."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise NotARunError(f"--run-dir {self.path} exists and is not a directory")
+        entries = {entry.name: entry for entry in self.path.iterdir()}
+        for name, entry in entries.items():
+            if name in _OWN_DIRS + _OWN_FILES and entry.is_symlink():
+                raise NotARunError(f"{entry} is a symbolic link; a run directory's files must be its own "
+                                   f"(remove the link or choose another --run-dir)")
+            if (name in _OWN_DIRS and not entry.is_dir()) or (name in _OWN_FILES and not entry.is_file()):
+                raise NotARunError(f"{entry} is not what a training run keeps there; choose another --run-dir")
+        foreign = sorted(name for name in entries
+                         if name not in _OWN_DIRS + _OWN_FILES and not _TEMPORARY.fullmatch(name))
+        if not foreign and (set(entries) & {METRICS_FILE, SAMPLE_DIR}) and not _is_own_config(self.path / CONFIG_FILE):
+            foreign = [CONFIG_FILE if CONFIG_FILE in entries else METRICS_FILE]
+        elif not foreign and CONFIG_FILE in entries and not _is_own_config(self.path / CONFIG_FILE):
+            foreign = [CONFIG_FILE]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise NotARunError(f"--run-dir {self.path} holds files that are not a training run of mnist-diffusion "
+                               f"({shown}); nothing was changed. Give a new or empty directory, or, to resume a "
+                               f"run, the directory that holds its checkpoints/")
 
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
@@ -92,22 +152,34 @@ class RunDirectory:
         return self.path / METRICS_FILE
 
     def append_metrics(self, row: dict[str, Any]) -> None:
+        fd = open_own_file(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            with open(self.metrics_path, "a") as handle:
+            with open(fd, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
         except OSError as error:
             raise RunDirError(f"cannot append to {self.metrics_path}: {error.strerror}") from None
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop the lines logged after `last_step`, so a resumed run's curve continues cleanly."""
+        """Drop the lines logged after `last_step` (and any line that is not a logged step: a torn or
+        damaged one), so a resumed run's curve continues cleanly."""
         if not self.metrics_path.exists():
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
+        text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        kept = [line for line in text.splitlines()
                 if (step := _logged_step(line)) is not None and step <= last_step]
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
     def write_config(self, configs: dict[str, Any]) -> None:
-        atomic_write(self.path / "config.json", lambda tmp: tmp.write_text(json.dumps(configs, indent=2)))
+        atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(configs, indent=2)))
+
+
+def _is_own_config(path: Path) -> bool:
+    """Whether `path` is a `config.json` as `write_config` writes it: an object of the three sections."""
+    try:
+        config = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and set(config) == set(CONFIG_SECTIONS)
 
 
 def _logged_step(line: str) -> int | None:
@@ -132,7 +204,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own_file(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

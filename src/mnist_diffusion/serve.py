@@ -13,18 +13,29 @@ so the page shows the predicted clean digit of every step as it is computed:
 Every request is checked whole before any work; a bad one gets HTTP 400 and `{"error": "..."}` in
 one line, and the server keeps serving. One model is shared: its forward pass runs under a lock,
 so concurrent requests interleave step by step and all finish; torch uses one thread.
+
+What a hostile page or client cannot do:
+- talk to it from another origin: a request whose `Origin` is not this server's page, or whose
+  `Host` is not an address of this server (DNS rebinding), gets 403 before anything is read;
+- hold it open: every read and write on a connection times out (`READ_TIMEOUT_S`), at most
+  `MAX_CONNECTIONS` connections are served at once (the rest get 503 at once, without a thread),
+  and at most `MAX_JOBS` sampling jobs run at once (the rest get 503);
+- make it compute for nobody: a job stops within one network pass of its client going away.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ipaddress
 import itertools
 import json
 import math
+import queue
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -57,6 +68,10 @@ MAX_FRAMES = 16
 MAX_PACE_MS = 2000
 DEFAULT_PACE_MS = 60  # at least this long between streamed frames, so a person can follow
 MAX_SEED = 2**53 - 1  # the largest integer JavaScript's numbers hold exactly
+READ_TIMEOUT_S = 10.0  # a client silent this long mid-request (or not reading its answer) is dropped
+MAX_CONNECTIONS = 32  # connections served at once; more are answered 503 without a thread
+MAX_JOBS = 4  # sampling jobs at once (they share one network); more are answered 503
+POLL_S = 0.25  # how often a waiting connection checks that its client is still there
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
 
@@ -65,16 +80,34 @@ class RequestError(ValueError):
     """A request the server refuses with HTTP 400; the message is shown on the page."""
 
 
+class Cancelled(Exception):
+    """The client of a job has gone; the job stops at its next network pass."""
+
+
+@dataclass
+class Job:
+    """One request's link to its connection: `cancelled` stops the work at the next network pass,
+    `client_gone()` tells a waiting connection that nobody will read the answer, and `on_finish` runs
+    when the worker ends (it frees the server's job slot)."""
+
+    client_gone: Callable[[], bool] = lambda: False
+    on_finish: Callable[[], None] = lambda: None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
 class _SerializedModel(nn.Module):
-    """The shared network, one forward pass at a time (requests in other threads wait per step)."""
+    """The shared network for one job: one forward pass at a time across all jobs (requests in other
+    threads wait per step), and none once the job is cancelled."""
 
-    def __init__(self, model: nn.Module, lock: threading.Lock) -> None:
+    def __init__(self, model: nn.Module, lock: threading.Lock, cancelled: threading.Event) -> None:
         super().__init__()
-        self.inner, self.lock, self.config = model, lock, model.config
+        self.inner, self.lock, self.cancelled, self.config = model, lock, cancelled, model.config
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # the network's own signature
+        if self.cancelled.is_set():
+            raise Cancelled
         with self.lock:
-            return self.inner(x, t, labels)
+            return self.inner(*args, **kwargs)
 
 
 # -- request fields: each names the field and what is allowed -----------------------------------
@@ -117,11 +150,12 @@ class Demo:
     num_classes: int
     test_images: torch.Tensor | None
     test_labels: torch.Tensor | None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
 
     @classmethod
     def load(cls, checkpoint_path: str | None, data_root: str | Path) -> Demo:
         checkpoint = load_checkpoint(checkpoint_path)
-        model = _SerializedModel(checkpoint.build_model(), threading.Lock())
+        model = checkpoint.build_model()
         try:
             test_images, test_labels = load_mnist(data_root, "test", download=False)
         except (DataError, OSError):
@@ -149,7 +183,7 @@ class Demo:
         return _integer(body, "steps", 1, min(MAX_STEPS, self.schedule.num_timesteps), default)
 
     # -- the three streams ------------------------------------------------------------------------
-    def generate(self, body: dict) -> Iterator[dict]:
+    def generate(self, body: dict, job: Job) -> Iterator[dict]:
         digit = self._digit(body, required=False)
         guidance = _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE)
         sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
@@ -158,14 +192,14 @@ class Demo:
         passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
                               self.model.config.guidance_input)
 
-        def run(callback: Callable[[dict], None]) -> torch.Tensor:
-            return generate(self.model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
+        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+            return generate(model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
                             steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback,
                             guidance_interval=DEFAULT_GUIDANCE_INTERVAL)
 
-        yield from _stream(run, steps, {"passes_per_digit": passes})
+        yield from self._stream(job, run, _step_frames(steps), _result_frame({"passes_per_digit": passes}))
 
-    def complete(self, body: dict) -> Iterator[dict]:
+    def complete(self, body: dict, job: Job) -> Iterator[dict]:
         pixels, known = _pixel_list(body, "pixels", 255), _pixel_list(body, "known", 1).bool()
         if bool(known.all()) or not bool(known.any()):
             raise RequestError("the mask must keep some pixels and erase others: mark the part to draw")
@@ -175,14 +209,14 @@ class Demo:
         seed = _integer(body, "seed", 0, MAX_SEED, 0)
         image, mask = model_inputs(pixels[None], known[None], self.model.config.image_size)
 
-        def run(callback: Callable[[dict], None]) -> torch.Tensor:
-            return complete(self.model, self.schedule, image, mask, labels=torch.tensor([digit]) if digit is not None
+        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+            return complete(model, self.schedule, image, mask, labels=torch.tensor([digit]) if digit is not None
                             else None, guidance=DEFAULT_GUIDANCE if digit is not None else 1.0, method=method,
                             steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback)
 
-        yield from _stream(run, steps, {"method": method})
+        yield from self._stream(job, run, _step_frames(steps), _result_frame({"method": method}))
 
-    def interpolate(self, body: dict) -> Iterator[dict]:
+    def interpolate(self, body: dict, job: Job) -> Iterator[dict]:
         mode = _choice(body, "mode", ("seeds", "digits"), "seeds")
         frames = _integer(body, "frames", 2, MAX_FRAMES, 8)
         common = {"guidance": _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE),
@@ -193,22 +227,73 @@ class Demo:
                 raise RequestError("seeds must be a list of two seeds")
             seeds = (_integer({"seed": pair[0]}, "seed", 0, MAX_SEED), _integer({"seed": pair[1]}, "seed", 0, MAX_SEED))
             digit = self._digit(body, required=False)
-            images = interpolate_seeds(self.model, self.schedule, seeds, frames, digit=digit, **common)
+
+            def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+                return interpolate_seeds(model, self.schedule, seeds, frames, digit=digit, **common)
         else:
             pair = body.get("digits")
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise RequestError("digits must be a list of two digits")
             digits = (self._digit({"digit": pair[0]}, True), self._digit({"digit": pair[1]}, True))
-            images = interpolate_digits(self.model, self.schedule, digits, frames,
-                                        seed=_integer(body, "seed", 0, MAX_SEED, 0), **common)
-        for index, frame in enumerate(to_uint8(images)):
-            yield {"type": "frame", "frame": index + 1, "frames": frames, "pixels": frame.flatten().tolist()}
-        yield {"type": "done", "frames": frames}
+            seed = _integer(body, "seed", 0, MAX_SEED, 0)
+
+            def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+                return interpolate_digits(model, self.schedule, digits, frames, seed=seed, **common)
+
+        def frames_of(result: torch.Tensor, seconds: float) -> list[dict]:
+            pictures = to_uint8(result)
+            return [*({"type": "frame", "frame": index + 1, "frames": frames, "pixels": frame.flatten().tolist()}
+                      for index, frame in enumerate(pictures)), {"type": "done", "frames": frames}]
+
+        yield from self._stream(job, run, None, frames_of)
+
+    def _stream(self, job: Job, run: Callable[[nn.Module, Callable[[dict], None]], torch.Tensor],
+                step_frame: Callable[[dict, float], dict] | None,
+                result_frames: Callable[[torch.Tensor, float], list[dict]]) -> Iterator[dict]:
+        """Run `run(model, callback)` in a worker thread on this job's view of the shared network;
+        yield `step_frame` of every step as it arrives, then the `result_frames`. Frames cross threads
+        through a queue, so the HTTP thread can pace them and notice a client that has gone. Closing
+        the iterator (or the client going) cancels the work within one network pass."""
+        items: queue.Queue = queue.Queue()
+        started = time.perf_counter()
+        model = _SerializedModel(self.model, self.lock, job.cancelled)
+
+        def callback(step: dict) -> None:
+            if step_frame is not None:
+                items.put(step_frame(step, time.perf_counter() - started))
+
+        def work() -> None:
+            try:
+                result = run(model, callback)
+                for item in result_frames(result, time.perf_counter() - started):
+                    items.put(item)
+            except Cancelled:
+                pass
+            except Exception as error:  # reported in the stream; the server goes on
+                items.put({"type": "error", "error": " ".join(str(error).split())})
+            finally:
+                job.on_finish()
+
+        threading.Thread(target=work, daemon=True).start()
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=POLL_S)
+                except queue.Empty:
+                    if job.client_gone():
+                        return
+                    continue
+                yield item
+                if item["type"] != "frame":
+                    return
+        finally:
+            job.cancelled.set()  # a no-op when the work is done; otherwise it stops at its next pass
 
     def test_digit(self, seed: int) -> dict[str, Any]:
         if self.test_images is None or self.test_labels is None:
             labels = torch.tensor([seed % self.num_classes]) if self.num_classes else None
-            image = to_uint8(generate(self.model, self.schedule, 1, labels=labels, guidance=DEFAULT_GUIDANCE,
+            model = _SerializedModel(self.model, self.lock, threading.Event())
+            image = to_uint8(generate(model, self.schedule, 1, labels=labels, guidance=DEFAULT_GUIDANCE,
                                       generator=torch.Generator().manual_seed(seed)))[0]
             return {"pixels": image.flatten().tolist(), "label": None if labels is None else int(labels[0]),
                     "source": "drawn by the model (no MNIST test data found)"}
@@ -217,44 +302,34 @@ class Demo:
                 "source": f"MNIST test digit {index}"}
 
 
-def _stream(run: Callable[[Callable[[dict], None]], torch.Tensor], steps: int,
-            extra: dict[str, Any]) -> Iterator[dict]:
-    """Run a sampler in a worker thread; yield one frame per step (its predicted clean digit) as it
-    arrives, then the result. Frames cross threads through a queue, so the HTTP thread can pace them."""
-    import queue
+def _step_frames(steps: int) -> Callable[[dict, float], dict]:
+    """A sampler step as a frame: its number and its predicted clean digit."""
+    def frame(step: dict, seconds: float) -> dict:
+        return {"type": "frame", "step": step["i"] + 1, "steps": steps, "t": int(step["t"]),
+                "pixels": to_uint8(step["x0"][:1].cpu())[0].flatten().tolist(), "ms": round(1000 * seconds)}
 
-    frames: queue.Queue = queue.Queue()
-    started = time.perf_counter()
+    return frame
 
-    def callback(step: dict) -> None:
-        frames.put({"type": "frame", "step": step["i"] + 1, "steps": steps, "t": int(step["t"]),
-                    "pixels": to_uint8(step["x0"][:1].cpu())[0].flatten().tolist(),
-                    "ms": round(1000 * (time.perf_counter() - started))})
 
-    def work() -> None:
-        try:
-            result = run(callback)
-            frames.put({"type": "done", "pixels": to_uint8(result[:1])[0].flatten().tolist(),
-                        "seconds": round(time.perf_counter() - started, 3), **extra})
-        except Exception as error:  # reported in the stream; the server goes on
-            frames.put({"type": "error", "error": " ".join(str(error).split())})
+def _result_frame(extra: dict[str, Any]) -> Callable[[torch.Tensor, float], list[dict]]:
+    def frames(result: torch.Tensor, seconds: float) -> list[dict]:
+        return [{"type": "done", "pixels": to_uint8(result[:1])[0].flatten().tolist(), "seconds": round(seconds, 3),
+                 **extra}]
 
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = frames.get()
-        yield item
-        if item["type"] != "frame":
-            return
+    return frames
 
 
 class DemoHandler(BaseHTTPRequestHandler):
     server: DemoServer
     protocol_version = "HTTP/1.0"  # one request per connection; a stream ends when the connection closes
+    timeout = READ_TIMEOUT_S  # on every read and write of the connection (StreamRequestHandler applies it)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal is the user's
         pass
 
     def do_GET(self) -> None:
+        if not self._same_origin():
+            return
         url = urlparse(self.path)
         if url.path in PAGE_FILES:
             name, content_type = PAGE_FILES[url.path]
@@ -272,6 +347,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
 
     def do_POST(self) -> None:
+        if not self._same_origin():
+            return
         streams = {"/api/generate": self.server.demo.generate, "/api/complete": self.server.demo.complete,
                    "/api/interpolate": self.server.demo.interpolate}
         path = urlparse(self.path).path
@@ -280,19 +357,64 @@ class DemoHandler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_json()
-            pace_s = _integer(body, "pace_ms", 0, MAX_PACE_MS, DEFAULT_PACE_MS) / 1000
-            lines = streams[path](body)
-            first = next(lines)  # validation happens before the first line: a refusal is still a 400
-        except (RequestError, ValueError) as error:
+        except TimeoutError:
+            self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": f"the request body did not arrive within "
+                                                                  f"{self.timeout:g} s"})
+            return
+        except RequestError as error:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": " ".join(str(error).split())})
             return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/x-ndjson")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        # If the page goes away mid-stream, the worker finishes its few remaining steps on its own.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if not self.server.job_slots.acquire(blocking=False):
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"the server is busy with {MAX_JOBS} requests; "
+                                                                      f"try again in a moment"})
+            return
+        job = Job(client_gone=self._client_gone, on_finish=self.server.job_slots.release)
+        lines = streams[path](body, job)
+        try:
+            pace_s = _integer(body, "pace_ms", 0, MAX_PACE_MS, DEFAULT_PACE_MS) / 1000
+            first = next(lines)  # validation happens before the first line: a refusal is still a 400
+        except (RequestError, ValueError) as error:
+            self.server.job_slots.release()  # no worker was started
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": " ".join(str(error).split())})
+            return
+        except StopIteration:  # the client went away before the first frame
+            return
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
             self._write_paced([first], lines, pace_s)
+        except OSError:  # the page went away mid-stream (or stopped reading): closing `lines` cancels the job
+            pass
+        finally:
+            lines.close()
+
+    def _same_origin(self) -> bool:
+        """Refuse (403) a request from another origin or addressed to another host (DNS rebinding)."""
+        host, origin = self.headers.get("Host"), self.headers.get("Origin")
+        if host is not None and not self.server.serves_host(host):
+            reason = f"Host {host!r} is not an address of this server"
+        elif origin is not None and (host is None or origin.lower() != f"http://{host}".lower()):
+            reason = f"requests from {origin!r} are not allowed; open the page this server serves"
+        else:
+            return True
+        self._send_json(HTTPStatus.FORBIDDEN, {"error": reason})
+        return False
+
+    def _client_gone(self) -> bool:
+        """True when the client has closed its end (a read would return nothing)."""
+        try:
+            self.connection.setblocking(False)
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                self.connection.setblocking(True)
+                self.connection.settimeout(self.timeout)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _write_paced(self, head: list[dict], rest: Iterator[dict], pace_s: float) -> None:
         last = 0.0
@@ -311,9 +433,12 @@ class DemoHandler(BaseHTTPRequestHandler):
             raise RequestError("the request needs a Content-Length header") from None
         if not 0 < length <= MAX_BODY_BYTES:
             raise RequestError(f"the request body must be 1 to {MAX_BODY_BYTES} bytes, got {length}")
+        data = self.rfile.read(length)
+        if len(data) != length:
+            raise RequestError(f"the request body ended after {len(data)} of its {length} bytes")
         try:
-            body = json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting thousands deep
             raise RequestError("the request body is not JSON") from None
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
@@ -338,15 +463,85 @@ def _int_or_text(text: str) -> int | str:
         return text
 
 
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+         b'{"error": "the server has too many open connections; try again in a moment"}')
+
+
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], demo: Demo) -> None:
+    def __init__(self, address: tuple[str, int], demo: Demo, *, max_connections: int = MAX_CONNECTIONS,
+                 max_jobs: int = MAX_JOBS) -> None:
         super().__init__(address, DemoHandler)
         self.demo = demo
+        self.connection_slots = threading.BoundedSemaphore(max_connections)
+        self.job_slots = threading.BoundedSemaphore(max_jobs)
+        bound = ipaddress.ip_address(self.server_address[0])
+        names = {"localhost"}
+        if not bound.is_loopback:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self._bound, self._names = bound, names
+
+    def serves_host(self, header: str) -> bool:
+        """Whether a `Host` header names this server: its port, and localhost, one of this machine's
+        names (when bound beyond loopback) or an IP address it listens on. A domain name that merely
+        resolves here (DNS rebinding) is refused."""
+        name, _, port = header.strip().lower().rpartition(":")
+        if not name or "]" in port:  # no port given: port 80
+            name, port = header.strip().lower(), "80"
+        if port != str(self.server_address[1]):
+            return False
+        if name in self._names:
+            return True
+        try:
+            address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            return False
+        if self._bound.is_unspecified:
+            return True
+        return address == self._bound or (address.is_loopback and self._bound.is_loopback)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connection_slots.acquire(blocking=False):
+            try:  # answered on the listening thread: no thread for a connection over the limit
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away or timed out is routine: nothing is printed. Anything else is one line."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        print(f"mnist-diffusion serve: error while answering {client_address[0]}: "
+              f"{' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr, flush=True)
 
 
-def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000) -> DemoServer:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (as given to `serve --host`) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, **limits: int) -> DemoServer:
     """A server bound to `host:port` (port 0: any free port); call `serve_forever()` on it."""
     torch.set_num_threads(1)
-    return DemoServer((host, port), demo)
+    return DemoServer((host, port), demo, **limits)

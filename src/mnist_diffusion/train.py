@@ -217,6 +217,7 @@ class Trainer:
                  on_log: Callable[[dict[str, Any]], None] | None = None,
                  on_message: Message | None = None) -> None:
         self.run_dir = RunDirectory(run_dir)
+        self.run_dir.check_is_run()
         self.device = pick_device(device)
         self.group = join_process_group(self.device)
         self.on_message = on_message or (lambda message: None)

@@ -20,6 +20,7 @@ is reported in one line naming the file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from .files import InputFileError, atomic_write, regular_file
+from .schedule import NoiseSchedule
 from .unet import UNet
 
 # Recipe fields added after format version 1 was written, with the values that reproduce what
@@ -137,9 +139,11 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
         train_config = (from_dict(TrainConfig, LEGACY_TRAIN_SETTINGS | meta["train_config"])
                         if "train_config" in meta else None)
         step, images_seen = _count(meta, "step"), _count(meta, "images_seen")
-        extra = meta.get("extra", {})
-        if not isinstance(extra, dict):
-            raise ValueError("'extra' must be a JSON object")
+        extra = _check_extra(meta.get("extra", {}))
+        groups_meta = meta.get("optimizer_param_groups")
+        if groups_meta is not None:
+            _check_param_groups(groups_meta)
+        NoiseSchedule(diffusion_config)  # a schedule the samplers can divide by
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has a damaged mnist-diffusion header: {error}") from None
     _check_weight_shapes(path, model_config, shapes)
@@ -152,6 +156,10 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
         prefix, _, rest = name.partition(".")
         if prefix in groups:
             groups[prefix][rest] = value
+            if not value.is_floating_point() and not (prefix == "optim" and rest.endswith(".step")):
+                raise CheckpointError(f"{path}: tensor '{name}' holds {value.dtype} values; weights are floating point")
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{path}: tensor '{name}' holds NaN or infinite values")
     try:
         optimizer_state = (_unflatten_optimizer({f"optim.{k}": v for k, v in groups["optim"].items()},
                                                 meta["optimizer_param_groups"])
@@ -167,7 +175,7 @@ def _read_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     """The JSON object stored under the `json` metadata key, checked for this format and version."""
     try:
         meta = json.loads(metadata["json"]) if "json" in metadata else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         meta = {}
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
@@ -182,6 +190,39 @@ def _read_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
             f"{path} has checkpoint format version {version}; this mnist-diffusion reads version {FORMAT_VERSION}"
         )
     return meta
+
+
+def _check_extra(extra: Any) -> dict[str, Any]:
+    """The `extra` object: the training clocks, when present, are finite times >= 0 in seconds."""
+    if not isinstance(extra, dict):
+        raise ValueError("'extra' must be a JSON object")
+    for key in ("elapsed_s", "warmup_elapsed_s"):
+        value = extra.get(key)
+        if value is not None and (type(value) not in (int, float) or not 0 <= value < 1e9):
+            raise ValueError(f"extra.{key} must be a time in seconds from 0 to 1e9, got {json.dumps(value)}")
+    return extra
+
+
+def _check_param_groups(groups: Any) -> None:
+    """AdamW's param groups as JSON: objects whose `params` are indices and whose settings are
+    finite numbers, flags or null (lists of numbers for `betas`)."""
+    if not isinstance(groups, list) or not all(isinstance(group, dict) for group in groups):
+        raise ValueError("'optimizer_param_groups' must be a list of JSON objects")
+    for group in groups:
+        params = group.get("params")
+        if not isinstance(params, list) or not all(type(index) is int and index >= 0 for index in params):
+            raise ValueError("each optimizer param group needs 'params', a list of indices")
+        for key, value in group.items():
+            values = value if key == "betas" and isinstance(value, list) else [value]
+            if key != "params" and not all(_is_setting(item) for item in values):
+                raise ValueError(f"optimizer setting '{key}' must be a finite number, true, false or null, "
+                                 f"got {json.dumps(value)[:40]}")
+
+
+def _is_setting(value: Any) -> bool:
+    if value is None or type(value) is bool:
+        return True
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _count(meta: dict[str, Any], key: str) -> int:

@@ -65,6 +65,14 @@ class UsageError(ValueError):
     """Bad input from the user."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every file being written removes its temporary."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line and exit status 2 (no usage dump)."""
 
@@ -605,6 +613,9 @@ def cmd_complete(args: argparse.Namespace) -> None:
     if len(pixels) * args.num > MAX_DIGITS:
         raise UsageError(f"{len(pixels)} images x --num {args.num} is more than the {MAX_DIGITS:,} digits one "
                          f"command may draw")
+    if args.method == "repaint" and args.eta is not None:
+        raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
+                         "resamples with DDPM steps of its own")
     sampler_options = _sampler_options(args)
     checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
     # A digit the model does not know is refused by the sampler's own label check, before any step.
@@ -938,6 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] = args.func
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)  # `train` installs its own meanwhile
     try:
         if hasattr(args, "device"):
             from .distributed import pick_device
@@ -953,6 +965,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         print(f"{PROG}: error: {_one_line(error.strerror or error)}{where}", file=sys.stderr)
@@ -960,3 +975,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:  # TrainingError, a run directory in use, ...
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)

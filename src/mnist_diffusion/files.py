@@ -8,11 +8,15 @@ A failed write raises `OSError` naming the target path, whatever library did the
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+NAME_MAX = 255  # bytes in one file name on the common file systems (ext4, xfs, btrfs, tmpfs, APFS)
+TEMP_NAME_KEEP = 200  # characters of the target's name kept in its temporary's name
 
 
 class InputFileError(ValueError):
@@ -28,7 +32,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # A name near the file system's limit leaves no room for the temporary's prefix and suffix.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_KEEP]}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     os.close(fd)
@@ -42,6 +47,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    except InputFileError:  # the writer found its input bad: not a failure to write
+        tmp.unlink(missing_ok=True)
+        raise
     except Exception as error:
         tmp.unlink(missing_ok=True)
         raise OSError(None, f"could not write the file ({error})", str(path)) from None
@@ -79,6 +87,8 @@ def regular_file(path: str | Path, what: str) -> Path:
         raise InputFileError(f"{what} {path} is a directory; give a file")
     if not stat.S_ISREG(mode):
         raise InputFileError(f"{what} {path} is not a regular file (a pipe, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, f"{what} cannot be read: permission denied", str(path))
     return path
 
 
@@ -91,11 +101,14 @@ def check_writable(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputFileError(f"{path} is a directory")
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise InputFileError(f"the file name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes long; file "
+                             f"systems allow {NAME_MAX}")
     existing = path.parent.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise InputFileError(f"cannot create directory {path.parent}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputFileError(f"directory {existing} is not writable")
+        raise PermissionError(errno.EACCES, "permission denied: the directory is not writable", str(existing))
     return path

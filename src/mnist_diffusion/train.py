@@ -142,8 +142,9 @@ class TrainState:
             self.model.load_state_dict(checkpoint.model_state)
             self.ema.model.load_state_dict(checkpoint.ema_state or checkpoint.model_state)
             if checkpoint.optimizer_state is not None:
+                _check_optimizer_fits(checkpoint.optimizer_state, self.model)
                 self.optimizer.load_state_dict(checkpoint.optimizer_state)
-        except (RuntimeError, ValueError, KeyError) as error:
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"step {checkpoint.step} does not fit the model: {first_line}") from None
         self.step, self.images_seen = checkpoint.step, checkpoint.images_seen
@@ -161,6 +162,20 @@ class TrainState:
                           model_state=self.model.state_dict(), ema_state=self.ema.model.state_dict(),
                           optimizer_state=self.optimizer.state_dict(), train_config=config,
                           step=self.step, images_seen=self.images_seen, extra=extra)
+
+
+def _check_optimizer_fits(state: dict[str, Any], model: nn.Module) -> None:
+    """`ValueError` unless every AdamW state tensor belongs to a parameter of `model` and has its
+    shape (the optimizer itself would only fail at the first step, in the middle of the arithmetic)."""
+    params = list(model.parameters())
+    for index, tensors in state["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer state for parameter {index}, but the model has {len(params)}")
+        for key, value in tensors.items():
+            expected = () if key == "step" else tuple(params[index].shape)
+            if tuple(value.shape) != expected:
+                raise ValueError(f"optimizer state '{key}' of parameter {index} has shape {list(value.shape)}, "
+                                 f"expected {list(expected)}")
 
 
 @dataclass

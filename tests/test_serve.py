@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,9 @@ import torch
 
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
-from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, make_server
+from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, DemoHandler, Job, make_server
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +150,182 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
             process.kill()
             raise
     assert process.returncode == 130 and "Traceback" not in err and "stopped" in err
+
+
+# -- what a hostile page or client cannot do ----------------------------------------------------
+
+class GatedNetwork(torch.nn.Module):
+    """A network whose `hold`-th forward pass waits for `release`; it counts the passes made."""
+
+    def __init__(self, inner: torch.nn.Module, hold: int) -> None:
+        super().__init__()
+        self.inner, self.config, self.hold = inner, inner.config, hold
+        self.passes, self.entered, self.release = 0, threading.Event(), threading.Event()
+
+    def forward(self, *args, **kwargs):
+        self.passes += 1
+        if self.passes == self.hold:
+            self.entered.set()
+            assert self.release.wait(timeout=120)
+        return self.inner(*args, **kwargs)
+
+
+@pytest.fixture
+def gated_server(tmp_path: Path) -> Iterator[tuple]:
+    """A server of its own (one job at a time, three connections) whose network holds at pass 2."""
+    demo = Demo.load(None, tmp_path / "no-data")
+    demo.model = GatedNetwork(demo.model, hold=2)
+    threads_before = torch.get_num_threads()
+    server = make_server(demo, "127.0.0.1", 0, max_connections=3, max_jobs=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, demo.model
+    demo.model.release.set()
+    server.shutdown()
+    server.server_close()
+    torch.set_num_threads(threads_before)
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send `request` as is on a new connection; return everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def post_request(port: int, body: bytes, **headers: str) -> bytes:
+    lines = ["POST /api/generate HTTP/1.0", f"Content-Length: {len(body)}",
+             *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def test_a_cross_origin_post_is_refused_before_any_work(server_url: str) -> None:
+    """A page on another site can POST text/plain without a preflight: the Origin header gives it away."""
+    port = int(server_url.rsplit(":", 1)[1])
+    body = json.dumps({"steps": 2, "pace_ms": 0}).encode()
+    for origin in ("http://evil.example", "null", f"http://localhost:{port + 1}"):
+        answer = raw_request(port, post_request(port, body, Host=f"127.0.0.1:{port}", Origin=origin))
+        assert answer.startswith(b"HTTP/1.0 403") and b"not allowed" in answer, answer[:200]
+    same_origin = raw_request(port, post_request(port, body, Host=f"127.0.0.1:{port}",
+                                                 Origin=f"http://127.0.0.1:{port}"))
+    assert same_origin.startswith(b"HTTP/1.0 200") and b'"type": "done"' in same_origin
+
+
+def test_a_foreign_host_header_is_refused_so_dns_rebinding_cannot_read_answers(server_url: str) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    for host in ("attacker.example", f"attacker.example:{port}", f"127.0.0.1:{port + 1}", f"10.0.0.1:{port}"):
+        answer = raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.0 403") and b"not an address of this server" in answer, (host, answer)
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()).startswith(
+            b"HTTP/1.0 200")
+
+
+def test_a_body_that_never_arrives_times_out(gated_server: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _ = gated_server
+    monkeypatch.setattr(DemoHandler, "timeout", 0.2)
+    port = server.server_address[1]
+    answer = raw_request(port, b"POST /api/generate HTTP/1.0\r\nContent-Length: 1000\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.0 408") and b"did not arrive" in answer
+    assert raw_request(port, b"GET /api/info HTTP/1.0\r\nHost: loc") == b""  # half a request: dropped
+
+
+def test_connections_and_jobs_are_bounded(gated_server: tuple) -> None:
+    server, network = gated_server
+    port = server.server_address[1]
+    first = socket.create_connection(("127.0.0.1", port), timeout=120)
+    first.sendall(post_request(port, json.dumps({"steps": 4, "pace_ms": 0}).encode()))
+    assert network.entered.wait(timeout=120)  # the one job slot is taken, its worker held
+    busy = raw_request(port, post_request(port, json.dumps({"steps": 2}).encode()))
+    assert busy.startswith(b"HTTP/1.0 503") and b"busy" in busy
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(2)]  # all 3 held now
+    over = socket.create_connection(("127.0.0.1", port), timeout=120)
+    assert over.recv(4096).startswith(b"HTTP/1.0 503")  # answered at once, no thread spent
+    for connection in (*idle, over):
+        connection.close()
+    network.release.set()
+    with first:
+        answer = b""
+        while chunk := first.recv(65536):
+            answer += chunk
+    assert b'"type": "done"' in answer
+
+
+def test_work_stops_when_its_client_goes_away(gated_server: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job notices the closed connection while its network pass is held, and makes no further pass."""
+    from mnist_diffusion import serve
+
+    server, network = gated_server
+    jobs: list[serve.Job] = []
+    original = serve.Job
+
+    def recorded_job(**kwargs) -> serve.Job:
+        jobs.append(original(**kwargs))
+        return jobs[-1]
+
+    monkeypatch.setattr(serve, "Job", recorded_job)
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+        connection.sendall(post_request(port, json.dumps({"steps": 50, "pace_ms": 0}).encode()))
+        assert network.entered.wait(timeout=120)
+    assert jobs[0].cancelled.wait(timeout=120)
+    network.release.set()
+    assert server.job_slots.acquire(timeout=120)  # the worker has ended and freed its slot
+    assert network.passes == 2  # the held pass finished; none after it
+
+
+def test_deeply_nested_json_is_a_400(server_url: str) -> None:
+    for body in (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, b"[" * 30_000):
+        status, items = post(f"{server_url}/api/generate", None, raw=body)
+        assert status == 400 and "not JSON" in items[0]["error"]
+
+
+def test_client_disconnects_are_not_logged_and_other_errors_are_one_line(
+        gated_server: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    server, _ = gated_server
+    for error in (BrokenPipeError(), ConnectionResetError(), TimeoutError()):
+        try:
+            raise error
+        except OSError:
+            server.handle_error(None, ("127.0.0.1", 5555))
+    assert capsys.readouterr().err == ""
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        server.handle_error(None, ("127.0.0.1", 5555))
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "boom" in err and "Traceback" not in err
+
+
+def test_serving_beyond_this_machine_warns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_diffusion import serve
+
+    class StopAtOnce:
+        server_address = ("0.0.0.0", 8123)
+
+        def serve_forever(self) -> None:
+            raise KeyboardInterrupt
+
+        def server_close(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "make_server", lambda *args, **kwargs: StopAtOnce())
+    code, _, err = run_cli(capsys, "serve", "--host", "0.0.0.0", "--data-root", "nowhere")
+    assert code == 130 and "warning: --host 0.0.0.0 makes the page reachable from other machines" in err
+    code, _, err = run_cli(capsys, "serve", "--host", "127.0.0.1", "--data-root", "nowhere")
+    assert "warning" not in err
+
+
+def test_a_guidance_free_checkpoint_serves_guided_requests(tmp_path: Path) -> None:
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import DiffusionConfig, preset
+    from mnist_diffusion.unet import UNet
+
+    config = preset("tiny", guidance_input=True)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=50), UNet(config).state_dict()),
+                           tmp_path / "gf.safetensors")
+    demo = Demo.load(str(path), tmp_path / "no-data")
+    items = list(demo.generate({"digit": 3, "guidance": 2.0, "steps": 3}, Job()))
+    assert items[-1]["type"] == "done", items[-1]

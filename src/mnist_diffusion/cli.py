@@ -16,6 +16,7 @@ import argparse
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -275,8 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     run_dir = RunDirectory(args.run_dir)
-    if run_dir.path.exists() and not run_dir.path.is_dir():
-        raise UsageError(f"--run-dir {run_dir.path} exists and is not a directory")
+    run_dir.check_is_run()
     if args.resume and not run_dir.checkpoints():
         raise UsageError(f"--resume: {run_dir.path} has no checkpoint to resume from")
     if args.epochs is None and args.max_minutes is None and args.max_steps is None:
@@ -452,15 +452,18 @@ def cmd_figures(args: argparse.Namespace) -> None:
     checkpoint, model, schedule = _load_model(args.checkpoint, True, args.device_chosen)
     conditional = checkpoint.model_config.conditional
     generator = torch.Generator().manual_seed(args.seed)
-    written = [
-        _forward_process_figure(args, checkpoint, model, schedule, generator, out_dir),
-        _reverse_process_figure(args, conditional, model, schedule, generator, out_dir),
-        _sampling_gif(args, conditional, model, schedule, generator, out_dir),
-    ]
+    steps = schedule.num_timesteps
+    info(f"drawing 3 figures: the forward process, then {steps} DDPM steps of 6 digits and {min(60, steps)} steps "
+         f"of 20 digits (minutes on a CPU)")
+    for describe, draw in (
+            ("forward process", lambda: _forward_process_figure(args, checkpoint, model, schedule, generator, out_dir)),
+            (f"reverse process ({steps} steps)",
+             lambda: _reverse_process_figure(args, conditional, model, schedule, generator, out_dir)),
+            ("sampling GIF", lambda: _sampling_gif(args, conditional, model, schedule, generator, out_dir))):
+        info(f"drawing the {describe}...")
+        print(f"wrote {draw()}", flush=True)
     if metrics_rows is not None:
-        written.append(loss_curve(Path(args.run_dir) / "metrics.jsonl", out_dir / "loss_curve.png", metrics_rows))
-    for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {loss_curve(Path(args.run_dir) / 'metrics.jsonl', out_dir / 'loss_curve.png', metrics_rows)}")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
@@ -938,6 +941,12 @@ def build_parser() -> Parser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings from the libraries underneath, as one line without source code."""
+    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+
+
 def _one_line(error: object) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -950,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] = args.func
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)  # `train` installs its own meanwhile
+    warnings.showwarning = _show_warning
     try:
         if hasattr(args, "device"):
             from .distributed import pick_device

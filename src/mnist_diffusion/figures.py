@@ -162,7 +162,8 @@ def loss_curve(metrics_path: str | Path, path: str | Path, rows: list[dict] | No
     ax.plot(steps[window - 1:], smooth, color="#135", linewidth=1.8, label=f"moving mean ({window})")
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss")
-    ax.set_yscale("log")
+    if (losses > 0).all():  # a log axis cannot show zero or negative losses (a hand-made or odd log)
+        ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
     if all("lr" in row for row in rows):

@@ -99,11 +99,11 @@ def check_writable(path: str | Path) -> Path:
     empty directories behind.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputFileError(f"{path} is a directory")
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise InputFileError(f"the file name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes long; file "
                              f"systems allow {NAME_MAX}")
+    if path.is_dir():
+        raise InputFileError(f"{path} is a directory")
     existing = path.parent.absolute()
     while not existing.exists():
         existing = existing.parent

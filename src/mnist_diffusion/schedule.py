@@ -54,9 +54,8 @@ class NoiseSchedule:
         if not (in_float32 > 0).all() or not (in_float32 < 1).all():
             # The samplers divide by abar and by 1 - abar: both must stay non-zero in float32.
             raise ValueError(f"the {config.beta_schedule} schedule with beta_start {config.beta_start:g}, beta_end "
-                             f"{config.beta_end:g} and T {config.num_timesteps} leaves no noise at some step or no "
-                             f"signal at another (alpha-bar reaches {'1' if (in_float32 >= 1).any() else '0'} in "
-                             f"float32); the default betas are 1e-4 to 0.02")
+                             f"{config.beta_end:g} and T {config.num_timesteps} is unusable: alpha-bar must stay "
+                             f"strictly between 0 and 1 at every step in float32 (the default betas are 1e-4 to 0.02)")
         self.num_timesteps = config.num_timesteps
         self.alphas_cumprod64 = alphas_cumprod
         self.alphas_cumprod = alphas_cumprod.float()

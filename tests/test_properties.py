@@ -1,13 +1,18 @@
 """The CLI's contract under generated input (Hypothesis): whatever the arguments, checkpoint header,
-checkpoint tensors or sample file, a command exits 0 or 2 with no traceback, says what was wrong in
-one line, and leaves no half-written file. Derandomized and bounded so CI stays fast."""
+checkpoint tensors, training-checkpoint field or sample file, a command exits 0 or 2 with no traceback
+(1 where training itself cannot go on), says what was wrong in one line, and leaves no half-written
+file; and whatever the request, the server answers with a status and one-line error and goes on
+serving. Derandomized and bounded so CI stays fast."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from mnist_diffusion import data
 from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
 from mnist_diffusion.cli import main
-from mnist_diffusion.config import DiffusionConfig, preset
+from mnist_diffusion.config import DiffusionConfig, ModelConfig, TrainConfig, preset
 from mnist_diffusion.unet import UNet
 
 from conftest import fake_mnist, idx_bytes
@@ -233,3 +238,124 @@ def test_any_sample_file_keeps_the_contract(workspace: Path, arrays: dict[str, n
         assert_contract(code, err, out_dir)
         assert (code == 0) == (out_dir / "eval" / "report.json").exists()
         event(f"exit {code}")
+
+
+# -- every field of a training checkpoint, on resume ---------------------------------------------
+
+DEEP = "<nested 5,000 deep>"  # a label in the header, replaced by JSON nested 5,000 deep when it is written
+field_values = st.one_of(json_values, st.sampled_from([float("nan"), float("inf"), -1e12, 1e300, -1, 0, 2.5, "200",
+                                                       DEEP, [1], {}, None, True]))
+TRAIN_HEADER_PATHS = [
+    *[("train_config", f.name) for f in dataclasses.fields(TrainConfig)],
+    *[("model_config", f.name) for f in dataclasses.fields(ModelConfig)],
+    *[("diffusion_config", f.name) for f in dataclasses.fields(DiffusionConfig)],
+    ("extra", "elapsed_s"), ("extra", "warmup_elapsed_s"), ("optimizer_param_groups",), ("step",),
+    ("images_seen",), ("extra",), ("train_config",),
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The newest checkpoint of a two-step tiny run on made-up digits (it carries every header field)."""
+    from worker import make_trainer
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    make_trainer(run_dir, 2).run()
+    return sorted((run_dir / "checkpoints").glob("step_*.safetensors"))[-1]
+
+
+@settings(SETTINGS, max_examples=60)
+@given(edits=st.lists(st.tuples(st.sampled_from(TRAIN_HEADER_PATHS), field_values), min_size=1, max_size=2))
+def test_any_checkpoint_field_keeps_the_contract_on_resume(workspace: Path, trained_run: Path, edits: list) -> None:
+    def edit(meta: dict) -> dict:
+        for path, value in edits:
+            holder = meta
+            for key in path[:-1]:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            if isinstance(holder, dict):
+                holder[path[-1]] = value
+        return meta
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        copy = edited_copy(trained_run, run_dir / "checkpoints" / trained_run.name, edit_meta=edit)
+        with safe_open(str(copy), "pt") as handle:
+            text = handle.metadata()["json"].replace(json.dumps(DEEP), "[" * 5_000 + "1" + "]" * 5_000)
+        save_file(load_file(str(copy)), str(copy), metadata={"json": text})
+        code, err = run("train", "--run-dir", str(run_dir), "--resume", "--max-steps", "3", "--max-minutes", "2",
+                        "--batch-size", "16", "--data-root", str(workspace / "data"))
+        assert_contract(code, err, run_dir, allowed=(0, 1, 2))
+        event(f"exit {code}")
+
+
+# -- server requests -------------------------------------------------------------------------
+
+BODY_KEYS = ["digit", "guidance", "sampler", "steps", "seed", "pace_ms", "pixels", "known", "method", "mode",
+             "seeds", "digits", "frames", "x"]
+body_values = st.one_of(json_values, st.integers(-3, 25), st.sampled_from(["ddim", "ddpm", "repaint", "seeds",
+                                                                           "digits"]),
+                        st.lists(st.integers(0, 9), min_size=2, max_size=2), st.just([1] * 392 + [0] * 392),
+                        st.just([0] * 784))
+header_values = st.one_of(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+                          st.sampled_from(["", "0", "-1", "99999999999", "http://evil.example", "null"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_server(workspace: Path) -> Iterator[int]:
+    from mnist_diffusion.serve import Demo, make_server
+
+    threads_before = torch.get_num_threads()
+    server = make_server(Demo.load(str(workspace / "tiny.safetensors"), workspace / "no-data"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    torch.set_num_threads(threads_before)
+
+
+def exchange(port: int, request: bytes) -> bytes | None:
+    """The server's whole answer; None when the connection was reset under it: a server that answers
+    without reading a body (a PUT, a refusal) closes a socket holding unread bytes, and TCP then
+    sends a reset that may overtake the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+        try:
+            connection.sendall(request)
+            connection.shutdown(socket.SHUT_WR)  # a short body ends here instead of waiting out the timeout
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            return None
+    return answer
+
+
+@SETTINGS
+@given(path=st.sampled_from(["/api/generate", "/api/complete", "/api/interpolate", "/api/info", "/nope"]),
+       body=st.one_of(st.dictionaries(st.sampled_from(BODY_KEYS), body_values, max_size=6), json_values,
+                      st.binary(max_size=40).map(lambda raw: ("raw", raw))),
+       headers=st.dictionaries(st.sampled_from(["Host", "Origin", "Content-Length", "Content-Type", "X-Any"]),
+                               header_values, max_size=3),
+       method=st.sampled_from(["POST", "POST", "GET", "PUT"]))
+def test_any_request_gets_an_answer_and_the_server_goes_on(tiny_server: int, path: str, body: object,
+                                                           headers: dict, method: str) -> None:
+    if isinstance(body, dict) and type(body.get("pace_ms")) is int and 0 <= body["pace_ms"] <= 2000:
+        body["pace_ms"] = 0  # a valid pace only slows the test down
+    raw = body[1] if isinstance(body, tuple) else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.0", f"Content-Length: {len(raw)}",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    answer = exchange(tiny_server, ("\r\n".join(lines) + "\r\n\r\n").encode() + raw)
+    if answer is None:
+        event("reset")
+        answer = b"HTTP/1.0 000 reset\r\n\r\n"
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.0 ") else None
+    assert status in (0, 200, 400, 403, 404, 408, 411, 501, 503), answer[:300]
+    _, _, payload = answer.partition(b"\r\n\r\n")
+    if status == 200 and method == "POST" and path != "/api/info":
+        items = [json.loads(line) for line in payload.splitlines() if line.strip()]
+        assert items and items[-1]["type"] in ("done", "error")
+    elif status in (400, 403, 404, 408, 503):
+        error = json.loads(payload)["error"]
+        assert error and "\n" not in error
+    event(f"HTTP {status}")
+    assert (exchange(tiny_server, b"GET /api/info HTTP/1.0\r\n\r\n") or b"").startswith(b"HTTP/1.0 200")

@@ -229,6 +229,7 @@ def set_field(section: str | None, key: str, value, **more):
     (set_field("extra", "elapsed_s", [1]), "extra.elapsed_s must be a time"),
     (set_field("extra", "elapsed_s", float("nan")), "extra.elapsed_s must be a time"),
     (set_field("extra", "elapsed_s", -1e12), "extra.elapsed_s must be a time"),
+    (set_field("extra", "elapsed_s", None), "extra.elapsed_s must be a time"),
     (set_field("diffusion_config", "beta_start", 0.9999, beta_end=0.99999), "strictly between 0 and 1"),
     (set_field("diffusion_config", "beta_start", 1e-300, beta_end=1e-300), "strictly between 0 and 1"),
 ])

@@ -198,7 +198,7 @@ def _check_extra(extra: Any) -> dict[str, Any]:
         raise ValueError("'extra' must be a JSON object")
     for key in ("elapsed_s", "warmup_elapsed_s"):
         value = extra.get(key)
-        if value is not None and (type(value) not in (int, float) or not 0 <= value < 1e9):
+        if key in extra and (type(value) not in (int, float) or not 0 <= value < 1e9):
             raise ValueError(f"extra.{key} must be a time in seconds from 0 to 1e9, got {json.dumps(value)}")
     return extra
 

@@ -36,6 +36,7 @@ from .config import (
     preset,
 )
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
+from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import atomic_write, check_writable
 from .sampling import (
     DEFAULT_BATCH_SIZE,
@@ -58,8 +59,6 @@ EXIT_FAILURE, EXIT_USAGE = 1, 2
 MAX_DIGITS = 100_000  # digits one sample/evaluate command draws (100k x 784 bytes = 78 MB of pixels)
 MAX_BATCH_SIZE = 4096
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
-GRID_MAX_COLUMNS = 32  # a PNG grid shows at most 32 digits per row and 32 rows; the .npz keeps all
-GRID_MAX_ROWS = 32
 
 
 class UsageError(ValueError):
@@ -324,18 +323,9 @@ def _labels_for(args: argparse.Namespace, num_classes: int,
     return None, num, None
 
 
-def _grid_digits(pixels: torch.Tensor, per_row: int | None) -> tuple[torch.Tensor, int | None]:
-    """The digits a PNG grid shows: at most GRID_MAX_COLUMNS per row and GRID_MAX_ROWS rows (with
-    one row per digit class, each row's first digits), so a huge request stays a viewable image."""
-    if per_row is None:
-        return pixels[:GRID_MAX_COLUMNS * GRID_MAX_ROWS], None
-    rows = pixels.reshape(-1, per_row, *pixels.shape[1:])[:GRID_MAX_ROWS, :GRID_MAX_COLUMNS]
-    return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
 
-    from .figures import save_grid
+    from .figures import capped_grid, save_grid
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
@@ -349,7 +339,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     # The same generator that shuffled the labels draws the noise: a seed names one set of digits.
     pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
                                      f"sample ({args.sampler}, {steps} steps)", generator)  # (N, 28, 28)
-    shown, shown_per_row = _grid_digits(pixels, per_row)
+    shown, shown_per_row = capped_grid(pixels, per_row)
     save_grid(shown, out, nrow=shown_per_row)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
     note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
@@ -369,76 +359,9 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
         np.savez_compressed(handle, **arrays)
 
 
-def _forward_process_figure(args: argparse.Namespace, checkpoint: Checkpoint, model, schedule,
-                            generator: torch.Generator, out_dir: Path) -> Path:
-    """Six clean digits (MNIST's, else the model's own) noised to t = 0 ... T-1."""
-    from .data import to_model_space
-    from .figures import strip_figure
-    from .sampling import generate
-
-    conditional = checkpoint.model_config.conditional
-    try:
-        images, _ = load_mnist(args.data_root, "test", download=False)
-        clean, source = images[:6], "MNIST test digits"
-    except (DataError, FileNotFoundError):
-        clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
-                                  guidance=DEFAULT_GUIDANCE, generator=generator, device=args.device_chosen))
-        source = "digits drawn by the model (no MNIST data found)"
-    x0 = to_model_space(clean, checkpoint.model_config.image_size)
-    # Ten noise levels, as fractions of T: dense early, where the digit is still readable.
-    fractions = (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
-    shown_t = sorted({min(int(f * schedule.num_timesteps), schedule.num_timesteps - 1) for f in fractions})
-    noise = torch.randn(x0.shape, generator=generator)
-    columns = len(shown_t)
-    rows = [to_uint8(schedule.q_sample(x0[i:i + 1].expand(columns, -1, -1, -1), torch.tensor(shown_t),
-                                       noise[i:i + 1].expand(columns, -1, -1, -1)))
-            for i in range(len(x0))]
-    return strip_figure(rows, [f"t={t}" for t in shown_t],
-                        f"Forward process q(x_t | x_0): {source} turning into noise", out_dir / "forward_process.png")
-
-
-def _reverse_process_figure(args: argparse.Namespace, conditional: bool, model, schedule,
-                            generator: torch.Generator, out_dir: Path) -> Path:
-    """Six digits x 15 snapshots of full-T ancestral sampling, noise to digit."""
-    from .figures import strip_figure
-    from .sampling import generate, make_timesteps
-
-    timesteps = make_timesteps(schedule.num_timesteps, schedule.num_timesteps)
-    keep = set(torch.linspace(0, len(timesteps) - 1, 15).round().long().tolist())
-    snapshots: list[torch.Tensor] = []
-    titles: list[str] = []
-
-    def record(step: dict) -> None:
-        if step["i"] in keep:
-            snapshots.append(to_uint8(step["x"].cpu()))
-            landed_on = int(timesteps[step["i"] + 1]) if step["i"] + 1 < len(timesteps) else None
-            titles.append("x_0" if landed_on is None else f"t={landed_on}")
-
-    labels = torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None
-    generate(model, schedule, 6, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm", generator=generator,
-             device=args.device_chosen, callback=record)
-    rows = [torch.stack([snapshot[i] for snapshot in snapshots]) for i in range(6)]
-    return strip_figure(rows, titles, "Reverse process: DDPM ancestral sampling, noise to digits",
-                        out_dir / "reverse_process.png")
-
-
-def _sampling_gif(args: argparse.Namespace, conditional: bool, model, schedule, generator: torch.Generator,
-                  out_dir: Path) -> Path:
-    """20 digits forming (0-9 twice when conditional), x_t after every step. Noisy frames barely
-    compress, so it stays small: 20 digits at 2x are ~3 MB; 100 at 3x were 18 MB."""
-    from .figures import save_gif
-    from .sampling import generate
-
-    frames: list[torch.Tensor] = []
-    labels = torch.arange(NUM_CLASSES).repeat(2) if conditional else None
-    generate(model, schedule, 20, labels=labels, guidance=DEFAULT_GUIDANCE, sampler="ddpm",
-             steps=min(60, schedule.num_timesteps), generator=generator, device=args.device_chosen,
-             callback=lambda step: frames.append(to_uint8(step["x"].cpu())))
-    return save_gif(frames, out_dir / "sampling.gif", nrow=10, scale=2)
-
-
 def cmd_figures(args: argparse.Namespace) -> None:
-    from .figures import loss_curve, read_metrics
+    from . import figures
+    from .sampling import generate
 
     out_dir = output_dir(args.out_dir)
     metrics_rows = None
@@ -446,24 +369,39 @@ def cmd_figures(args: argparse.Namespace) -> None:
         metrics = Path(args.run_dir) / "metrics.jsonl"
         if not metrics.exists():
             raise UsageError(f"{args.run_dir} has no metrics.jsonl to plot")
-        metrics_rows = read_metrics(metrics)
+        metrics_rows = figures.read_metrics(metrics)
         if not any("loss" in row for row in metrics_rows):
             raise UsageError(f"{metrics} holds no loss values to plot")
     checkpoint, model, schedule = _load_model(args.checkpoint, True, args.device_chosen)
     conditional = checkpoint.model_config.conditional
     generator = torch.Generator().manual_seed(args.seed)
-    steps = schedule.num_timesteps
+    device, steps = args.device_chosen, schedule.num_timesteps
     info(f"drawing 3 figures: the forward process, then {steps} DDPM steps of 6 digits and {min(60, steps)} steps "
          f"of 20 digits (minutes on a CPU)")
+
+    def forward() -> Path:
+        try:
+            clean, source = load_mnist(args.data_root, "test", download=False)[0][:6], "MNIST test digits"
+        except (DataError, FileNotFoundError):
+            clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
+                                      guidance=DEFAULT_GUIDANCE, generator=generator, device=device))
+            source = "digits drawn by the model (no MNIST data found)"
+        return figures.forward_process_figure(schedule, clean, checkpoint.model_config.image_size, generator,
+                                              out_dir / "forward_process.png", source)
+
     for describe, draw in (
-            ("forward process", lambda: _forward_process_figure(args, checkpoint, model, schedule, generator, out_dir)),
-            (f"reverse process ({steps} steps)",
-             lambda: _reverse_process_figure(args, conditional, model, schedule, generator, out_dir)),
-            ("sampling GIF", lambda: _sampling_gif(args, conditional, model, schedule, generator, out_dir))):
+            ("forward process", forward),
+            (f"reverse process ({steps} steps)", lambda: figures.reverse_process_figure(
+                model, schedule, torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None, DEFAULT_GUIDANCE,
+                generator, out_dir / "reverse_process.png", device)),
+            ("sampling GIF", lambda: figures.sampling_gif(
+                model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, DEFAULT_GUIDANCE,
+                generator, out_dir / "sampling.gif", device))):
         info(f"drawing the {describe}...")
         print(f"wrote {draw()}", flush=True)
     if metrics_rows is not None:
-        print(f"wrote {loss_curve(Path(args.run_dir) / 'metrics.jsonl', out_dir / 'loss_curve.png', metrics_rows)}")
+        curve = figures.loss_curve(Path(args.run_dir) / "metrics.jsonl", out_dir / "loss_curve.png", metrics_rows)
+        print(f"wrote {curve}")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
@@ -552,7 +490,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _add_inception_fid(rows, images, train_images, test_images, args)
     settings["scoring_s"] = round(time.monotonic() - started, 1)
     json_path, md_path = ev.write_report(rows, settings, out_dir)
-    figure = _nearest_neighbours_figure(images, train_images, copies, out_dir)
+    from .figures import nearest_neighbours_figure
+
+    figure = nearest_neighbours_figure(images, train_images, copies, out_dir / "nearest_neighbours.png")
     print(ev.format_table(rows))
     print(f"scored in {settings['scoring_s']:.0f} s; wrote {json_path}, {md_path}, {figure}")
 
@@ -586,17 +526,6 @@ def _add_inception_fid(rows: list, images: torch.Tensor, train_images: torch.Ten
         rows[1].inception_fid = fid(inception_features(network, training_sample), reference)
 
 
-def _nearest_neighbours_figure(images: torch.Tensor, train_images: torch.Tensor, copies, out_dir: Path) -> Path:
-    from .figures import strip_figure
-
-    closest = copies.closest(12)
-    ratio = copies.nearest_distance / copies.second_distance
-    return strip_figure([images[closest], train_images[copies.nearest_index[closest]]],
-                        [f"{ratio[i]:.2f}" for i in closest.tolist()],
-                        "Samples most like a training image (nearest / second-nearest distance above each)",
-                        out_dir / "nearest_neighbours.png", row_titles=["sample", "nearest\ntrain"])
-
-
 def cmd_export(args: argparse.Namespace) -> None:
     out = output_file(args.out, (".safetensors",))
     checkpoint = load_checkpoint(args.checkpoint)  # validated: names, shapes and configs
@@ -607,7 +536,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> None:
     from .completion import complete, model_inputs
-    from .figures import save_grid
+    from .figures import capped_grid, save_grid
     from .inputs import read_completion_inputs, read_mask
 
     out = output_file(args.out, (".png",))
@@ -635,7 +564,7 @@ def cmd_complete(args: argparse.Namespace) -> None:
     shown_erased = torch.where(keep_all, pixels, torch.full_like(pixels, 60))  # erased pixels dark grey
     rows = [torch.cat([pixels[i:i + 1], shown_erased[i:i + 1], completed[i * args.num:(i + 1) * args.num]])
             for i in range(len(pixels))]
-    grid, per_row = _grid_digits(torch.cat(rows), args.num + 2)
+    grid, per_row = capped_grid(torch.cat(rows), args.num + 2)
     save_grid(grid, out, nrow=per_row)
     print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
     if npz is not None:

@@ -19,6 +19,9 @@ from PIL import Image
 
 from .files import atomic_write, regular_file
 
+GRID_MAX_COLUMNS = 32  # a PNG grid of a request shows at most 32 digits per row and 32 rows; an .npz keeps all
+GRID_MAX_ROWS = 32
+
 
 def grid_image(images: torch.Tensor, nrow: int | None = None, scale: int = 2, padding: int = 2) -> Image.Image:
     """uint8 `(N, H, W)` -> one greyscale image with `nrow` digits per row (square by default)."""
@@ -181,3 +184,83 @@ def loss_curve(metrics_path: str | Path, path: str | Path, rows: list[dict] | No
     ax.set_title("Training loss", fontsize=11)
     fig.tight_layout()
     return _save_figure(fig, path)
+
+
+# -- the recipes of `mnist-diffusion figures` and `evaluate` ------------------------------------
+
+def forward_process_figure(schedule, clean: torch.Tensor, image_size: int, generator: torch.Generator,
+                           path: str | Path, source: str) -> Path:
+    """Clean uint8 digits `(N, 28, 28)` noised by q(x_t | x_0) at ten levels from t = 0 to T-1, one
+    row per digit; `source` says where the digits came from."""
+    from .data import to_model_space, to_uint8
+
+    x0 = to_model_space(clean, image_size)  # (N, 1, S, S)
+    # Ten noise levels, as fractions of T: dense early, where the digit is still readable.
+    fractions = (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
+    shown_t = sorted({min(int(f * schedule.num_timesteps), schedule.num_timesteps - 1) for f in fractions})
+    noise = torch.randn(x0.shape, generator=generator)
+    columns = len(shown_t)
+    rows = [to_uint8(schedule.q_sample(x0[i:i + 1].expand(columns, -1, -1, -1), torch.tensor(shown_t),
+                                       noise[i:i + 1].expand(columns, -1, -1, -1)))
+            for i in range(len(x0))]
+    return strip_figure(rows, [f"t={t}" for t in shown_t],
+                        f"Forward process q(x_t | x_0): {source} turning into noise", path)
+
+
+def reverse_process_figure(model, schedule, labels: torch.Tensor | None, guidance: float,
+                           generator: torch.Generator, path: str | Path, device: torch.device | str = "cpu") -> Path:
+    """One row per label (or 6 unconditional digits) x 15 snapshots of full-T ancestral sampling."""
+    from .data import to_uint8
+    from .sampling import generate, make_timesteps
+
+    timesteps = make_timesteps(schedule.num_timesteps, schedule.num_timesteps)
+    keep = set(torch.linspace(0, len(timesteps) - 1, 15).round().long().tolist())
+    snapshots: list[torch.Tensor] = []
+    titles: list[str] = []
+
+    def record(step: dict) -> None:
+        if step["i"] in keep:
+            snapshots.append(to_uint8(step["x"].cpu()))
+            landed_on = int(timesteps[step["i"] + 1]) if step["i"] + 1 < len(timesteps) else None
+            titles.append("x_0" if landed_on is None else f"t={landed_on}")
+
+    count = len(labels) if labels is not None else 6
+    generate(model, schedule, count, labels=labels, guidance=guidance, sampler="ddpm", generator=generator,
+             device=device, callback=record)
+    rows = [torch.stack([snapshot[i] for snapshot in snapshots]) for i in range(count)]
+    return strip_figure(rows, titles, "Reverse process: DDPM ancestral sampling, noise to digits", path)
+
+
+def sampling_gif(model, schedule, labels: torch.Tensor | None, guidance: float, generator: torch.Generator,
+                 path: str | Path, device: torch.device | str = "cpu", steps: int = 60) -> Path:
+    """Digits forming (20, or one per label), x_t after every one of `steps` DDPM steps. Noisy frames
+    barely compress, so it stays small: 20 digits at 2x are ~3 MB; 100 at 3x were 18 MB."""
+    from .data import to_uint8
+    from .sampling import generate
+
+    frames: list[torch.Tensor] = []
+    generate(model, schedule, len(labels) if labels is not None else 20, labels=labels, guidance=guidance,
+             sampler="ddpm", steps=min(steps, schedule.num_timesteps), generator=generator, device=device,
+             callback=lambda step: frames.append(to_uint8(step["x"].cpu())))
+    return save_gif(frames, path, nrow=10, scale=2)
+
+
+def nearest_neighbours_figure(images: torch.Tensor, train_images: torch.Tensor, copies, path: str | Path) -> Path:
+    """The 12 samples most like a training image, each above its nearest training digit (`copies`:
+    `evaluate.Memorization`)."""
+    closest = copies.closest(12)
+    ratio = copies.nearest_distance / copies.second_distance
+    return strip_figure([images[closest], train_images[copies.nearest_index[closest]]],
+                        [f"{ratio[i]:.2f}" for i in closest.tolist()],
+                        "Samples most like a training image (nearest / second-nearest distance above each)",
+                        path, row_titles=["sample", "nearest\ntrain"])
+
+
+def capped_grid(pixels: torch.Tensor, per_row: int | None, max_columns: int = GRID_MAX_COLUMNS,
+                max_rows: int = GRID_MAX_ROWS) -> tuple[torch.Tensor, int | None]:
+    """The digits a PNG grid shows: at most `max_columns` per row and `max_rows` rows (with rows of
+    `per_row` digits, each row's first ones), so a huge request stays a viewable image."""
+    if per_row is None:
+        return pixels[:max_columns * max_rows], None
+    rows = pixels.reshape(-1, per_row, *pixels.shape[1:])[:max_rows, :max_columns]
+    return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]

@@ -13,6 +13,7 @@ atomically, so a failure leaves no half-written file and no empty directory behi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -38,6 +40,7 @@ from .config import (
 from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import atomic_write, check_writable
+from .pipeline import IMAGE_SIZES, MAX_DIGITS
 from .sampling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GUIDANCE,
@@ -53,10 +56,8 @@ from .sampling import (
 )
 
 PROG = "mnist-diffusion"
-IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 # Documented limits (README): what one command may ask for.
-MAX_DIGITS = 100_000  # digits one sample/evaluate command draws (100k x 784 bytes = 78 MB of pixels)
 MAX_BATCH_SIZE = 4096
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 
@@ -160,16 +161,18 @@ def info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _load_model(path: str | None, use_ema: bool, device: torch.device):
-    from .schedule import NoiseSchedule
+def _pipeline(args: argparse.Namespace, use_ema: bool = True):
+    """The model the command names, on its device, with the defaults its options override."""
+    from .pipeline import Pipeline
 
-    checkpoint = load_checkpoint(path)
-    config = checkpoint.model_config
-    if config.in_channels != 1 or config.image_size not in IMAGE_SIZES:
-        raise UsageError(f"{path or 'the shipped model'} is for {config.in_channels}-channel {config.image_size}px "
-                         f"images; MNIST models here are 1-channel at {' or '.join(map(str, IMAGE_SIZES))}px")
-    model = checkpoint.build_model(use_ema=use_ema).to(device)
-    return checkpoint, model, NoiseSchedule(checkpoint.diffusion_config)
+    return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
+
+
+def _load_model(path: str | None, use_ema: bool, device: torch.device):
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(path, device=device, use_ema=use_ema)
+    return pipe.checkpoint, pipe.model, pipe.schedule
 
 
 def _sampling_steps(args: argparse.Namespace, num_timesteps: int) -> int:
@@ -185,15 +188,43 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"eta": args.eta} if args.eta is not None else None
 
 
+class _LineProgress:
+    """Progress outside a terminal (a log, CI): one line at each tenth of the work, with the time."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.done, self.shown = max(total, 1), description, 0, 0
+        self.started = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        tenth = 10 * self.done // self.total
+        if tenth > self.shown:
+            self.shown = tenth
+            info(f"{self.description}: {10 * tenth}% ({self.done}/{self.total} steps, "
+                 f"{time.monotonic() - self.started:.0f} s)")
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress(total: int, description: str):
+    """A progress bar on stderr in a terminal; elsewhere a line at each tenth of the work."""
+    if not sys.stderr.isatty():
+        return _LineProgress(total, description)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr)
+
+
 def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace, labels: torch.Tensor | None,
                             steps: int, description: str, generator: torch.Generator) -> torch.Tensor:
     """uint8 digits `(num, 28, 28)` from `generate`, with a progress bar over all batches' steps."""
-    from tqdm import tqdm
-
     from .sampling import generate
 
-    total = -(-num // args.batch_size) * steps
-    with tqdm(total=total, desc=description, unit="step", disable=None, leave=False, file=sys.stderr) as bar:
+    with _progress(-(-num // args.batch_size) * steps, description) as bar:
         images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
                           steps=steps, generator=generator, batch_size=args.batch_size,
                           device=args.device_chosen, guidance_interval=getattr(args, "guidance_interval", None),
@@ -298,56 +329,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
 
 
-def _labels_for(args: argparse.Namespace, num_classes: int,
-                generator: torch.Generator) -> tuple[torch.Tensor | None, int, int | None]:
-    """Labels to sample, how many samples, and digits per grid row."""
-    asked = args.digits if args.digits is not None else ([args.digit] if args.digit is not None else [])
-    if asked and num_classes == 0:
-        raise UsageError("this checkpoint is unconditional: it cannot draw a chosen digit "
-                         "(drop --digit/--digits or use a class-conditional checkpoint)")
-    if any(d >= num_classes for d in asked):
-        raise UsageError(f"digit {max(asked)} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
-    if args.digits is not None:
-        if len(args.digits) * args.per_digit > MAX_DIGITS:
-            raise UsageError(f"{len(args.digits)} digits x --per-digit {args.per_digit} is more than the "
-                             f"{MAX_DIGITS:,} digits one command may draw")
-        return torch.tensor(args.digits).repeat_interleave(args.per_digit), len(args.digits) * args.per_digit, \
-            args.per_digit
-    num = args.num or 256
-    if args.digit is not None:
-        return torch.full((num,), args.digit), num, None
-    if num_classes and args.guidance > 0:
-        # No digit asked for: an even mix of the model's classes, in random order.
-        labels = torch.arange(num) % num_classes
-        return labels[torch.randperm(num, generator=generator)], num, None
-    return None, num, None
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
-
     from .figures import capped_grid, save_grid
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     _sampler_options(args)
-    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
-    generator = torch.Generator().manual_seed(args.seed)
-    labels, num, per_row = _labels_for(args, checkpoint.model_config.num_classes, generator)
-    steps = _sampling_steps(args, schedule.num_timesteps)
-    learned = checkpoint.model_config.guidance_input
-    _report_passes(num, steps, _passes_per_digit(args, schedule, steps, labels is not None, learned), learned)
-    # The same generator that shuffled the labels draws the noise: a seed names one set of digits.
-    pixels = _generate_with_progress(model, schedule, num, args, labels, steps,
-                                     f"sample ({args.sampler}, {steps} steps)", generator)  # (N, 28, 28)
-    shown, shown_per_row = capped_grid(pixels, per_row)
+    pipe = _pipeline(args, use_ema=not args.no_ema)
+    settings = pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                             precision=args.precision, batch_size=args.batch_size)
+    settings = dataclasses.replace(settings, guidance_interval=args.guidance_interval)
+    steps = pipe.steps_for(settings)
+    labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
+                              guidance=args.guidance)  # checked here, drawn again (same seed) by the pipeline
+    learned = pipe.checkpoint.model_config.guidance_input
+    _report_passes(num, steps, _passes_per_digit(args, pipe.schedule, steps, labels is not None, learned), learned)
+    with _progress(-(-num // args.batch_size) * steps, f"sample ({args.sampler}, {steps} steps)") as bar:
+        pixels, labels = pipe.sample_with_labels(
+            args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed, eta=args.eta,
+            callback=lambda _: bar.update(1), **dataclasses.asdict(settings))  # (N, 28, 28)
+    shown, shown_per_row = capped_grid(torch.from_numpy(pixels), args.per_digit if args.digits is not None else None)
     save_grid(shown, out, nrow=shown_per_row)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
     note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
     print(f"wrote {num} digits to {out}{note}")
     if npz is not None:
-        payload = {"images": pixels.numpy()}
-        if labels is not None:
-            payload["labels"] = labels.numpy()
+        payload = {"images": pixels} | ({"labels": labels} if labels is not None else {})
         atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
         print(f"wrote images to {npz}")
 
@@ -449,7 +456,8 @@ def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
     info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
     interval = args.guidance_interval
     where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and labels is not None else ""
-    return images, labels, f"model ({args.sampler}, {steps} steps, w={args.guidance:g}{where})", settings
+    guided = f", w={args.guidance:g}{where}" if labels is not None else ", unconditional"
+    return images, labels, f"model ({args.sampler}, {steps} steps{guided})", settings
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -535,63 +543,54 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
-    from .completion import complete, model_inputs
     from .figures import capped_grid, save_grid
     from .inputs import read_completion_inputs, read_mask
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     pixels, keep = read_completion_inputs(args.images, MAX_DIGITS), read_mask(args.mask)
-    if len(pixels) * args.num > MAX_DIGITS:
-        raise UsageError(f"{len(pixels)} images x --num {args.num} is more than the {MAX_DIGITS:,} digits one "
-                         f"command may draw")
     if args.method == "repaint" and args.eta is not None:
         raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
                          "resamples with DDPM steps of its own")
-    sampler_options = _sampler_options(args)
-    checkpoint, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
-    # A digit the model does not know is refused by the sampler's own label check, before any step.
-    labels = torch.full((len(pixels),), args.digit) if args.digit is not None else None
+    _sampler_options(args)
+    pipe = _pipeline(args, use_ema=not args.no_ema)
     if args.steps is not None:
-        _sampling_steps(args, schedule.num_timesteps)
+        _sampling_steps(args, pipe.schedule.num_timesteps)
+    # A digit the model does not know is refused by the sampler's own label check, before any step.
+    completed = pipe.complete(pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num,
+                              method=args.method, seed=args.seed, steps=args.steps, sampler=args.sampler,
+                              guidance=args.guidance, eta=args.eta, batch_size=args.batch_size)  # (N*K, 28, 28)
     keep_all = keep.expand(len(pixels), 28, 28)
-    images, mask = model_inputs(pixels, keep_all, checkpoint.model_config.image_size)
-    completed = to_uint8(complete(model, schedule, images, mask, num_per_image=args.num, labels=labels,
-                                  guidance=args.guidance if labels is not None else 1.0, method=args.method,
-                                  sampler=args.sampler, steps=args.steps, generator=torch.Generator().manual_seed(
-                                      args.seed), batch_size=args.batch_size, device=args.device_chosen,
-                                  sampler_kwargs=sampler_options))  # (N*K, 28, 28)
     shown_erased = torch.where(keep_all, pixels, torch.full_like(pixels, 60))  # erased pixels dark grey
-    rows = [torch.cat([pixels[i:i + 1], shown_erased[i:i + 1], completed[i * args.num:(i + 1) * args.num]])
+    results = torch.from_numpy(completed)
+    rows = [torch.cat([pixels[i:i + 1], shown_erased[i:i + 1], results[i * args.num:(i + 1) * args.num]])
             for i in range(len(pixels))]
     grid, per_row = capped_grid(torch.cat(rows), args.num + 2)
     save_grid(grid, out, nrow=per_row)
     print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
     if npz is not None:
-        payload = {"images": completed.numpy()}
-        if labels is not None:
-            payload["labels"] = labels.repeat_interleave(args.num).numpy()
+        payload = {"images": completed}
+        if args.digit is not None:
+            payload["labels"] = np.full(len(completed), args.digit, dtype=np.int64)
         atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
         print(f"wrote images to {npz}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from .figures import save_gif, save_grid
-    from .interpolation import interpolate_digits, interpolate_seeds
 
     out = output_file(args.out, (".png",))
     gif = check_writable(out.with_suffix(".gif")) if args.gif else None
     if (args.digits is None) == (args.seeds is None):
         raise UsageError("give --seeds A,B (with --digit D on a conditional model) or --digits A,B")
-    _, model, schedule = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
+    if args.digits is not None and args.digit is not None:
+        raise UsageError("--digit sets the digit of a --seeds walk; a --digits walk names both digits")
+    pipe = _pipeline(args, use_ema=not args.no_ema)
     if args.steps is not None:
-        _sampling_steps(args, schedule.num_timesteps)
-    common = {"guidance": args.guidance, "sampler": args.sampler, "steps": args.steps, "device": args.device_chosen}
-    if args.seeds is not None:
-        frames = interpolate_seeds(model, schedule, tuple(args.seeds), args.frames, digit=args.digit, **common)
-    else:
-        frames = interpolate_digits(model, schedule, tuple(args.digits), args.frames, seed=args.seed, **common)
-    pixels = to_uint8(frames)
+        _sampling_steps(args, pipe.schedule.num_timesteps)
+    frames = pipe.interpolate(seeds=args.seeds, digit=args.digit, digits=args.digits, frames=args.frames,
+                              seed=args.seed, sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+    pixels = torch.from_numpy(frames)
     save_grid(pixels, out, nrow=len(pixels))
     print(f"wrote {len(pixels)} frames to {out}")
     if gif is not None:
@@ -644,23 +643,27 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
 
 
-def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS))) -> None:
+def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS)), *,
+                  steps_default: str = f"{DEFAULT_STEPS}; ddpm: every timestep", eta: bool = True,
+                  batch_size: bool = True) -> None:
     parser.add_argument("--sampler", choices=samplers, default=DEFAULT_SAMPLER,
                         help=f"sampling algorithm (default: {DEFAULT_SAMPLER})")
     parser.add_argument("--steps", type=positive_int, default=None,
-                        help=f"timesteps the sampler visits, each one network evaluation per digit, the final "
-                             f"denoise at t=0 included; a guided step (w other than 0 and 1, inside "
-                             f"--guidance-interval) is two passes (default: {DEFAULT_STEPS}; ddpm: every timestep)")
+                        help=f"timesteps the sampler visits, each one network evaluation per digit (two where "
+                             f"guidance mixes two branches), the final denoise at t=0 included "
+                             f"(default: {steps_default})")
     parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULT_GUIDANCE,
                         help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
                              f"1 conditional, >1 sharper digits (default: {DEFAULT_GUIDANCE})")
-    parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
-                        help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
-                             "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
+    if eta:
+        parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
+                            help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
+                                 "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
-    parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
-                        help=f"digits per forward pass (default: {DEFAULT_BATCH_SIZE})")
+    if batch_size:
+        parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
+                            help=f"digits per forward pass (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
 
 
@@ -805,7 +808,7 @@ def _add_evaluate_parser(commands) -> None:
 
 
 def _add_complete_parser(commands) -> None:
-    from .completion import COMPLETION_METHODS, DEFAULT_METHOD, MASK_REGIONS
+    from .completion import COMPLETION_METHODS, DEFAULT_METHOD, MASK_REGIONS, REPAINT_RESAMPLES, REPAINT_STEPS
 
     p = commands.add_parser("complete", help="draw the erased part of digits (inpainting)")
     p.add_argument("--images", required=True, help="a 28x28 PNG of one digit, or an .npz with images (N x 28 x 28)")
@@ -820,7 +823,8 @@ def _add_complete_parser(commands) -> None:
     p.add_argument("--out", default="completions.png", help="PNG grid: per image, the digit, its erased input and "
                                                             "the completions (default: completions.png)")
     p.add_argument("--npz", help="also save the completions (N*K x 28 x 28, input-major) and labels here")
-    _add_sampling(p)
+    _add_sampling(p, steps_default=f"{REPAINT_STEPS} for repaint, each resampled {REPAINT_RESAMPLES} times; "
+                                   f"replace: {DEFAULT_STEPS}")
     _add_device(p)
     p.set_defaults(func=cmd_complete)
 
@@ -836,7 +840,8 @@ def _add_interpolate_parser(commands) -> None:
     p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF beside it (there and back)")
     p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
-    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS)  # each frame a function of its noise and label alone
+    # Each frame a function of its noise and label alone: deterministic samplers, no eta; frames are one batch.
+    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS, eta=False, batch_size=False)
     _add_device(p)
     p.set_defaults(func=cmd_interpolate)
 

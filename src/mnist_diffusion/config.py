@@ -208,6 +208,27 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
 
 
+FEW_STEPS = 8  # timesteps the few-step samplers visit when no count is asked for; DDPM visits all T
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How digits are drawn when nothing else is asked for: the one source of the defaults that the
+    command line, the page, the Python API (`Pipeline`) and the benchmarks read.
+
+    Each default was chosen by measurement on the shipped model; the measurements, and the model
+    card's numbers, live in `benchmarks/results/` (sampling.md for sampler, steps and interval,
+    training.md for guidance, inference_speed.md for the batch size).
+    """
+
+    sampler: str = "dpm++2m"  # DPM-Solver++(2M), Lu et al. 2022
+    steps: int | None = None  # None: FEW_STEPS for the few-step samplers, every timestep for DDPM
+    guidance: float = 1.25  # classifier-free guidance weight w (0: unconditional, 1: conditional)
+    guidance_interval: tuple[float, float] | None = (0.3, 0.7)  # shares of T where guidance applies
+    precision: str = "auto"  # the network's arithmetic: bf16 where the device computes it natively
+    batch_size: int = 64  # digits per forward pass: small batches stay in a CPU's cache
+
+
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the
 # classic 2.3M-parameter MNIST DDPM recipe (T=300, Adam 1e-4; README, "The write-ups this grew
 # from"); "unet-256" is a 64-128-256 UNet of the size common in DDPM tutorials.
@@ -253,6 +274,7 @@ __all__ = [
     "PRESETS",
     "DiffusionConfig",
     "ModelConfig",
+    "SampleConfig",
     "TrainConfig",
     "from_dict",
     "preset",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .config import FEW_STEPS, SampleConfig
 from .schedule import NoiseSchedule
 
 Prediction = tuple[torch.Tensor, torch.Tensor]
@@ -240,25 +241,16 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm++2m": sample_dpm_solver_pp,
     "dpm++2m-sde": sample_dpm_solver_pp_sde,
 }
-DEFAULT_SAMPLER = "dpm++2m"
-# Steps of the few-step samplers when none are asked for. DDPM's ancestral steps are first order
-# with fresh noise each step, so it takes every timestep by default (`default_steps`). 8 steps with
-# guidance on 2 of them (`DEFAULT_GUIDANCE_INTERVAL`) cost 10 network passes per digit; on the
-# shipped model that scored a lower FID than 10 steps guided throughout, at half the passes
-# (benchmarks/results/sampling.md).
-DEFAULT_STEPS = 8
-# Classifier-free guidance weight of the CLI, demos and training grids, chosen on the shipped model
-# (benchmarks/results/training.md, 2026-11-28): at 1.25 it scores FID 0.658 with 99.2% of digits the one
-# asked for, against 1.147 at 1.5; a better-trained network needs less guidance (the model shipped
-# before it needed 1.5: at 1.25 only 98.9% of its digits read as asked).
-DEFAULT_GUIDANCE = 1.25
+# The defaults live in `config.SampleConfig`, the one place the CLI, the page and the API read.
+DEFAULT_SAMPLER = SampleConfig.sampler
+# DDPM's ancestral steps are first order with fresh noise each step, so it takes every timestep by
+# default (`default_steps`); the few-step samplers take `DEFAULT_STEPS`.
+DEFAULT_STEPS = FEW_STEPS
+DEFAULT_GUIDANCE = SampleConfig.guidance
 # Largest guidance weight accepted: far past any useful value (the sweep above found w = 3 already
 # costs much variety) while refusing nonsense such as 1e308, which drew pure noise.
 MAX_GUIDANCE = 20.0
-# Digits per batch. On a 2-core CPU small batches keep the feature maps in cache: a pass over 64
-# or 128 images ran 1.4x the images/s of 256 and 2.3x that of 512 (benchmarks/inference_speed.py;
-# guidance makes the pass twice the digits).
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = SampleConfig.batch_size
 # Arithmetic of the network's forward pass while sampling: "fp32", or "bf16" (bfloat16 autocast; the
 # sampler's own arithmetic stays fp32). See `bf16_is_native`.
 PRECISIONS = ("fp32", "bf16")
@@ -275,10 +267,10 @@ def default_steps(sampler: str, num_timesteps: int) -> int:
 GuidanceInterval = tuple[float, float]
 
 
-# Where the CLI, the page and the benchmarks guide (shares of T): guidance matters where the digit's
-# identity forms; at the noisiest levels it costs variety and at the cleanest it does little
-# (Kynkaanniemi et al. 2024). With the default 8 steps it guides t/T = 0.674 and 0.440.
-DEFAULT_GUIDANCE_INTERVAL: GuidanceInterval = (0.3, 0.7)
+# Guidance matters where the digit's identity forms; at the noisiest levels it costs variety and at
+# the cleanest it does little (Kynkaanniemi et al. 2024). With 8 steps the default interval guides
+# t/T = 0.674 and 0.440: 10 network passes per digit.
+DEFAULT_GUIDANCE_INTERVAL: GuidanceInterval | None = SampleConfig.guidance_interval
 
 
 def guided_at(t: int, num_timesteps: int, interval: GuidanceInterval | None) -> bool:

@@ -1,0 +1,179 @@
+"""The Python face of the package: a model and the product's defaults, in a few calls.
+
+    from mnist_diffusion import Pipeline, save_grid
+
+    pipe = Pipeline.load()                                  # the shipped model (or a checkpoint path)
+    digits = pipe.sample(digits=range(10), per_digit=8)     # uint8 (80, 28, 28), one row per digit
+    save_grid(digits, "digits.png", nrow=8)
+
+Every method takes the defaults of `config.SampleConfig` (the ones the command line and the page
+use) unless told otherwise, returns uint8 numpy arrays of 28x28 digits, and is what the command
+line itself calls: the same seed gives the same digits here and there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .completion import DEFAULT_METHOD, complete, model_inputs, region_mask
+from .config import SampleConfig
+from .data import to_uint8
+from .distributed import pick_device
+from .interpolation import interpolate_digits, interpolate_seeds
+from .sampling import Callback, default_steps, generate, resolve_precision
+from .schedule import NoiseSchedule
+
+MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
+IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
+
+
+@dataclass
+class Pipeline:
+    """A loaded model, its noise schedule and the sampling settings its methods use by default."""
+
+    checkpoint: Checkpoint
+    model: nn.Module
+    schedule: NoiseSchedule
+    device: torch.device
+    defaults: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, *, device: str | None = "auto", use_ema: bool = True,
+             defaults: SampleConfig | None = None) -> Pipeline:
+        """The shipped model (`checkpoint=None`), or a checkpoint or exported model written by this
+        package; on CUDA when present unless `device` says otherwise; EMA weights unless `use_ema=False`."""
+        loaded = load_checkpoint(checkpoint)
+        config = loaded.model_config
+        if config.in_channels != 1 or config.image_size not in IMAGE_SIZES:
+            raise ValueError(f"{checkpoint or 'the shipped model'} is for {config.in_channels}-channel "
+                             f"{config.image_size}px images; MNIST models here are 1-channel at "
+                             f"{' or '.join(map(str, IMAGE_SIZES))}px")
+        chosen = pick_device(device)
+        return cls(loaded, loaded.build_model(use_ema=use_ema).to(chosen), NoiseSchedule(loaded.diffusion_config),
+                   chosen, defaults or SampleConfig())
+
+    @property
+    def num_classes(self) -> int:
+        return self.checkpoint.model_config.num_classes
+
+    def settings(self, **overrides: Any) -> SampleConfig:
+        """The defaults with the given fields replaced (None keeps a default)."""
+        return dataclasses.replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
+
+    def steps_for(self, settings: SampleConfig) -> int:
+        """The steps `settings` asks for: DDPM takes every timestep unless told otherwise."""
+        steps = settings.steps or default_steps(settings.sampler, self.schedule.num_timesteps)
+        if steps > self.schedule.num_timesteps:
+            raise ValueError(f"steps {steps} exceeds the model's {self.schedule.num_timesteps} timesteps")
+        return steps
+
+    def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
+               per_digit: int = 10, guidance: float | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, int]:
+        """The labels to draw and how many digits: `per_digit` of each of `digits` in order, `num` of
+        `digit`, or (neither asked) `num` digits (default 256) in an even mix of the classes in random
+        order, which is unconditional for an unconditional model or guidance 0."""
+        asked = list(digits) if digits is not None else ([digit] if digit is not None else [])
+        if asked and self.num_classes == 0:
+            raise ValueError("this model is unconditional: it cannot draw a chosen digit")
+        if any(not 0 <= d < self.num_classes for d in asked):
+            raise ValueError(f"digit {max(asked)} is not one of this model's {self.num_classes} classes "
+                             f"(0-{self.num_classes - 1})")
+        if digits is not None:
+            if len(asked) * per_digit > MAX_DIGITS:
+                raise ValueError(f"{len(asked)} digits x {per_digit} per digit is more than the {MAX_DIGITS:,} "
+                                 f"digits one call may draw")
+            return torch.tensor(asked).repeat_interleave(per_digit), len(asked) * per_digit
+        num = num or 256
+        if not 1 <= num <= MAX_DIGITS:
+            raise ValueError(f"num must be from 1 to {MAX_DIGITS:,}, got {num}")
+        if digit is not None:
+            return torch.full((num,), digit), num
+        if self.num_classes and (guidance if guidance is not None else self.defaults.guidance) > 0:
+            labels = torch.arange(num) % self.num_classes
+            return labels[torch.randperm(num, generator=generator)], num
+        return None, num
+
+    def sample(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
+               per_digit: int = 10, seed: int = 0, eta: float | None = None, callback: Callback = None,
+               **settings: Any) -> np.ndarray:
+        """Draw digits, uint8 `(N, 28, 28)`: see `labels` for which; `settings` overrides fields of
+        `SampleConfig` (sampler, steps, guidance, guidance_interval, precision, batch_size)."""
+        return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, seed=seed, eta=eta,
+                                       callback=callback, **settings)[0]
+
+    def sample_with_labels(self, num: int | None = None, *, digit: int | None = None,
+                           digits: Iterable[int] | None = None, per_digit: int = 10, seed: int = 0,
+                           eta: float | None = None, callback: Callback = None,
+                           **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """`sample`, and the digits asked for (int64 `(N,)`, None when drawn unconditionally)."""
+        config = self.settings(**settings)
+        # The same generator shuffles the labels and draws the noise: a seed names one set of digits.
+        generator = torch.Generator().manual_seed(seed)
+        labels, num = self.labels(num, digit=digit, digits=digits, per_digit=per_digit, guidance=config.guidance,
+                                  generator=generator)
+        images = generate(self.model, self.schedule, num, labels=labels, guidance=config.guidance,
+                          sampler=config.sampler, steps=self.steps_for(config), generator=generator,
+                          batch_size=config.batch_size, device=self.device,
+                          guidance_interval=config.guidance_interval, callback=callback,
+                          sampler_kwargs={"eta": eta} if eta is not None else None,
+                          precision=resolve_precision(config.precision, self.device))
+        return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
+
+    def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,
+                 digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD, seed: int = 0,
+                 steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                 eta: float | None = None, batch_size: int | None = None, callback: Callback = None) -> np.ndarray:
+        """Draw the erased part of uint8 digits `(N, 28, 28)` (or one `(28, 28)`): `mask` is a region
+        name (`completion.MASK_REGIONS`) or a bool keep-mask `(28, 28)`, True = known. Returns
+        `num_per_image` completions of each, input-major: uint8 `(N * num_per_image, 28, 28)`. With
+        `digit`, each completes as that digit (guided); without, as whatever the strokes become."""
+        pixels = torch.as_tensor(np.asarray(images, dtype=np.uint8))
+        pixels = pixels[None] if pixels.ndim == 2 else pixels
+        keep = region_mask(mask) if isinstance(mask, str) else torch.as_tensor(np.asarray(mask, dtype=bool))
+        if len(pixels) * num_per_image > MAX_DIGITS:
+            raise ValueError(f"{len(pixels)} images x {num_per_image} completions is more than the {MAX_DIGITS:,} "
+                             f"digits one call may draw")
+        keep_all = keep.expand(len(pixels), 28, 28)
+        model_images, model_mask = model_inputs(pixels, keep_all, self.checkpoint.model_config.image_size)
+        labels = torch.full((len(pixels),), digit) if digit is not None else None
+        config = self.settings(sampler=sampler, guidance=guidance, batch_size=batch_size)
+        completed = complete(self.model, self.schedule, model_images, model_mask, num_per_image=num_per_image,
+                             labels=labels, guidance=config.guidance if labels is not None else 1.0, method=method,
+                             sampler=config.sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+                             batch_size=config.batch_size, device=self.device, callback=callback,
+                             sampler_kwargs={"eta": eta} if eta is not None else None)
+        return to_uint8(completed).numpy()
+
+    def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,
+                    digits: tuple[int, int] | None = None, frames: int = 8, seed: int = 0, sampler: str | None = None,
+                    steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+        """`frames` digits, uint8 `(frames, 28, 28)`: a walk between two seeds' noise (of `digit`,
+        when given), or between two `digits` drawn from one `seed`'s noise."""
+        if (seeds is None) == (digits is None):
+            raise ValueError("give seeds=(a, b) (with digit=d on a conditional model) or digits=(a, b)")
+        if digits is not None and digit is not None:
+            raise ValueError("digit applies to a walk between seeds; a walk between digits names both in digits")
+        config = self.settings(sampler=sampler, guidance=guidance)
+        common = {"guidance": config.guidance, "sampler": config.sampler, "steps": steps, "device": self.device}
+        if seeds is not None:
+            walk = interpolate_seeds(self.model, self.schedule, tuple(seeds), frames, digit=digit, **common)
+        else:
+            walk = interpolate_digits(self.model, self.schedule, tuple(digits), frames, seed=seed, **common)
+        return to_uint8(walk).numpy()
+
+
+def save_grid(images: np.ndarray | torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+    """Write uint8 digits `(N, 28, 28)` as one PNG grid of `nrow` per row (square by default), atomically."""
+    from .figures import save_grid as save_tensor_grid
+
+    return save_tensor_grid(torch.as_tensor(np.asarray(images, dtype=np.uint8)), path, nrow=nrow, scale=scale)

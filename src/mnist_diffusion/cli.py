@@ -29,10 +29,8 @@ from . import __version__
 from .checkpoint import Checkpoint, CheckpointError, export_model, load_checkpoint
 from .config import (
     BETA_SCHEDULES,
-    LR_DECAYS,
     PREDICTION_TYPES,
     PRESETS,
-    TIMESTEP_SAMPLINGS,
     DiffusionConfig,
     TrainConfig,
     preset,
@@ -268,13 +266,11 @@ def _train_configs(args: argparse.Namespace):
     model_config = preset(args.preset, **overrides)
     diffusion_config = DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
-    train_config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
-                               max_steps=args.max_steps, max_minutes=args.max_minutes, seed=args.seed,
-                               ema_decay=args.ema_decay, p_uncond=args.p_uncond, lr_decay=args.lr_decay,
-                               min_snr_gamma=args.min_snr_gamma, timestep_sampling=args.timestep_sampling,
-                               lognormal_mean=args.lognormal_mean, lognormal_std=args.lognormal_std,
-                               checkpoint_every=args.checkpoint_every,
-                               sample_every=args.sample_every)
+    try:
+        train_config = TrainConfig(**{field.name: getattr(args, field.name)
+                                      for field in dataclasses.fields(TrainConfig)})
+    except ValueError as error:
+        raise UsageError(f"train: {error} (see --help)") from None
     return model_config, diffusion_config, train_config
 
 
@@ -701,31 +697,39 @@ def _add_download_parser(commands) -> None:
     p.set_defaults(func=cmd_download)
 
 
+def _config_type(declared: str) -> Callable[[str], Any]:
+    """A parser of one flag's text by the config field's declared type; ranges are the config's to check."""
+    def parse(text: str) -> Any:
+        try:
+            value = int(text) if declared.startswith("int") else float(text)
+        except ValueError:
+            kind = "a whole number" if declared.startswith("int") else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of a config dataclass (`--max-steps` for `max_steps`), help from its metadata."""
+    for field in dataclasses.fields(config_class):
+        default = field.default
+        shown = f" (default: {default})" if default is not None else ""
+        options: dict[str, Any] = {"default": default, "help": field.metadata["help"] + shown}
+        if field.metadata.get("choices"):
+            options["choices"] = field.metadata["choices"]
+        else:
+            options["type"] = _config_type(str(field.type))
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
+
+
 def _add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train (or resume) a diffusion model")
     p.add_argument("--run-dir", required=True, help="directory for checkpoints, metrics and samples")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network size (default: small)")
-    p.add_argument("--epochs", type=positive_float, help="passes over the 60,000 training digits")
-    p.add_argument("--max-minutes", type=positive_float, help="wall-clock budget, counted across resumes")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps")
-    p.add_argument("--batch-size", type=whole_number(1, 60_000), default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help="peak learning rate of AdamW")
-    p.add_argument("--lr-decay", choices=LR_DECAYS, default=TrainConfig.lr_decay,
-                   help="cosine: decay to 0 over the run's limit after warm-up (steps, epochs or minutes); "
-                        "none: constant")
-    p.add_argument("--min-snr-gamma", type=non_negative_float, default=TrainConfig.min_snr_gamma,
-                   help="min-SNR-gamma loss weighting (default: 5; 0 is plain MSE)")
-    p.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=TrainConfig.timestep_sampling,
-                   help="noise levels to train on: uniform over the T steps, or lognormal: ln(sigma) ~ "
-                        "N(mean, std^2) (Karras et al. 2022)")
-    p.add_argument("--lognormal-mean", type=number(-10.0, 10.0), default=TrainConfig.lognormal_mean,
-                   help="mean of ln(sigma) for --timestep-sampling lognormal (default: %(default)s)")
-    p.add_argument("--lognormal-std", type=number(0.01, 10.0), default=TrainConfig.lognormal_std,
-                   help="spread of ln(sigma) for --timestep-sampling lognormal (default: %(default)s)")
-    p.add_argument("--seed", type=seed_int, default=0, help=f"random seed in [0, {MAX_SEED}]")
-    p.add_argument("--ema-decay", type=number(0.0, 0.999999), default=TrainConfig.ema_decay)
-    p.add_argument("--p-uncond", type=number(0.0, 1.0), default=TrainConfig.p_uncond,
-                   help="probability of dropping the label (classifier-free guidance training)")
+    _add_config_options(p, TrainConfig)
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
     p.add_argument("--guidance-free", action="store_true",
                    help="learn guidance into the network (guidance-free training, Chen et al. 2025): "
@@ -737,10 +741,6 @@ def _add_train_parser(commands) -> None:
                    help="diffusion steps T (default: 1000)")
     p.add_argument("--schedule", choices=BETA_SCHEDULES, default=DiffusionConfig.beta_schedule)
     p.add_argument("--prediction", choices=PREDICTION_TYPES, default=DiffusionConfig.prediction_type)
-    p.add_argument("--checkpoint-every", type=positive_int, default=TrainConfig.checkpoint_every,
-                   help="steps between checkpoints")
-    p.add_argument("--sample-every", type=positive_int, default=TrainConfig.sample_every,
-                   help="steps between sample grids in RUN_DIR/samples")
     p.add_argument("--resume", action="store_true", help="require an existing checkpoint in --run-dir")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_device(p)

@@ -143,36 +143,47 @@ class DiffusionConfig:
             raise ValueError("need 0 < beta_start <= beta_end < 1")
 
 
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field that is also a command-line option: its default, help text and choices."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 LR_DECAYS = ("cosine", "none")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Stops at whichever of `max_steps`, `epochs`, `max_minutes` comes first."""
+    """How to train. Stops at whichever of `max_steps`, `epochs`, `max_minutes` comes first.
 
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 200
-    lr_decay: str = "cosine"  # "cosine" to 0 over the run's limit (steps, epochs or minutes), or "none"
-    min_snr_gamma: float = 5.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
-    # Training timesteps: "uniform" over [0, T), or "lognormal": ln(sigma) ~ N(mean, std^2) (Karras et al. 2022)
-    timestep_sampling: str = "uniform"
-    lognormal_mean: float = -1.2
-    lognormal_std: float = 1.2
-    grad_clip: float = 1.0
-    epochs: float | None = None
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    ema_decay: float = 0.999
-    ema_warmup_steps: int = 100
-    p_uncond: float = 0.1
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    sample_every: int = 1000
-    log_every: int = 50
+    Every field is a `train` flag of the same name (`--max-steps` for `max_steps`), with the help
+    text in its metadata; `__post_init__` is the one validator of them all.
+    """
+
+    batch_size: int = _option(128, "digits per optimizer step, over all processes")
+    lr: float = _option(1e-3, "peak learning rate of AdamW")
+    weight_decay: float = _option(0.0, "AdamW weight decay")
+    warmup_steps: int = _option(200, "steps of linear learning-rate warm-up")
+    lr_decay: str = _option("cosine", "cosine: decay to 0 over the run's limit after warm-up (steps, epochs or "
+                                      "minutes); none: constant", choices=LR_DECAYS)
+    min_snr_gamma: float = _option(5.0, "min-SNR-gamma loss weighting (Hang et al. 2023); 0 is plain MSE")
+    timestep_sampling: str = _option("uniform", "noise levels to train on: uniform over the T steps, or lognormal: "
+                                                "ln(sigma) ~ N(mean, std^2) (Karras et al. 2022)",
+                                     choices=TIMESTEP_SAMPLINGS)
+    lognormal_mean: float = _option(-1.2, "mean of ln(sigma) for --timestep-sampling lognormal")
+    lognormal_std: float = _option(1.2, "spread of ln(sigma) for --timestep-sampling lognormal")
+    grad_clip: float = _option(1.0, "clip the gradient norm to this; 0: no clipping")
+    epochs: float | None = _option(None, "passes over the 60,000 training digits")
+    max_steps: int | None = _option(None, "optimizer steps")
+    max_minutes: float | None = _option(None, "wall-clock budget, counted across resumes")
+    ema_decay: float = _option(0.999, "decay of the exponential moving average of the weights")
+    ema_warmup_steps: int = _option(100, "steps the average copies the weights before it starts averaging")
+    p_uncond: float = _option(0.1, "probability of dropping the label (classifier-free guidance training)")
+    seed: int = _option(0, "random seed: initial weights, data order and every draw of every step")
+    checkpoint_every: int = _option(500, "steps between checkpoints")
+    keep_checkpoints: int = _option(3, "newest checkpoints kept in RUN_DIR/checkpoints")
+    sample_every: int = _option(1000, "steps between sample grids in RUN_DIR/samples")
+    log_every: int = _option(50, "steps between lines of RUN_DIR/metrics.jsonl")
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -181,6 +192,8 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps", "grad_clip", "ema_warmup_steps", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.seed > 2**63 - 1:
+            raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.lr_decay not in LR_DECAYS:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -30,12 +31,23 @@ def tiny_data(count: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
 
 
-def make_trainer(run_dir: Path, **overrides) -> Trainer:
+def make_trainer(run_dir: Path, clock=None, **overrides) -> Trainer:
     images, labels = tiny_data()
     settings = {"batch_size": 16, "max_steps": 6, "checkpoint_every": 2, "sample_every": 1000, "log_every": 1,
                 "warmup_steps": 2, "ema_warmup_steps": 1} | overrides
     return Trainer(run_dir, preset("tiny"), DIFFUSION, TrainConfig(**settings), images=images, labels=labels,
-                   device="cpu")
+                   device="cpu", **({"clock": clock} if clock is not None else {}))
+
+
+class SteppingClock:
+    """A clock that moves `tick` seconds each time it is read, whatever the machine's speed."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 1000.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
@@ -108,16 +120,50 @@ def test_decay_progress_is_the_nearest_of_the_step_and_time_limits(tmp_path: Pat
 def test_a_time_budget_resumes_with_the_clock_it_stopped_at(tmp_path: Path) -> None:
     """With --max-minutes the rate follows elapsed time, which checkpoints carry across resumes
     (with the warm-up's end), so a resumed run goes on along the same decay curve."""
-    first = make_trainer(tmp_path / "run", max_steps=None, max_minutes=0.05, warmup_steps=2)
+    first = make_trainer(tmp_path / "run", clock=SteppingClock(0.5), max_steps=None, max_minutes=0.1,
+                         warmup_steps=2)
     result = first.run()
-    assert result.step > 2
-    resumed = make_trainer(tmp_path / "run", max_steps=None, max_minutes=10.0, warmup_steps=2)
+    assert 2 < result.step < 12 and 6.0 <= result.elapsed_s < 8.0  # the budget of 6 s on the injected clock
+    resumed = make_trainer(tmp_path / "run", clock=SteppingClock(0.5), max_steps=None, max_minutes=10.0,
+                           warmup_steps=2)
     assert resumed.step == result.step
     assert resumed.state.elapsed_before_s == pytest.approx(result.elapsed_s, abs=1e-3)
-    assert resumed.state.warmup_elapsed_s == pytest.approx(first.state.warmup_elapsed_s, abs=1e-2)
+    assert resumed.state.warmup_elapsed_s == pytest.approx(first.state.warmup_elapsed_s, abs=1e-3)
     budget_s = 600.0 - resumed.state.warmup_elapsed_s
     expected = (result.elapsed_s - resumed.state.warmup_elapsed_s) / budget_s
     assert resumed.decay_progress(result.elapsed_s) == pytest.approx(expected, abs=1e-4)
+    # The resumed run goes on from the stored clock: its first logged row continues the count.
+    resumed.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[result.step]["elapsed_s"] > result.elapsed_s
+
+
+def test_training_updates_the_ema_it_saves(tmp_path: Path) -> None:
+    """The checkpoint's EMA weights are the average the formula gives over the run's raw weights."""
+    trainer = make_trainer(tmp_path / "run", max_steps=5, ema_warmup_steps=2, ema_decay=0.5)
+    history = []
+    step = trainer.train_step
+
+    def recorded_step(*args, **kwargs):
+        loss = step(*args, **kwargs)
+        history.append({name: value.detach().clone() for name, value in trainer.model.state_dict().items()})
+        return loss
+
+    trainer.train_step = recorded_step
+    trainer.run()
+    saved = load_checkpoint(RunDirectory(tmp_path / "run").checkpoints()[-1][1])
+    expected = {name: torch.zeros_like(value) for name, value in history[0].items()}
+    for index, weights in enumerate(history):
+        decay = trainer.state.ema.decay_at(index)  # 0 (a plain copy) during the EMA's warm-up
+        assert decay == 0 if index < 2 else 0 < decay <= 0.5
+        for name, value in weights.items():
+            if value.is_floating_point():
+                expected[name] = decay * expected[name] + (1 - decay) * value
+    for name, value in saved.ema_state.items():
+        if name in dict(trainer.model.named_parameters()):
+            torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(saved.ema_state[name], saved.model_state[name])
+               for name, _ in trainer.model.named_parameters())
 
 
 def test_a_larger_step_limit_on_resume_stretches_the_rest_of_the_decay(tmp_path: Path) -> None:
@@ -233,17 +279,26 @@ def test_a_lock_file_naming_an_unrelated_live_process_does_not_block(tmp_path: P
 
 
 RACE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from mnist_diffusion.rundir import RunLock, RunInUseError
-start = float(sys.argv[2])
+run_dir, start = Path(sys.argv[1]), float(sys.argv[2])
+attempts = run_dir.parent / (run_dir.name + ".attempts")
+
+def attempted():
+    (attempts / str(os.getpid())).touch()
+
 while time.time() < start:
     pass
 try:
-    with RunLock(Path(sys.argv[1])):
-        time.sleep(0.5)
+    with RunLock(run_dir):
+        attempted()
+        deadline = time.monotonic() + 60
+        while len(list(attempts.iterdir())) < 2 and time.monotonic() < deadline:  # hold until the other tried
+            time.sleep(0.01)
         print("got it")
 except RunInUseError:
+    attempted()
     print("refused")
 """
 
@@ -253,6 +308,7 @@ def test_two_processes_entering_at_the_same_instant_never_both_get_the_lock(tmp_
     for trial in range(10):
         run_dir = tmp_path / f"run{trial}"
         run_dir.mkdir()
+        (tmp_path / f"run{trial}.attempts").mkdir()
         start = f"{time.time() + 1.0:.3f}"  # both spin until the same instant, then take the lock
         processes = [subprocess.Popen([sys.executable, "-c", RACE, str(run_dir), start], stdout=subprocess.PIPE,
                                       text=True) for _ in range(2)]

@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
-from .files import InputFileError, atomic_write, regular_file
+from .files import CheckpointError, InputFileError, atomic_write, regular_file
 from .schedule import NoiseSchedule
 from .unet import UNet
 
@@ -42,10 +42,6 @@ LEGACY_TRAIN_SETTINGS = {"lr_decay": "none", "min_snr_gamma": 0.0}
 FORMAT = "mnist-diffusion"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A file is not a usable checkpoint; the message says what it is and what was expected."""
 
 
 @dataclass

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import CheckpointError
 from .data import to_model_space
-from .files import InputFileError, atomic_write, regular_file
+from .files import CheckpointError, InputFileError, atomic_write, regular_file
 
 CLASSIFIER_FILE = "classifier.safetensors"
 FEATURE_DIM = 128

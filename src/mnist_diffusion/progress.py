@@ -1,0 +1,77 @@
+"""Progress of long work on stderr: a redrawn bar in a terminal, plain lines elsewhere (a log, CI),
+so a command that runs for minutes always says how far it is."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class LineProgress:
+    """Progress outside a terminal (a log, CI): one line at each tenth of the work, with the time."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.done, self.shown = max(total, 1), description, 0, 0
+        self.started = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        tenth = 10 * self.done // self.total
+        if tenth > self.shown:
+            self.shown = tenth
+            say(f"{self.description}: {10 * tenth}% ({self.done}/{self.total} steps, "
+                 f"{time.monotonic() - self.started:.0f} s)")
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def progress(total: int, description: str):
+    """A progress bar on stderr in a terminal; elsewhere a line at each tenth of the work."""
+    if not sys.stderr.isatty():
+        return LineProgress(total, description)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr)
+
+
+class TrainProgress:
+    """Fed the trainer's log rows: a bar in a terminal (made on the first row, when the total is
+    known); elsewhere a line at each twentieth of the run, or every 20 rows when it has no step limit."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.total_steps: int | None = None
+        self.first_step = 0
+        self.rows = 0
+        self.last_shown = -1
+
+    def __call__(self, row: dict) -> None:
+        postfix = {"loss": f"{row['loss']:.4f}", "img_s": f"{row['images_per_s']:.0f}", "epoch": row["epoch"]}
+        if not sys.stderr.isatty():
+            self.rows += 1
+            mark = (20 * row["step"] // self.total_steps) if self.total_steps else self.rows // 20
+            if mark != self.last_shown:
+                self.last_shown = mark
+                of = f"/{self.total_steps}" if self.total_steps else ""
+                say(f"train: step {row['step']}{of}, " + ", ".join(f"{k} {v}" for k, v in postfix.items()))
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(desc="train", unit="step", file=sys.stderr, total=self.total_steps,
+                            initial=self.first_step)
+        self.bar.update(row["step"] - self.bar.n)
+        self.bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -36,7 +36,7 @@ from .config import (
 )
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
-from .files import atomic_write, check_writable
+from .files import atomic_write, check_writable, output_dir, output_file
 from .pipeline import IMAGE_SIZES, MAX_DIGITS
 from .progress import TrainProgress
 from .progress import progress as _progress
@@ -109,23 +109,6 @@ guidance_interval = _argument(options.guidance_interval)
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def output_file(text: str, suffixes: tuple[str, ...]) -> Path:
-    """Check before any work that the path has a known suffix and could be written."""
-    path = Path(text)
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{path}: expected a file ending in {' or '.join(suffixes)}")
-    return check_writable(path)
-
-
-def output_dir(text: str) -> Path:
-    """A directory that exists or can be created, checked without creating it."""
-    directory = Path(text)
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory} exists and is not a directory")
-    check_writable(directory / "report")
-    return directory
-
-
 def info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -178,16 +161,11 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def _train_configs(args: argparse.Namespace):
-    overrides: dict[str, Any] = {"image_size": args.image_size}
-    if args.unconditional:
-        overrides["num_classes"] = 0
-    if args.dropout is not None:
-        overrides["dropout"] = args.dropout
-    if args.guidance_free:
-        if args.unconditional:
-            raise UsageError("--guidance-free needs digit labels; drop --unconditional")
-        overrides["guidance_input"] = True
-    model_config = preset(args.preset, **overrides)
+    if args.guidance_free and args.unconditional:
+        raise UsageError("--guidance-free needs digit labels; drop --unconditional")
+    model_config = preset(args.preset, image_size=args.image_size, **({"num_classes": 0} if args.unconditional else {}),
+                          **({"dropout": args.dropout} if args.dropout is not None else {}),
+                          **({"guidance_input": True} if args.guidance_free else {}))
     diffusion_config = DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
     try:
@@ -200,7 +178,8 @@ def _train_configs(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import leave_process_group
-    from .rundir import RunDirectory
+    from .figures import training_grids
+    from .rundir import SAMPLE_DIR, RunDirectory
     from .train import Trainer
 
     run_dir = RunDirectory(args.run_dir)
@@ -215,17 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
                       on_log=progress, on_message=info)
 
-    def sample_grid(model: torch.nn.Module, step: int) -> None:
-        from .figures import training_grid
-        from .rundir import SAMPLE_DIR
-
-        try:
-            training_grid(model, trainer.schedule, run_dir.path / SAMPLE_DIR / f"step_{step:08d}.png",
-                          DEFAULT_GUIDANCE, trainer.device)
-        except OSError as error:
-            info(f"could not write sample grid: {error.strerror or error}: {error.filename}")
-
-    trainer.on_sample = sample_grid
+    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULT_GUIDANCE, trainer.device,
+                                       warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:
         result = trainer.run()
@@ -313,20 +283,6 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
           f"({result.seconds / 60:.1f} min)")
 
 
-def _samples_from_npz(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """uint8 images `(N, 28, 28)` and optional int64 labels `(N,)` from an .npz, fully checked."""
-    from .evaluate import check_samples
-    from .inputs import read_npz_digits
-
-    images, labels = read_npz_digits(text, "--samples", max_images=MAX_DIGITS, allow_channel_axis=True,
-                                     first_array_as_images=True)
-    try:
-        check_samples(images, labels)
-    except ValueError as error:
-        raise UsageError(f"--samples {text}: {error}") from None
-    return images, labels
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from . import evaluate as ev
     from . import scoring
@@ -338,7 +294,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # Every input is checked before any slow work: the samples or the checkpoint, the classifier,
     # the Inception extra, then the MNIST files (which may have to be fetched).
     if args.samples:
-        drawn = scoring.Drawn(*_samples_from_npz(args.samples), "samples", {"samples": str(args.samples)})
+        drawn = scoring.Drawn(*scoring.read_samples(args.samples, MAX_DIGITS), "samples",
+                              {"samples": str(args.samples)})
     else:
         _sampler_options(args)
         pipe = _pipeline(args, use_ema=not args.no_ema)
@@ -378,7 +335,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
-    from .figures import capped_grid, save_grid
+    from .figures import capped_grid, completion_rows, save_grid
     from .inputs import read_completion_inputs, read_mask
 
     out = output_file(args.out, (".png",))
@@ -395,12 +352,7 @@ def cmd_complete(args: argparse.Namespace) -> None:
     completed = pipe.complete(pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num,
                               method=args.method, seed=args.seed, steps=args.steps, sampler=args.sampler,
                               guidance=args.guidance, eta=args.eta, batch_size=args.batch_size)  # (N*K, 28, 28)
-    keep_all = keep.expand(len(pixels), 28, 28)
-    shown_erased = torch.where(keep_all, pixels, torch.full_like(pixels, 60))  # erased pixels dark grey
-    results = torch.from_numpy(completed)
-    rows = [torch.cat([pixels[i:i + 1], shown_erased[i:i + 1], results[i * args.num:(i + 1) * args.num]])
-            for i in range(len(pixels))]
-    grid, per_row = capped_grid(torch.cat(rows), args.num + 2)
+    grid, per_row = capped_grid(completion_rows(pixels, keep, torch.from_numpy(completed)), args.num + 2)
     save_grid(grid, out, nrow=per_row)
     print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
     if npz is not None:
@@ -435,30 +387,17 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import Demo, is_loopback, make_server
+    from .serve import Demo, is_loopback, run_server
 
     demo = Demo.load(args.checkpoint, args.data_root)
     if not is_loopback(args.host):
         info(f"warning: --host {args.host} makes the page reachable from other machines; anyone who can reach "
              f"this port can make this machine compute (use the default 127.0.0.1 to serve this machine only)")
     try:
-        server = make_server(demo, args.host, args.port)
-    except OSError as error:
-        raise OSError(error.errno, f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
-    host, port = server.server_address[:2]
-    url = f"http://{host if ':' not in str(host) else f'[{host}]'}:{port}/"
-    print(f"serving {url} (Ctrl-C stops)", flush=True)
-    if args.open:
-        import webbrowser
-
-        webbrowser.open(url)
-    try:
-        server.serve_forever()
+        run_server(demo, args.host, args.port, open_page=args.open, say=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 128 + signal.SIGINT
-    finally:
-        server.server_close()
     return 0
 
 

@@ -304,3 +304,25 @@ def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor
     on_start("sampling GIF")
     yield sampling_gif(model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, guidance,
                        generator, out_dir / "sampling.gif", device)
+
+
+def completion_rows(pixels: torch.Tensor, keep: torch.Tensor, completed: torch.Tensor) -> torch.Tensor:
+    """Per input digit, a row: the digit, its erased input (erased pixels dark grey), its completions.
+    pixels: uint8 `(N, 28, 28)`; keep: bool `(28, 28)`, True = known; completed: `(N * K, 28, 28)`."""
+    per_image = len(completed) // len(pixels)
+    erased = torch.where(keep, pixels, torch.full_like(pixels, 60))
+    return torch.cat([torch.cat([pixels[i:i + 1], erased[i:i + 1], completed[i * per_image:(i + 1) * per_image]])
+                      for i in range(len(pixels))])
+
+
+def training_grids(directory: str | Path, schedule, guidance: float, device: torch.device | str = "cpu",
+                   warn: Callable[[str], None] = lambda message: None) -> Callable[[torch.nn.Module, int], None]:
+    """A training run's sample hook: `training_grid` into `directory/step_XXXXXXXX.png`; a grid that
+    cannot be written is reported through `warn` and the training goes on."""
+    def draw(model: torch.nn.Module, step: int) -> None:
+        try:
+            training_grid(model, schedule, Path(directory) / f"step_{step:08d}.png", guidance, device)
+        except OSError as error:
+            warn(f"could not write sample grid: {error.strerror or error}: {error.filename}")
+
+    return draw

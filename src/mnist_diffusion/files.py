@@ -117,3 +117,20 @@ def check_writable(path: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "permission denied: the directory is not writable", str(existing))
     return path
+
+
+def output_file(text: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """Check before any work that the path has one of `suffixes` and could be written."""
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        raise InputFileError(f"{path}: expected a file ending in {' or '.join(suffixes)}")
+    return check_writable(path)
+
+
+def output_dir(text: str | Path) -> Path:
+    """A directory that exists or can be created, checked without creating it."""
+    directory = Path(text)
+    if directory.exists() and not directory.is_dir():
+        raise InputFileError(f"{directory} exists and is not a directory")
+    check_writable(directory / "report")
+    return directory

@@ -23,6 +23,22 @@ from .sampling import Callback, count_passes, generate, resolve_precision
 FLOOR_COUNT = 10_000  # training digits in the floor row: what a perfect generator reaches at that N
 
 
+def read_samples(path: str | Path, max_images: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images `(N, 28, 28)` and optional int64 labels `(N,)` from an .npz, checked whole for
+    scoring (`evaluate.check_samples`) before any work."""
+    from .evaluate import check_samples
+    from .files import InputFileError
+    from .inputs import read_npz_digits
+
+    images, labels = read_npz_digits(path, "--samples", max_images=max_images, allow_channel_axis=True,
+                                     first_array_as_images=True)
+    try:
+        check_samples(images, labels)
+    except ValueError as error:
+        raise InputFileError(f"--samples {path}: {error}") from None
+    return images, labels
+
+
 @dataclass
 class Drawn:
     """Digits drawn for scoring: uint8 `(N, 28, 28)`, the labels asked for, the row's name and the

@@ -545,3 +545,23 @@ def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, **limits:
     """A server bound to `host:port` (port 0: any free port); call `serve_forever()` on it."""
     torch.set_num_threads(1)
     return DemoServer((host, port), demo, **limits)
+
+
+def run_server(demo: Demo, host: str, port: int, *, open_page: bool = False,
+               say: Callable[[str], None] = print) -> None:
+    """Serve `demo` on `host:port` until Ctrl-C (KeyboardInterrupt propagates after the socket closes)."""
+    try:
+        server = make_server(demo, host, port)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen on {host}:{port} ({error.strerror})") from None
+    bound_host, bound_port = server.server_address[:2]
+    url = f"http://{bound_host if ':' not in str(bound_host) else f'[{bound_host}]'}:{bound_port}/"
+    say(f"serving {url} (Ctrl-C stops)")
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

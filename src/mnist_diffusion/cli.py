@@ -36,7 +36,7 @@ from .config import (
 )
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
-from .files import atomic_write, check_writable, output_dir, output_file
+from .files import check_writable, output_dir, output_file, save_npz
 from .pipeline import IMAGE_SIZES, MAX_DIGITS
 from .progress import TrainProgress
 from .progress import progress as _progress
@@ -50,7 +50,6 @@ from .sampling import (
     PRECISIONS,
     SAMPLERS,
     count_passes,
-    default_steps,
     resolve_precision,
 )
 
@@ -120,17 +119,9 @@ def _pipeline(args: argparse.Namespace, use_ema: bool = True):
     return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
 
 
-def _sampling_steps(args: argparse.Namespace, num_timesteps: int) -> int:
-    steps = args.steps or default_steps(args.sampler, num_timesteps)
-    if steps > num_timesteps:
-        raise UsageError(f"--steps {steps} exceeds the model's {num_timesteps} timesteps")
-    return steps
-
-
-def _sampler_options(args: argparse.Namespace) -> dict[str, Any] | None:
+def _check_eta(args: argparse.Namespace) -> None:
     if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
         raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
-    return {"eta": args.eta} if args.eta is not None else None
 
 
 def _sample_settings(pipe, args: argparse.Namespace):
@@ -214,7 +205,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
-    _sampler_options(args)
+    _check_eta(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
     settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
     steps = pipe.steps_for(settings)
@@ -231,30 +222,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
     print(f"wrote {num} digits to {out}{note}")
     if npz is not None:
-        payload = {"images": pixels} | ({"labels": labels} if labels is not None else {})
-        atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
-        print(f"wrote images to {npz}")
-
-
-def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    with open(path, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
-        np.savez_compressed(handle, **arrays)
+        print(f"wrote images to {save_npz(npz, images=pixels, **({'labels': labels} if labels is not None else {}))}")
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from . import figures
 
     out_dir = output_dir(args.out_dir)
-    metrics_rows = None
-    if args.run_dir is not None:  # checked first, so a bad log fails before any figure is drawn
-        metrics = Path(args.run_dir) / "metrics.jsonl"
-        if not metrics.exists():
-            raise UsageError(f"{args.run_dir} has no metrics.jsonl to plot")
-        metrics_rows = figures.read_metrics(metrics)
-        if not any("loss" in row for row in metrics_rows):
-            raise UsageError(f"{metrics} holds no loss values to plot")
+    # A run's log is checked first, so a bad one fails before any figure is drawn.
+    metrics_rows = figures.read_loss_log(args.run_dir) if args.run_dir is not None else None
     pipe = _pipeline(args)
     steps = pipe.schedule.num_timesteps
     info(f"drawing 3 figures: the forward process, then {steps} DDPM steps of 6 digits and {min(60, steps)} steps "
@@ -297,7 +273,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         drawn = scoring.Drawn(*scoring.read_samples(args.samples, MAX_DIGITS), "samples",
                               {"samples": str(args.samples)})
     else:
-        _sampler_options(args)
+        _check_eta(args)
         pipe = _pipeline(args, use_ema=not args.no_ema)
         settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
         steps = pipe.steps_for(settings)
@@ -344,10 +320,10 @@ def cmd_complete(args: argparse.Namespace) -> None:
     if args.method == "repaint" and args.eta is not None:
         raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
                          "resamples with DDPM steps of its own")
-    _sampler_options(args)
+    _check_eta(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
     if args.steps is not None:
-        _sampling_steps(args, pipe.schedule.num_timesteps)
+        pipe.steps_for(_sample_settings(pipe, args))
     # A digit the model does not know is refused by the sampler's own label check, before any step.
     completed = pipe.complete(pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num,
                               method=args.method, seed=args.seed, steps=args.steps, sampler=args.sampler,
@@ -356,15 +332,12 @@ def cmd_complete(args: argparse.Namespace) -> None:
     save_grid(grid, out, nrow=per_row)
     print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
     if npz is not None:
-        payload = {"images": completed}
-        if args.digit is not None:
-            payload["labels"] = np.full(len(completed), args.digit, dtype=np.int64)
-        atomic_write(npz, lambda tmp: _save_npz(tmp, payload))
-        print(f"wrote images to {npz}")
+        labels = {"labels": np.full(len(completed), args.digit, dtype=np.int64)} if args.digit is not None else {}
+        print(f"wrote images to {save_npz(npz, images=completed, **labels)}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from .figures import save_gif, save_grid
+    from .figures import save_grid, there_and_back_gif
 
     out = output_file(args.out, (".png",))
     gif = check_writable(out.with_suffix(".gif")) if args.gif else None
@@ -374,16 +347,14 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         raise UsageError("--digit sets the digit of a --seeds walk; a --digits walk names both digits")
     pipe = _pipeline(args, use_ema=not args.no_ema)
     if args.steps is not None:
-        _sampling_steps(args, pipe.schedule.num_timesteps)
+        pipe.steps_for(_sample_settings(pipe, args))
     frames = pipe.interpolate(seeds=args.seeds, digit=args.digit, digits=args.digits, frames=args.frames,
                               seed=args.seed, sampler=args.sampler, steps=args.steps, guidance=args.guidance)
     pixels = torch.from_numpy(frames)
     save_grid(pixels, out, nrow=len(pixels))
     print(f"wrote {len(pixels)} frames to {out}")
     if gif is not None:
-        there_and_back = [pixels[i:i + 1] for i in list(range(len(pixels))) + list(range(len(pixels) - 2, 0, -1))]
-        save_gif(there_and_back, gif, nrow=1, scale=6, frame_ms=120, hold_last_ms=120)
-        print(f"wrote {gif}")
+        print(f"wrote {there_and_back_gif(pixels, gif)}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -453,32 +424,17 @@ def _add_download_parser(commands) -> None:
     p.set_defaults(func=cmd_download)
 
 
-def _config_type(declared: str) -> Callable[[str], Any]:
-    """A parser of one flag's text by the config field's declared type; ranges are the config's to check."""
-    def parse(text: str) -> Any:
-        try:
-            value = int(text) if declared.startswith("int") else float(text)
-        except ValueError:
-            kind = "a whole number" if declared.startswith("int") else "a number"
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        return value
-
-    return parse
-
-
 def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
     """One flag per field of a config dataclass (`--max-steps` for `max_steps`), help from its metadata."""
     for field in dataclasses.fields(config_class):
         default = field.default
         shown = f" (default: {default})" if default is not None else ""
-        options: dict[str, Any] = {"default": default, "help": field.metadata["help"] + shown}
+        spec: dict[str, Any] = {"default": default, "help": field.metadata["help"] + shown}
         if field.metadata.get("choices"):
-            options["choices"] = field.metadata["choices"]
+            spec["choices"] = field.metadata["choices"]
         else:
-            options["type"] = _config_type(str(field.type))
-        parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
+            spec["type"] = _argument(options.config_value(str(field.type)))
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **spec)
 
 
 def _add_train_parser(commands) -> None:

@@ -326,3 +326,20 @@ def training_grids(directory: str | Path, schedule, guidance: float, device: tor
             warn(f"could not write sample grid: {error.strerror or error}: {error.filename}")
 
     return draw
+
+
+def there_and_back_gif(frames: torch.Tensor, path: str | Path) -> Path:
+    """An animated GIF of uint8 frames `(F, 28, 28)` played forward, then back (a loop without a jump)."""
+    order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
+    return save_gif([frames[i:i + 1] for i in order], path, nrow=1, scale=6, frame_ms=120, hold_last_ms=120)
+
+
+def read_loss_log(run_dir: str | Path) -> list[dict]:
+    """The checked rows of a run's metrics.jsonl for `loss_curve`; `ValueError` if there is none to plot."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.exists():
+        raise ValueError(f"{run_dir} has no metrics.jsonl to plot")
+    rows = read_metrics(metrics)
+    if not any("loss" in row for row in rows):
+        raise ValueError(f"{metrics} holds no loss values to plot")
+    return rows

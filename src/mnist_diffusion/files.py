@@ -134,3 +134,14 @@ def output_dir(text: str | Path) -> Path:
         raise InputFileError(f"{directory} exists and is not a directory")
     check_writable(directory / "report")
     return directory
+
+
+def save_npz(path: str | Path, **arrays) -> Path:
+    """Write numpy arrays as a compressed `.npz` at `path`, atomically; return the path."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
+            np.savez_compressed(handle, **arrays)
+
+    return atomic_write(path, write)

@@ -30,12 +30,18 @@ def number(low: float, high: float = math.inf, *, low_inclusive: bool = True) ->
         except ValueError:
             raise ValueError(f"expected a number, got {text!r}") from None
         above_low = value >= low if low_inclusive else value > low
-        if not (above_low and value <= high and value != math.inf):
+        if not (above_low and value <= high and math.isfinite(value)):
             bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
             raise ValueError(f"must be a finite number {bound}, got {text}")
         return value
 
     return parse
+
+
+def config_value(declared: str) -> Callable[[str], int | float]:
+    """A value of a config field's declared type (`int` or `float`, perhaps `| None`), finite; its
+    range is for the config's own validator to check."""
+    return whole_number(-(2**63), 2**63 - 1) if declared.startswith("int") else number(-math.inf)
 
 
 def digit(text: str) -> int:

@@ -376,6 +376,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
+    parser.add_argument("--threads", type=_argument(options.threads), default="auto",
+                        help="CPU threads for torch: N, or auto: the cores other programs leave idle now "
+                             "(threads that wait for a busy core slow everything down) (default: auto)")
 
 
 def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS)), *,
@@ -610,9 +613,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         if hasattr(args, "device"):
-            from .distributed import pick_device
+            from .distributed import choose_threads, pick_device
 
             args.device_chosen = pick_device(args.device)
+            torch.set_num_threads(choose_threads(args.threads))
         # Commands without --precision (complete, interpolate, serve) sample in fp32.
         args.precision_chosen = resolve_precision(getattr(args, "precision", "fp32"),
                                                   getattr(args, "device_chosen", "cpu"))

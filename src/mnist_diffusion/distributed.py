@@ -9,6 +9,7 @@ process group is created, or every rank's collectives land on `cuda:0`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -105,3 +106,37 @@ def join_process_group(device: torch.device) -> ProcessGroup:
 def leave_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+# -- CPU threads ------------------------------------------------------------------------------------
+# Measured on 2 cores (benchmarks/results/threads.md): beside one busy core, torch with 2 threads
+# sampled 4x slower than with 1 (its threads wait for each other at every operation), while on an
+# idle machine 2 threads were 1.5x faster than 1. So "auto" uses the cores that are idle now.
+
+def busy_cores(interval_s: float = 0.1, stat_path: str = "/proc/stat") -> float:
+    """How many cores other programs keep busy: from two readings of the kernel's CPU counters
+    `interval_s` apart, else (no /proc, as on macOS) the one-minute load average."""
+    def totals() -> tuple[int, int]:
+        with open(stat_path) as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_before, total_before = totals()
+        time.sleep(interval_s)
+        busy_after, total_after = totals()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    share = (busy_after - busy_before) / max(total_after - total_before, 1)
+    return share * (os.cpu_count() or 1)
+
+
+def choose_threads(requested: str | int, cores: int | None = None, busy: float | None = None) -> int:
+    """Torch threads for this process: a number as asked, or for "auto" the cores not busy now (at
+    least 1). `cores` and `busy` default to this machine's; tests give their own."""
+    if requested != "auto":
+        return int(requested)
+    cores = cores or os.cpu_count() or 1
+    busy = busy_cores() if busy is None else busy
+    return max(1, min(cores, round(cores - busy)))

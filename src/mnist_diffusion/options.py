@@ -92,3 +92,8 @@ def guidance_interval(text: str) -> tuple[float, float] | None:
 def format_interval(interval: tuple[float, float] | None) -> str:
     """The text `guidance_interval` reads back as `interval`."""
     return "all" if interval is None else f"{interval[0]:g},{interval[1]:g}"
+
+
+def threads(text: str) -> str | int:
+    """'auto' or a number of CPU threads from 1 to 1024."""
+    return "auto" if text.strip() == "auto" else whole_number(1, 1024)(text)

@@ -13,7 +13,6 @@ from .interpolation import interpolate_digits, interpolate_seeds
 from .pipeline import Pipeline, save_grid
 from .sampling import SAMPLERS, Denoiser, generate, make_timesteps
 from .schedule import NoiseSchedule
-from .train import train
 from .unet import UNet
 
 __version__ = "0.1.0"
@@ -42,5 +41,4 @@ __all__ = [
     "preset",
     "save_checkpoint",
     "save_grid",
-    "train",
 ]

@@ -24,35 +24,19 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from . import __version__, options
+from . import __version__, config, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
-from .config import (
-    BETA_SCHEDULES,
-    PREDICTION_TYPES,
-    PRESETS,
-    DiffusionConfig,
-    TrainConfig,
-    preset,
-)
+from .config import FEW_STEPS, SampleConfig, TrainConfig
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import check_writable, output_dir, output_file, save_npz
 from .pipeline import IMAGE_SIZES, MAX_DIGITS
 from .progress import TrainProgress
 from .progress import progress as _progress
-from .sampling import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_GUIDANCE,
-    DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    MAX_GUIDANCE,
-    PRECISIONS,
-    SAMPLERS,
-    count_passes,
-    resolve_precision,
-)
+from .progress import say as info
+from .sampling import MAX_GUIDANCE, PRECISIONS, SAMPLERS, count_passes, describe_passes
 
+DEFAULTS = SampleConfig()  # the sampling defaults, shared with the page and the Python API
 PROG = "mnist-diffusion"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 # Documented limits (README): what one command may ask for.
@@ -106,12 +90,6 @@ digit, digit_list = _argument(options.digit), _argument(options.digit_list)
 guidance_interval = _argument(options.guidance_interval)
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-def info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _pipeline(args: argparse.Namespace, use_ema: bool = True):
     """The model the command names, on its device, with the defaults its options override."""
     from .pipeline import Pipeline
@@ -135,13 +113,7 @@ def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
     steps, learned = pipe.steps_for(settings), pipe.checkpoint.model_config.guidance_input
     passes = count_passes(pipe.schedule, settings.sampler, steps, conditional, settings.guidance,
                           settings.guidance_interval, learned)
-    if passes == steps:
-        how = "1 branch (guidance, if any, is the network's input)" if learned else "1 branch"
-    elif passes == 2 * steps:
-        how = "2 branches (guidance)"
-    else:
-        how = f"2 branches on {passes - steps} of them (guidance interval)"
-    info(f"{num} digits: {steps} steps, {how} = {passes} network passes per digit")
+    info(f"{num} digits: {describe_passes(steps, passes, learned)}")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -154,10 +126,11 @@ def cmd_download(args: argparse.Namespace) -> None:
 def _train_configs(args: argparse.Namespace):
     if args.guidance_free and args.unconditional:
         raise UsageError("--guidance-free needs digit labels; drop --unconditional")
-    model_config = preset(args.preset, image_size=args.image_size, **({"num_classes": 0} if args.unconditional else {}),
-                          **({"dropout": args.dropout} if args.dropout is not None else {}),
-                          **({"guidance_input": True} if args.guidance_free else {}))
-    diffusion_config = DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
+    model_config = config.preset(args.preset, image_size=args.image_size,
+                                 **({"num_classes": 0} if args.unconditional else {}),
+                                 **({"dropout": args.dropout} if args.dropout is not None else {}),
+                                 **({"guidance_input": True} if args.guidance_free else {}))
+    diffusion_config = config.DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
     try:
         train_config = TrainConfig(**{field.name: getattr(args, field.name)
@@ -185,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
                       on_log=progress, on_message=info)
 
-    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULT_GUIDANCE, trainer.device,
+    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULTS.guidance, trainer.device,
                                        warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:
@@ -239,7 +212,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         clean = load_mnist(args.data_root, "test", download=False)[0][:6]
     except (DataError, FileNotFoundError):
         clean = None
-    for path in figures.process_figures(pipe.model, pipe.schedule, out_dir, clean=clean, guidance=DEFAULT_GUIDANCE,
+    for path in figures.process_figures(pipe.model, pipe.schedule, out_dir, clean=clean, guidance=DEFAULTS.guidance,
                                         seed=args.seed, device=pipe.device,
                                         on_start=lambda what: info(f"drawing the {what}...")):
         print(f"wrote {path}", flush=True)
@@ -374,6 +347,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- parser: one function per command --------------------------------------------------------
 
+def _add_model(parser: argparse.ArgumentParser, what: str = "checkpoint or exported model") -> None:
+    parser.add_argument("--checkpoint", help=f"{what} (default: the shipped model)")
+    _add_device(parser)
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
     parser.add_argument("--threads", type=_argument(options.threads), default="auto",
@@ -382,17 +360,17 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS)), *,
-                  steps_default: str = f"{DEFAULT_STEPS}; ddpm: every timestep", eta: bool = True,
-                  batch_size: bool = True) -> None:
-    parser.add_argument("--sampler", choices=samplers, default=DEFAULT_SAMPLER,
-                        help=f"sampling algorithm (default: {DEFAULT_SAMPLER})")
+                  steps_default: str = f"{FEW_STEPS}; ddpm: every timestep", eta: bool = True,
+                  batch_size: bool = True, precision_and_interval: bool = True) -> None:
+    parser.add_argument("--sampler", choices=samplers, default=DEFAULTS.sampler,
+                        help=f"sampling algorithm (default: {DEFAULTS.sampler})")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"timesteps the sampler visits, each one network evaluation per digit (two where "
                              f"guidance mixes two branches), the final denoise at t=0 included "
                              f"(default: {steps_default})")
-    parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULT_GUIDANCE,
+    parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULTS.guidance,
                         help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
-                             f"1 conditional, >1 sharper digits (default: {DEFAULT_GUIDANCE})")
+                             f"1 conditional, >1 sharper digits (default: {DEFAULTS.guidance})")
     if eta:
         parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
                             help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
@@ -400,25 +378,19 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
     parser.add_argument("--seed", type=seed_int, default=0,
                         help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
     if batch_size:
-        parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
-                            help=f"digits per forward pass (default: {DEFAULT_BATCH_SIZE})")
+        parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULTS.batch_size,
+                            help=f"digits per forward pass (default: {DEFAULTS.batch_size})")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
-
-
-def _add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                        help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
-                             "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
-                             "computes it natively, else fp32 (default: auto)")
-
-
-def _add_guidance_interval(parser: argparse.ArgumentParser) -> None:
-    low, high = DEFAULT_GUIDANCE_INTERVAL
-    parser.add_argument("--guidance-interval", type=guidance_interval, default=DEFAULT_GUIDANCE_INTERVAL,
-                        metavar="LOW,HIGH",
-                        help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
-                             "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); 'all' guides "
-                             f"every step (default: {low:g},{high:g})")
+    if precision_and_interval:
+        parser.add_argument("--precision", choices=("auto", *PRECISIONS), default=DEFAULTS.precision,
+                            help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
+                                 "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
+                                 f"computes it natively, else fp32 (default: {DEFAULTS.precision})")
+        parser.add_argument("--guidance-interval", type=guidance_interval, default=DEFAULTS.guidance_interval,
+                            metavar="LOW,HIGH",
+                            help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
+                                 "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); 'all' "
+                                 f"guides every step (default: {options.format_interval(DEFAULTS.guidance_interval)})")
 
 
 def _add_download_parser(commands) -> None:
@@ -443,7 +415,7 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> 
 def _add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train (or resume) a diffusion model")
     p.add_argument("--run-dir", required=True, help="directory for checkpoints, metrics and samples")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="network size (default: small)")
+    p.add_argument("--preset", choices=sorted(config.PRESETS), default="small", help="network size (default: small)")
     _add_config_options(p, TrainConfig)
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
     p.add_argument("--guidance-free", action="store_true",
@@ -452,10 +424,10 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=number(0.0, 0.99), default=None)
-    p.add_argument("--timesteps", type=whole_number(2, 100_000), default=DiffusionConfig.num_timesteps,
+    p.add_argument("--timesteps", type=whole_number(2, 100_000), default=config.DiffusionConfig.num_timesteps,
                    help="diffusion steps T (default: 1000)")
-    p.add_argument("--schedule", choices=BETA_SCHEDULES, default=DiffusionConfig.beta_schedule)
-    p.add_argument("--prediction", choices=PREDICTION_TYPES, default=DiffusionConfig.prediction_type)
+    p.add_argument("--schedule", choices=config.BETA_SCHEDULES, default=config.DiffusionConfig.beta_schedule)
+    p.add_argument("--prediction", choices=config.PREDICTION_TYPES, default=config.DiffusionConfig.prediction_type)
     p.add_argument("--resume", action="store_true", help="require an existing checkpoint in --run-dir")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_device(p)
@@ -464,7 +436,6 @@ def _add_train_parser(commands) -> None:
 
 def _add_sample_parser(commands) -> None:
     p = commands.add_parser("sample", help="draw digits into a PNG grid (and optionally an .npz)")
-    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     p.add_argument("--num", type=whole_number(1, MAX_DIGITS), help="number of digits (default: 256)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--digit", type=digit, help="draw only this digit (class-conditional models)")
@@ -475,20 +446,17 @@ def _add_sample_parser(commands) -> None:
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
     p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
     _add_sampling(p)
-    _add_precision(p)
-    _add_guidance_interval(p)
-    _add_device(p)
+    _add_model(p)
     p.set_defaults(func=cmd_sample)
 
 
 def _add_figures_parser(commands) -> None:
     p = commands.add_parser("figures", help="forward/reverse process figures, a GIF and the loss curve")
-    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     p.add_argument("--out-dir", default="outputs/figures")
     p.add_argument("--run-dir", help="a training run whose metrics.jsonl to plot")
     p.add_argument("--data-root", default="data", help="MNIST root for the forward-process figure")
     p.add_argument("--seed", type=seed_int, default=0)
-    _add_device(p)
+    _add_model(p)
     p.set_defaults(func=cmd_figures)
 
 
@@ -505,7 +473,6 @@ def _add_evaluate_parser(commands) -> None:
     from .evaluate import MIN_SAMPLES
 
     p = commands.add_parser("evaluate", help="FID, KID, precision/recall, coverage, copies: a quality report")
-    p.add_argument("--checkpoint", help="model to sample from (default: the shipped model)")
     p.add_argument("--samples", help=f"score an .npz of uint8 images (N x 28 x 28, N >= {MIN_SAMPLES}) instead")
     p.add_argument("--num", type=whole_number(MIN_SAMPLES, MAX_DIGITS), default=10_000,
                    help="digits to generate (default: 10000)")
@@ -516,9 +483,7 @@ def _add_evaluate_parser(commands) -> None:
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
     _add_sampling(p)
-    _add_precision(p)
-    _add_guidance_interval(p)
-    _add_device(p)
+    _add_model(p, "model to sample from")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -534,13 +499,12 @@ def _add_complete_parser(commands) -> None:
     p.add_argument("--method", choices=COMPLETION_METHODS, default=DEFAULT_METHOD,
                    help=f"repaint: RePaint resampling, 50 steps x 3 (default); replace: x0 replacement with "
                         f"--sampler (faster, more seams) (default: {DEFAULT_METHOD})")
-    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     p.add_argument("--out", default="completions.png", help="PNG grid: per image, the digit, its erased input and "
                                                             "the completions (default: completions.png)")
     p.add_argument("--npz", help="also save the completions (N*K x 28 x 28, input-major) and labels here")
     _add_sampling(p, steps_default=f"{REPAINT_STEPS} for repaint, each resampled {REPAINT_RESAMPLES} times; "
-                                   f"replace: {DEFAULT_STEPS}")
-    _add_device(p)
+                                   f"replace: {FEW_STEPS}", precision_and_interval=False)
+    _add_model(p)
     p.set_defaults(func=cmd_complete)
 
 
@@ -556,10 +520,9 @@ def _add_interpolate_parser(commands) -> None:
     p.add_argument("--frames", type=whole_number(2, MAX_FRAMES), default=8, help="frames, ends included (default: 8)")
     p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF beside it (there and back)")
-    p.add_argument("--checkpoint", help="checkpoint or exported model (default: the shipped model)")
     # Each frame a function of its noise and label alone: deterministic samplers, no eta; frames are one batch.
-    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS, eta=False, batch_size=False)
-    _add_device(p)
+    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS, eta=False, batch_size=False, precision_and_interval=False)
+    _add_model(p)
     p.set_defaults(func=cmd_interpolate)
 
 
@@ -617,9 +580,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.device_chosen = pick_device(args.device)
             torch.set_num_threads(choose_threads(args.threads))
-        # Commands without --precision (complete, interpolate, serve) sample in fp32.
-        args.precision_chosen = resolve_precision(getattr(args, "precision", "fp32"),
-                                                  getattr(args, "device_chosen", "cpu"))
         return func(args) or 0
     except (UsageError, DataError, CheckpointError, ValueError) as error:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)

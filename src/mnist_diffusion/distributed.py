@@ -113,7 +113,7 @@ def leave_process_group() -> None:
 # sampled 4x slower than with 1 (its threads wait for each other at every operation), while on an
 # idle machine 2 threads were 1.5x faster than 1. So "auto" uses the cores that are idle now.
 
-def busy_cores(interval_s: float = 0.1, stat_path: str = "/proc/stat") -> float:
+def busy_cores(interval_s: float = 0.05, stat_path: str = "/proc/stat") -> float:
     """How many cores other programs keep busy: from two readings of the kernel's CPU counters
     `interval_s` apart, else (no /proc, as on macOS) the one-minute load average."""
     def totals() -> tuple[int, int]:

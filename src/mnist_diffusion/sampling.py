@@ -323,6 +323,17 @@ def count_passes(schedule: NoiseSchedule, sampler: str, steps: int, conditional:
     return network_passes_per_digit(steps, conditional, guidance, guided, learned_guidance)
 
 
+def describe_passes(steps: int, passes: int, learned_guidance: bool = False) -> str:
+    """'8 steps, 2 branches on 2 of them (guidance interval) = 10 network passes per digit', or the like."""
+    if passes == steps:
+        how = "1 branch (guidance, if any, is the network's input)" if learned_guidance else "1 branch"
+    elif passes == 2 * steps:
+        how = "2 branches (guidance)"
+    else:
+        how = f"2 branches on {passes - steps} of them (guidance interval)"
+    return f"{steps} steps, {how} = {passes} network passes per digit"
+
+
 def bf16_is_native(device: torch.device | str) -> bool:
     """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU that supports them, or a
     CPU whose oneDNN has bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and slower."""

@@ -80,11 +80,8 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return _argument(options.whole_number(low, high))
 
 
-def number(low: float, high: float = float("inf"), *, low_inclusive: bool = True) -> Callable[[str], float]:
-    return _argument(options.number(low, high, low_inclusive=low_inclusive))
-
-
 positive_int = whole_number(1, 2**31 - 1)
+share_or_weight = lambda high: _argument(options.number(0.0, high))  # noqa: E731 - a number in [0, high]
 seed_int = whole_number(0, MAX_SEED)
 digit, digit_list = _argument(options.digit), _argument(options.digit_list)
 guidance_interval = _argument(options.guidance_interval)
@@ -103,9 +100,10 @@ def _check_eta(args: argparse.Namespace) -> None:
 
 
 def _sample_settings(pipe, args: argparse.Namespace):
-    """The pipeline's defaults with the sampling options this command was given."""
-    return pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                         precision=getattr(args, "precision", None), batch_size=getattr(args, "batch_size", None))
+    """The pipeline's defaults with the sampling options this command was given ('all' is no interval)."""
+    settings = pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                             precision=getattr(args, "precision", None), batch_size=getattr(args, "batch_size", None))
+    return dataclasses.replace(settings, guidance_interval=getattr(args, "guidance_interval", None))
 
 
 def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
@@ -180,7 +178,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     _check_eta(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
+    settings = _sample_settings(pipe, args)
     steps = pipe.steps_for(settings)
     labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
                               guidance=args.guidance)  # checked here, drawn again (same seed) by the pipeline
@@ -248,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         _check_eta(args)
         pipe = _pipeline(args, use_ema=not args.no_ema)
-        settings = dataclasses.replace(_sample_settings(pipe, args), guidance_interval=args.guidance_interval)
+        settings = _sample_settings(pipe, args)
         steps = pipe.steps_for(settings)
     classifier = load_classifier(args.classifier)
     if args.inception:
@@ -368,11 +366,11 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
                         help=f"timesteps the sampler visits, each one network evaluation per digit (two where "
                              f"guidance mixes two branches), the final denoise at t=0 included "
                              f"(default: {steps_default})")
-    parser.add_argument("--guidance", type=number(0.0, MAX_GUIDANCE), default=DEFAULTS.guidance,
+    parser.add_argument("--guidance", type=share_or_weight(MAX_GUIDANCE), default=DEFAULTS.guidance,
                         help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
                              f"1 conditional, >1 sharper digits (default: {DEFAULTS.guidance})")
     if eta:
-        parser.add_argument("--eta", type=number(0.0, 1.0), default=None,
+        parser.add_argument("--eta", type=share_or_weight(1.0), default=None,
                             help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
                                  "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
     parser.add_argument("--seed", type=seed_int, default=0,
@@ -423,7 +421,7 @@ def _add_train_parser(commands) -> None:
                         "guided digits then cost one network pass per step instead of two")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
-    p.add_argument("--dropout", type=number(0.0, 0.99), default=None)
+    p.add_argument("--dropout", type=share_or_weight(0.99), default=None)
     p.add_argument("--timesteps", type=whole_number(2, 100_000), default=config.DiffusionConfig.num_timesteps,
                    help="diffusion steps T (default: 1000)")
     p.add_argument("--schedule", choices=config.BETA_SCHEDULES, default=config.DiffusionConfig.beta_schedule)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from train_budget import RECIPES, _evaluator, train_flops_per_image
 
+from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import export_model, load_checkpoint
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.distributed import pick_device
@@ -156,9 +157,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
               **_score(evaluator, c.build_model(), schedule, args.num, DEFAULT_STEPS, device)}
              for s, step, c in snapshots]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--device", str(device),
-                    "--checkpoint", str(run_dir / "final.safetensors"), "--num", str(args.eval_num),
-                    "--out-dir", str(run_dir / "eval")], check=True)
+    scoring.evaluate_checkpoint(run_dir / "final.safetensors", args.eval_num, run_dir / "eval", device=str(device))
     report = json.loads((run_dir / "eval" / "report.json").read_text())
     out = {"device": _device_name(device),
            "train_s": round(result.elapsed_s, 1), "steps": result.step, "images_seen": result.images_seen,
@@ -170,16 +169,17 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
 def cmd_samplers(args: argparse.Namespace) -> None:
     """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16],
-    INTERVAL LOW-HIGH or all; raw = the weights without EMA; eta for ddim and dpm++2m-sde; bf16 = the
+    INTERVAL LOW,HIGH or all, the command line's syntax; settings separated by ';'; raw = the weights
+    without EMA; eta for ddim and dpm++2m-sde; bf16 = the
     network in bfloat16, `generate(precision="bf16")`), to tell
     the network's limits from the sampler's."""
     device = pick_device(args.device)
     Path(args.run_root).mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(args.checkpoint)
     schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args)[0]
-    for setting in args.plan.split(","):
+    for setting in args.plan.split(";"):
         sampler, steps, guidance, interval, *extra = setting.split(":")
-        span = None if interval == "all" else tuple(float(v) for v in interval.split("-"))
+        span = options.guidance_interval(interval)
         kwargs = dict(("eta", float(e[4:])) for e in extra if e.startswith("eta="))
         scored = _score(evaluator, checkpoint.build_model(use_ema="raw" not in extra), schedule, args.num,
                         int(steps), device, sampler=sampler, guidance=float(guidance), interval=span,
@@ -262,7 +262,7 @@ def main() -> None:
     p.set_defaults(func=cmd_speed)
     p = commands.add_parser("samplers")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--plan", required=True, help="SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16], comma-separated")
+    p.add_argument("--plan", required=True, help="SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16], ';'-separated")
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from report import markdown_table, write_report
 
+from mnist_diffusion import scoring
 from mnist_diffusion.checkpoint import load_checkpoint
-from mnist_diffusion.classifier import load_classifier
-from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
-from mnist_diffusion.evaluate import Evaluator, stray_ink_share, zero_pixel_share
+from mnist_diffusion.data import NUM_CLASSES, to_uint8
+from mnist_diffusion.evaluate import stray_ink_share, zero_pixel_share
 from mnist_diffusion.sampling import DEFAULT_GUIDANCE, generate, network_passes_per_digit
 from mnist_diffusion.schedule import NoiseSchedule
 
@@ -53,9 +53,7 @@ def main() -> None:
     learned = checkpoint.model_config.guidance_input
     chosen = args.variants.split(",") if args.variants else [name for name, _ in VARIANTS]
     model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
-    test_images, _ = load_mnist(args.data_root, "test")
-    train_images, _ = load_mnist(args.data_root, "train")
-    evaluator = Evaluator(load_classifier(), test_images, train_images)
+    evaluator, _, test_images = scoring.evaluator_for(args.data_root)
     labels = torch.arange(args.num) % NUM_CLASSES
     rows = [{"variant": "MNIST test digits (reference)", "zero_pixels": zero_pixel_share(test_images),
              "stray_ink": stray_ink_share(test_images), "fid": None, "passes": 0, "seconds": 0.0}]

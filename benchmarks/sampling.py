@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import load_checkpoint
-from mnist_diffusion.data import NUM_CLASSES, DataError, load_mnist, to_uint8
+from mnist_diffusion.data import NUM_CLASSES, DataError, to_uint8
 from mnist_diffusion.sampling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GUIDANCE,
@@ -48,8 +49,9 @@ def main() -> None:
     parser.add_argument("--steps", default="5,10,20,50")
     parser.add_argument("--samplers", default="ddim,dpm++2m,ddpm")
     parser.add_argument("--guidance", default=str(DEFAULT_GUIDANCE), help="weights, comma-separated")
-    parser.add_argument("--intervals", default="none",
-                        help="guidance intervals LOW-HIGH (shares of T), comma-separated; none = every step")
+    parser.add_argument("--intervals", default="all",
+                        help="guidance intervals LOW,HIGH (shares of T) or all (every step), the command line's "
+                             "syntax; several separated by ';'")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / "sampling"))
@@ -61,8 +63,7 @@ def main() -> None:
     schedule = NoiseSchedule(checkpoint.diffusion_config)
     evaluator = _evaluator(args.data_root)
 
-    intervals = [None if text == "none" else tuple(float(v) for v in text.split("-")) for text in
-                 args.intervals.split(",")]
+    intervals = [options.guidance_interval(text) for text in args.intervals.split(";")]
     plan = [(float(w), name, int(steps), interval) for w in args.guidance.split(",") for interval in intervals
             for name in args.samplers.split(",") for steps in args.steps.split(",")]
     if args.full_num > 0:
@@ -120,13 +121,8 @@ def _comparison_figure(model, schedule, conditional: bool, guidance: float, out_
 
 
 def _evaluator(data_root: str):
-    from mnist_diffusion.classifier import load_classifier
-    from mnist_diffusion.evaluate import Evaluator
-
     try:
-        test_images, _ = load_mnist(data_root, "test", download=False)
-        train_images, _ = load_mnist(data_root, "train", download=False)
-        return Evaluator(load_classifier(), test_images, train_images)
+        return scoring.evaluator_for(data_root, download=False)[0]
     except (DataError, ValueError) as error:
         print(f"no quality metrics ({error})", file=sys.stderr)
         return None

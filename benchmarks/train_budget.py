@@ -46,17 +46,15 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import Checkpoint, export_model, load_checkpoint
-from mnist_diffusion.classifier import load_classifier
-from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
+from mnist_diffusion.config import DiffusionConfig, SampleConfig, TrainConfig, preset
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
 from mnist_diffusion.sampling import (
@@ -175,16 +173,13 @@ def curve_fid(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size
 
 
 def _interval(text: str) -> tuple[float, float] | None:
-    if text == "default":
-        return DEFAULT_GUIDANCE_INTERVAL
-    return None if text == "all" else tuple(float(v) for v in text.split(","))  # type: ignore[return-value]
+    return DEFAULT_GUIDANCE_INTERVAL if text == "default" else options.guidance_interval(text)
 
 
 def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
     """The evaluator against the test set, and the training images (for floor rows)."""
-    images, _ = load_mnist(args.data_root, "train")
-    test_images, _ = load_mnist(args.data_root, "test")
-    return Evaluator(load_classifier(), test_images, images), images
+    evaluator, train_images, _ = scoring.evaluator_for(args.data_root)
+    return evaluator, train_images
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -234,15 +229,13 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def _evaluate(checkpoint: Path, num: int, out_dir: Path, threads: int, precision: str) -> dict:
-    """Score the final model with `mnist-diffusion evaluate` itself (so the numbers are the CLI's)."""
-    subprocess.run([sys.executable, "-m", "mnist_diffusion", "evaluate", "--checkpoint", str(checkpoint),
-                    "--num", str(num), "--out-dir", str(out_dir), "--precision", precision], check=True,
-                   env=os.environ | {"OMP_NUM_THREADS": str(threads)})
-    report = json.loads((out_dir / "report.json").read_text())
-    model = report["rows"][0]
+    """Score the final model as `mnist-diffusion evaluate` does (the same library call)."""
+    torch.set_num_threads(threads)
+    report = scoring.evaluate_checkpoint(checkpoint, num, out_dir, settings=SampleConfig(precision=precision))
+    model = asdict(report.rows[0])
     metrics = {k: v for k, v in model.items() if k not in ("name", "histogram") and v is not None}
-    return metrics | {"sampling_s": report["settings"]["generation_s"],
-                      "sampling_precision": report["settings"]["precision"]}
+    return metrics | {"sampling_s": report.settings["generation_s"],
+                      "sampling_precision": report.settings["precision"]}
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -135,3 +135,28 @@ def score(drawn: Drawn, evaluator: Evaluator, train_images: torch.Tensor, test_i
     json_path, md_path = write_report(rows, settings, out_dir)
     figure = nearest_neighbours_figure(drawn.images, train_images, copies, out_dir / "nearest_neighbours.png")
     return Report(rows, copies, settings, (json_path, md_path, figure))
+
+
+def evaluator_for(data_root: str | Path = "data", classifier: str | Path | None = None,
+                  download: bool = True) -> tuple[Evaluator, torch.Tensor, torch.Tensor]:
+    """The evaluator against MNIST's test set (with the shipped classifier unless told), and the
+    training and test images it was built from."""
+    from .classifier import load_classifier
+    from .data import load_mnist
+
+    train_images, _ = load_mnist(data_root, "train", download=download)
+    test_images, _ = load_mnist(data_root, "test", download=download)
+    return Evaluator(load_classifier(classifier), test_images, train_images), train_images, test_images
+
+
+def evaluate_checkpoint(checkpoint: str | Path | None, num: int, out_dir: str | Path, *,
+                        settings: SampleConfig | None = None, seed: int = 0, data_root: str | Path = "data",
+                        device: str | None = "auto", references: bool = True) -> Report:
+    """What `mnist-diffusion evaluate --checkpoint C --num N` does, as one call: draw, score, report."""
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(checkpoint, device=device)
+    evaluator, train_images, test_images = evaluator_for(data_root)
+    drawn = draw_for_scoring(pipe, num, settings or pipe.defaults, seed=seed,
+                             checkpoint_name=str(checkpoint) if checkpoint else "shipped default")
+    return score(drawn, evaluator, train_images, test_images, out_dir, seed=seed, references=references)

@@ -28,8 +28,10 @@ from .sampling import (
     DenoiseFn,
     Denoiser,
     Prediction,
+    ddpm_posterior,
     default_steps,
     make_timesteps,
+    noise_levels,
     noise_like,
 )
 from .schedule import NoiseSchedule
@@ -70,15 +72,13 @@ def sample_repaint(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
     """
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
-    table = schedule.alphas_cumprod64
+    levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
-        abar_t = float(table[t])
-        abar_s = float(table[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
+        abar_t, abar_s = levels[i], levels[i + 1]
         beta = 1.0 - abar_t / abar_s
         for repeat in range(resamples):
             x0, _ = denoise(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-            mean = (abar_s ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - abar_s) * x) / (1.0 - abar_t)
-            variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
+            mean, variance = ddpm_posterior(x0, x, abar_t, abar_s)
             unknown = mean + variance ** 0.5 * noise_like(x, generator) if variance > 0 else mean
             known_s = abar_s ** 0.5 * known + (1.0 - abar_s) ** 0.5 * noise_like(x, generator)
             x = torch.where(keep, known_s, unknown)

@@ -100,12 +100,20 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
-def _abar(schedule: NoiseSchedule, timesteps: torch.Tensor, i: int) -> tuple[float, float]:
-    """alpha-bar at step i and at the step after it (1.0 after the last: the clean image)."""
-    table = schedule.alphas_cumprod64
-    current = float(table[timesteps[i]])
-    following = float(table[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
-    return current, following
+def noise_levels(schedule: NoiseSchedule, timesteps: torch.Tensor) -> list[float]:
+    """alpha-bar (float64) at each visited timestep, then 1.0, the clean image the last step lands on:
+    the table every sampler walks, step i going from level i to level i + 1 (k-diffusion's sigmas
+    with their trailing 0)."""
+    return [*schedule.alphas_cumprod64[timesteps].tolist(), 1.0]
+
+
+def ddpm_posterior(x0: torch.Tensor, x: torch.Tensor, abar_t: float, abar_s: float) -> tuple[torch.Tensor, float]:
+    """Mean and variance of q(x_s | x_t, x0), Ho et al. (2020) eqs. (6)-(7), between two levels of a
+    respaced chain (Nichol & Dhariwal 2021, sec. 4): beta = 1 - abar_t / abar_s. At the clean level
+    (abar_s = 1) the variance is 0 and the mean is x0 itself."""
+    beta = 1.0 - abar_t / abar_s
+    mean = (abar_s ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - abar_s) * x) / (1.0 - abar_t)
+    return mean, beta * (1.0 - abar_s) / (1.0 - abar_t)
 
 
 def _batched(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -121,14 +129,10 @@ def sample_ddpm(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
     steps are respaced (Nichol & Dhariwal 2021, sec. 4): beta = 1 - abar_t / abar_s. The last step's
     posterior variance is zero, so its output is x0_hat itself.
     """
+    levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
         x0, _ = denoise(x, _batched(t, x))
-        abar_t, abar_s = _abar(schedule, timesteps, i)
-        beta = 1.0 - abar_t / abar_s
-        coef_x0 = abar_s ** 0.5 * beta / (1.0 - abar_t)
-        coef_xt = (1.0 - beta) ** 0.5 * (1.0 - abar_s) / (1.0 - abar_t)
-        variance = beta * (1.0 - abar_s) / (1.0 - abar_t)
-        x = coef_x0 * x0 + coef_xt * x
+        x, variance = ddpm_posterior(x0, x, levels[i], levels[i + 1])
         if variance > 0:
             x = x + variance ** 0.5 * noise_like(x, generator)
         if callback is not None:
@@ -147,9 +151,10 @@ def sample_ddim(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (0 deterministic, 1 DDPM's variance), got {eta}")
+    levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
         x0, eps = denoise(x, _batched(t, x))
-        abar_t, abar_s = _abar(schedule, timesteps, i)
+        abar_t, abar_s = levels[i], levels[i + 1]
         sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
         x = abar_s ** 0.5 * x0 + max(1 - abar_s - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
@@ -173,9 +178,10 @@ def sample_dpm_solver_pp(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.T
     """
     previous_x0: torch.Tensor | None = None
     previous_h = 0.0
+    levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
         x0, _ = denoise(x, _batched(t, x))
-        abar_t, abar_s = _abar(schedule, timesteps, i)
+        abar_t, abar_s = levels[i], levels[i + 1]
         if abar_s >= 1.0:  # last step: straight to the denoised image
             x = x0
         else:
@@ -214,9 +220,10 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
         raise ValueError(f"eta must be in [0, 1] (0 the ODE solver, 1 the SDE), got {eta}")
     previous_x0: torch.Tensor | None = None
     previous_h = 0.0
+    levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
         x0, _ = denoise(x, _batched(t, x))
-        abar_t, abar_s = _abar(schedule, timesteps, i)
+        abar_t, abar_s = levels[i], levels[i + 1]
         if abar_s >= 1.0:
             x = x0
         else:

@@ -111,6 +111,8 @@ def ddpm_posterior(x0: torch.Tensor, x: torch.Tensor, abar_t: float, abar_s: flo
     """Mean and variance of q(x_s | x_t, x0), Ho et al. (2020) eqs. (6)-(7), between two levels of a
     respaced chain (Nichol & Dhariwal 2021, sec. 4): beta = 1 - abar_t / abar_s. At the clean level
     (abar_s = 1) the variance is 0 and the mean is x0 itself."""
+    if abar_s >= 1.0:
+        return x0, 0.0
     beta = 1.0 - abar_t / abar_s
     mean = (abar_s ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - abar_s) * x) / (1.0 - abar_t)
     return mean, beta * (1.0 - abar_s) / (1.0 - abar_t)

@@ -220,6 +220,7 @@ def test_resuming_gives_the_same_weights_as_one_straight_run(tmp_path: Path) -> 
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.run()
     a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert (b.step, b.images_seen) == (a.step, a.images_seen) == (6, 6 * 16)
     for key in a.model_state:
         assert torch.equal(a.model_state[key], b.model_state[key]), key
         assert torch.equal(a.ema_state[key], b.ema_state[key]), key

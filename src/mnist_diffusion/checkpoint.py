@@ -143,19 +143,7 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has a damaged mnist-diffusion header: {error}") from None
     _check_weight_shapes(path, model_config, shapes)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path}: the tensors cannot be read ({error})") from None
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}}
-    for name, value in tensors.items():
-        prefix, _, rest = name.partition(".")
-        if prefix in groups:
-            groups[prefix][rest] = value
-            if not value.is_floating_point() and not (prefix == "optim" and rest.endswith(".step")):
-                raise CheckpointError(f"{path}: tensor '{name}' holds {value.dtype} values; weights are floating point")
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                raise CheckpointError(f"{path}: tensor '{name}' holds NaN or infinite values")
+    groups = _read_tensor_groups(path)
     try:
         optimizer_state = (_unflatten_optimizer({f"optim.{k}": v for k, v in groups["optim"].items()},
                                                 meta["optimizer_param_groups"])
@@ -165,6 +153,26 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     return Checkpoint(model_config=model_config, diffusion_config=diffusion_config, model_state=groups["model"],
                       ema_state=groups["ema"] or None, optimizer_state=optimizer_state, train_config=train_config,
                       step=step, images_seen=images_seen, extra=dict(extra))
+
+
+def _read_tensor_groups(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The file's tensors by prefix (`model`, `ema`, `optim`), each a finite floating-point tensor
+    (an optimizer's step counter excepted), or `CheckpointError` naming the first that is not."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: the tensors cannot be read ({error})") from None
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}}
+    for name, value in tensors.items():
+        prefix, _, rest = name.partition(".")
+        if prefix not in groups:
+            continue
+        groups[prefix][rest] = value
+        if not value.is_floating_point() and not (prefix == "optim" and rest.endswith(".step")):
+            raise CheckpointError(f"{path}: tensor '{name}' holds {value.dtype} values; weights are floating point")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: tensor '{name}' holds NaN or infinite values")
+    return groups
 
 
 def _read_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:

@@ -61,3 +61,15 @@ def test_one_process_joins_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
     group = join_process_group(torch.device("cpu"))
     assert (group.rank, group.world_size, group.is_main) == (0, 1, True)
     assert group.max_over_ranks(2.5) == 2.5 and group.any_rank(True) and not group.any_rank(False)
+
+
+def test_auto_threads_leave_the_busy_cores_alone(tmp_path) -> None:
+    from mnist_diffusion.distributed import busy_cores, choose_threads
+
+    assert choose_threads("auto", cores=2, busy=0.0) == 2
+    assert choose_threads("auto", cores=2, busy=1.0) == 1  # beside one busy core: 2 threads ran 5.6x slower
+    assert choose_threads("auto", cores=8, busy=30.0) == 1
+    assert choose_threads(3, cores=2, busy=2.0) == 3  # a number is taken as asked
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")  # a counter that does not move: nothing busy
+    assert busy_cores(interval_s=0.0, stat_path=str(stat)) == 0.0

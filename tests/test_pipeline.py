@@ -1,0 +1,84 @@
+"""The Python face: `Pipeline` draws, completes and interpolates with the command line's defaults,
+and the same seed gives the same digits as the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_diffusion import Pipeline, SampleConfig, save_grid
+from mnist_diffusion.cli import build_parser
+from mnist_diffusion.demo import Demo
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def pipe(tiny_checkpoint: Path) -> Pipeline:
+    return Pipeline.load(tiny_checkpoint, device="cpu")
+
+
+def test_one_set_of_defaults_for_the_api_the_command_line_and_the_page(tmp_path: Path) -> None:
+    defaults = SampleConfig()
+    assert Pipeline.load(device="cpu").defaults == defaults
+    for command in ("sample", "evaluate"):
+        args = build_parser().parse_args([command])
+        assert (args.sampler, args.steps, args.guidance, args.guidance_interval, args.precision, args.batch_size) == \
+            (defaults.sampler, defaults.steps, defaults.guidance, defaults.guidance_interval, defaults.precision,
+             defaults.batch_size)
+    page = Demo.load(None, tmp_path).info()["defaults"]
+    assert (page["sampler"], page["guidance"]) == (defaults.sampler, defaults.guidance)
+
+
+def test_sample_gives_the_command_lines_digits(pipe: Pipeline, tiny_checkpoint: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-9", "--per-digit",
+                           "2", "--seed", "7", "--out", str(tmp_path / "g.png"), "--npz", str(tmp_path / "g.npz"))
+    assert code == 0, err
+    digits = pipe.sample(digits=range(10), per_digit=2, seed=7)
+    assert digits.dtype == np.uint8 and digits.shape == (20, 28, 28)
+    with np.load(tmp_path / "g.npz") as saved:
+        assert np.array_equal(saved["images"], digits)
+        assert saved["labels"].tolist() == [d for d in range(10) for _ in range(2)]
+    assert not np.array_equal(digits, pipe.sample(digits=range(10), per_digit=2, seed=8))
+
+
+def test_complete_and_interpolate_give_the_command_lines_pictures(pipe: Pipeline, tiny_checkpoint: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:14, 12:16] = 255
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images", str(tmp_path / "d.png"),
+                           "--mask", "lower", "--num", "3", "--method", "replace", "--seed", "4",
+                           "--out", str(tmp_path / "c.png"), "--npz", str(tmp_path / "c.npz"))
+    assert code == 0, err
+    completed = pipe.complete(digit, "lower", num_per_image=3, method="replace", seed=4)
+    with np.load(tmp_path / "c.npz") as saved:
+        assert np.array_equal(saved["images"], completed)
+    assert np.array_equal(completed[:, :14], np.broadcast_to(digit[:14], (3, 14, 28)))  # the kept half stays
+    code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), "--digits", "3,8",
+                           "--frames", "4", "--out", str(tmp_path / "i.png"))
+    assert code == 0, err
+    frames = pipe.interpolate(digits=(3, 8), frames=4)
+    save_grid(frames, tmp_path / "api.png", nrow=4)
+    assert (tmp_path / "api.png").read_bytes() == (tmp_path / "i.png").read_bytes()
+
+
+def test_bad_requests_are_value_errors_that_say_what_is_allowed(pipe: Pipeline) -> None:
+    with pytest.raises(ValueError, match="digit 12 is not one of this model's 10 classes"):
+        pipe.sample(digit=12)
+    with pytest.raises(ValueError, match="give seeds"):
+        pipe.interpolate()
+    with pytest.raises(ValueError, match="exceeds the model's 50 timesteps"):
+        pipe.sample(4, steps=51)
+
+
+def test_save_grid_writes_one_png_of_all_digits(tmp_path: Path) -> None:
+    digits = np.full((6, 28, 28), 200, np.uint8)
+    path = save_grid(digits, tmp_path / "grid.png", nrow=3, scale=1)
+    with Image.open(path) as grid:
+        assert grid.size == (3 * 30 + 2, 2 * 30 + 2)

@@ -16,7 +16,12 @@ from mnist_diffusion import NoiseSchedule, generate, load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.figures import strip_figure
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, network_passes_per_digit
+from mnist_diffusion.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_STEPS,
+    network_passes_per_digit,
+)
 from mnist_diffusion.unet import UNet, count_parameters
 
 IMAGES = Path(__file__).parent / "images"
@@ -43,7 +48,7 @@ def schedules_figure() -> Path:
 
 
 def trajectory_figure(model, schedule) -> Path:
-    """One digit's 10 DPM-Solver++ steps: the state x after each step and the predicted clean digit."""
+    """One digit's DPM-Solver++ steps at the defaults: the state x after each step and the predicted clean digit."""
     states, predictions, titles = [], [], []
 
     def record(step: dict) -> None:
@@ -51,10 +56,11 @@ def trajectory_figure(model, schedule) -> Path:
         predictions.append(to_uint8(step["x0"]))
         titles.append(f"t={step['t']}")
 
-    generate(model, schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE, steps=10,
-             generator=torch.Generator().manual_seed(2), callback=record)
+    generate(model, schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS,
+             guidance_interval=DEFAULT_GUIDANCE_INTERVAL, generator=torch.Generator().manual_seed(2), callback=record)
     return strip_figure([torch.cat(predictions), torch.cat(states)], titles,
-                        "One trajectory (dpm++2m, 10 steps): the network's x0 prediction, and x after each step",
+                        f"One trajectory (dpm++2m, {DEFAULT_STEPS} steps, the defaults): the network's x0 prediction, "
+                        "and x after each step",
                         IMAGES / "trajectory.png", row_titles=["predicted\nx0", "x after\nthe step"])
 
 

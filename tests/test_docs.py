@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
+import json
 import re
 from pathlib import Path
 
@@ -68,3 +70,100 @@ def test_the_unet_table_is_the_one_the_code_produces() -> None:
 def test_the_readme_points_to_the_document_on_its_first_screen() -> None:
     first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:20])
     assert "docs/how-it-works.md" in first_screen
+
+
+# -- the README: a guide a newcomer can paste from ------------------------------------------------
+
+README = (ROOT / "README.md").read_text()
+SHELL_BLOCKS = re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
+
+
+def readme_commands() -> list[list[str]]:
+    """Each `mnist-diffusion ...` line of the README's shell blocks, as arguments (comments dropped)."""
+    import shlex
+
+    lines = [line.split(" #")[0].strip() for block in SHELL_BLOCKS for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines
+            if line.startswith("mnist-diffusion ") and not line.startswith("mnist-diffusion --")]
+
+
+def test_the_readme_is_a_short_guide() -> None:
+    assert len(README.splitlines()) <= 300
+    assert "issue" not in README.lower() and not re.search(r"\b(I|my|me)\b", README)  # no internal history
+    quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert re.findall(r"^make \w+", quick_start, flags=re.MULTILINE) == ["make demo", "make test"]
+
+
+def test_every_readme_command_parses_and_reads_only_what_was_made_before(tmp_path: Path) -> None:
+    from mnist_diffusion.cli import build_parser
+
+    commands = readme_commands()
+    assert {argv[0] for argv in commands} >= {"sample", "complete", "interpolate", "serve", "download", "train",
+                                             "figures", "evaluate", "export", "train-classifier"}
+    made: set[str] = set()
+    for argv in commands:
+        args = build_parser().parse_args(argv)  # exits (a test failure) on a line that does not parse
+        for option in ("images", "checkpoint", "samples"):
+            path = getattr(args, option, None)
+            assert path is None or path in made, \
+                f"{' '.join(argv)} reads {path}, which no earlier command made"
+        if argv[0] == "figures" and args.run_dir is not None:
+            assert args.run_dir in made, f"{args.run_dir} is not made before `figures` plots it"
+        if argv[0] in ("evaluate", "figures", "train", "train-classifier"):
+            assert "data" in made or argv[0] == "figures", f"{argv[0]} needs MNIST: download it first"
+        made |= {value for value in (getattr(args, "out", None), getattr(args, "npz", None)) if value}
+        if argv[0] == "download":
+            made.add("data")
+        if argv[0] == "train":
+            made |= {args.run_dir, f"{args.run_dir}/checkpoints/step_{args.max_steps:08d}.safetensors"}
+    outputs = [value for argv in commands for value in argv if value.endswith((".png", ".npz"))]
+    written = [value for argv in commands for flag, value in itertools.pairwise(argv) if flag in ("--out", "--npz")]
+    assert len(written) == len(set(written)), "two examples write the same file"
+    assert outputs
+
+
+def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 12
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["digits"].shape == (80, 28, 28) and namespace["halves"].shape == (8, 28, 28)
+    assert namespace["walk"].shape == (8, 28, 28) and (tmp_path / "outputs" / "python_digits.png").exists()
+
+
+# -- every number quoted from one results file ----------------------------------------------------
+
+def shipped() -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / "shipped_model.json").read_text())
+
+
+def shown(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def test_the_readme_quotes_the_shipped_models_results_file() -> None:
+    results = shipped()
+    model, floor = results["model"], results["floor"]
+    table = README.split("## The shipped model", 1)[1].split("##", 1)[0]
+    rows = {cells[0]: cells[1:] for line in table.splitlines() if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+    for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall"), ("coverage", "coverage")):
+        assert rows[name][:2] == [shown(model[key]), shown(floor[key])], name
+    assert rows["read as the digit asked for"][0] == f"{100 * model['conditional_accuracy']:.2f}%"
+    assert rows["network passes per digit"][0] == str(results["settings"]["network_passes_per_digit"])
+
+
+def test_the_model_card_and_the_tour_quote_the_same_numbers() -> None:
+    results = shipped()
+    model, floor = results["model"], results["floor"]
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| this model, default sampling"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:6] == [shown(model["fid"]), shown(model["precision"]), shown(model["recall"]),
+                          shown(model["density"]), shown(model["coverage"])]
+    floor_row = next(line for line in card.splitlines() if line.startswith("| MNIST train 10k (floor)"))
+    assert [cell.strip() for cell in floor_row.strip("|").split("|")][1] == shown(floor["fid"])
+    for path in (ROOT / "MODEL_CARD.md", ROOT / "docs" / "how-it-works.md", ROOT / "README.md"):
+        for quoted in re.findall(r"shipped model[^.|]*?FID (\d\.\d{3})", path.read_text()):
+            assert quoted == shown(model["fid"]), f"{path.name} quotes FID {quoted}"

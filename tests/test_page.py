@@ -162,11 +162,105 @@ def test_interpolation_frames_arrive_on_the_slider(page: PageRecord) -> None:
     page.wait_for_status("#interpolate-status", "frame 1 of 8")
 
 
-def test_a_bad_input_shows_the_servers_message(page: PageRecord) -> None:
+def test_an_error_shows_in_its_panel_and_the_panel_recovers(page: PageRecord) -> None:
+    assert page.page.get_attribute("#steps", "max") == "100"  # the limit is on the input: min(100, T)
     page.page.fill("#steps", "5000")
     page.page.click("#generate")
-    page.page.wait_for_selector("#error:not([hidden])")
-    assert "steps must be a whole number from 1 to 100, got 5000" in page.page.text_content("#error")
+    page.page.wait_for_selector("#generate-error:not([hidden])")
+    assert "steps must be a whole number from 1 to 100, got 5000" in page.page.text_content("#generate-error")
+    assert page.page.is_hidden("#error") and page.page.is_enabled("#generate")
+    assert "Not done" in page.page.text_content("#generate-status")
+    error_box = page.page.locator("#generate-error").bounding_box()
+    assert error_box is not None and error_box["y"] < page.page.locator("#generate-canvas").bounding_box()["y"]
+    page.page.fill("#steps", "4")
+    page.page.click("#generate")
+    page.wait_for_status("#generate-status", "done")
+    assert page.page.is_hidden("#generate-error")
+
+
+def test_a_fast_stroke_of_four_events_inks_a_continuous_line(page: PageRecord) -> None:
+    box = page.page.locator("#pad").bounding_box()
+    assert box is not None
+    cell = box["width"] / 28
+    page.page.mouse.move(box["x"] + 2.5 * cell, box["y"] + 3.5 * cell)
+    page.page.mouse.down()
+    for column in (10.5, 18.5, 26.5):  # four events, eight cells apart
+        page.page.mouse.move(box["x"] + column * cell, box["y"] + 3.5 * cell)
+    page.page.mouse.up()
+    row = page.canvas_pixels("#pad")[3 * 28:4 * 28]
+    assert all(value == 255 for value in row[2:27]), row  # no gap from the first cell to the last
+    page.page.click("#clear")
+    assert max(page.canvas_pixels("#pad")) == 0 and max(page.canvas_pixels("#complete-canvas")) == 0
+    page.page.mouse.click(box["x"] + 14.5 * cell, box["y"] + 14.5 * cell)  # a tap inks a dot
+    assert sum(value == 255 for value in page.canvas_pixels("#pad")) == 4
+
+
+def test_completing_again_draws_a_new_completion_with_its_own_seed(page: PageRecord) -> None:
+    page.page.click("#test-digit")
+    page.wait_for_status("#complete-status", "Complete it")
+    page.page.fill("#seed", "123")  # the Generate panel's seed does not steer completions
+    page.page.click("#complete")
+    page.wait_for_status("#complete-status", "done")
+    first, status = page.canvas_pixels("#complete-canvas"), page.page.text_content("#complete-status")
+    assert "seed 0" in status
+    page.page.click("#complete-again")
+    page.page.wait_for_function("!document.querySelector('#complete-status').textContent.includes('seed 0')"
+                                " && document.querySelector('#complete-status').textContent.includes('done')",
+                                timeout=120_000)
+    assert page.canvas_pixels("#complete-canvas") != first
+    assert page.page.input_value("#complete-seed") != "0"
+
+
+def test_a_phone_wide_page_does_not_scroll_sideways(browser, page_url: str) -> None:
+    record = PageRecord(browser, page_url)
+    try:
+        for width in (320, 375):
+            record.page.set_viewport_size({"width": width, "height": 800})
+            overflow = record.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{overflow} px of sideways scroll at {width} px"
+    finally:
+        record.page.close()
+
+
+def test_every_control_has_a_name_and_every_status_is_announced(page: PageRecord) -> None:
+    unnamed = page.page.evaluate("""() => Array.from(document.querySelectorAll("input, select, button"))
+        .filter((control) => {
+            const labels = control.labels ? Array.from(control.labels) : [];
+            const name = control.getAttribute("aria-label") || labels.map((l) => l.textContent.trim()).join(" ")
+                || (control.tagName === "BUTTON" ? control.textContent.trim() : "");
+            const shared = labels.some((l) => l.querySelectorAll("input, select").length > 1);
+            return !name || shared;
+        }).map((control) => control.id || control.outerHTML.slice(0, 60))""")
+    assert unnamed == []
+    assert page.page.evaluate("""() => Array.from(document.querySelectorAll(".status"))
+        .every((status) => status.getAttribute("aria-live") === "polite")""")
+    assert page.page.evaluate("""() => Array.from(document.querySelectorAll("canvas.large"))
+        .every((canvas) => canvas.getAttribute("role") === "img" && canvas.getAttribute("aria-label"))""")
+
+
+def test_a_drawing_saves_as_a_png_that_complete_accepts(page: PageRecord, tmp_path: Path, tiny_checkpoint: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_cli
+
+    box = page.page.locator("#pad").bounding_box()
+    assert box is not None
+    page.page.mouse.move(box["x"] + 60, box["y"] + 40)
+    page.page.mouse.down()
+    page.page.mouse.move(box["x"] + 160, box["y"] + 90, steps=4)
+    page.page.mouse.up()
+    with page.page.expect_download() as download:
+        page.page.click("#save-drawing")
+    saved = tmp_path / "drawing.png"
+    download.value.save_as(saved)
+    code, _, err = run_cli(capsys, "complete", "--images", str(saved), "--mask", "lower", "--num", "2",
+                           "--method", "replace", "--steps", "3", "--checkpoint", str(tiny_checkpoint),
+                           "--out", str(tmp_path / "c.png"))
+    assert code == 0, err
+    from PIL import Image
+
+    with Image.open(saved) as picture:
+        assert picture.size == (28, 28)
+        assert list(picture.convert("L").getdata()) == page.canvas_pixels("#pad") and max(picture.getdata())
 
 
 def test_two_pages_generating_at_once_both_finish(browser, page_url: str) -> None:

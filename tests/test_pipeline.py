@@ -53,7 +53,8 @@ def test_complete_and_interpolate_give_the_command_lines_pictures(pipe: Pipeline
     digit[4:14, 12:16] = 255
     Image.fromarray(digit).save(tmp_path / "d.png")
     code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint),
-                           "--images", str(tmp_path / "d.png"), "--mask", "lower", "--num", "3", "--method", "replace", "--seed", "4",
+                           "--images", str(tmp_path / "d.png"), "--mask", "lower", "--num", "3",
+                           "--method", "replace", "--seed", "4",
                            "--out", str(tmp_path / "c.png"), "--npz", str(tmp_path / "c.npz"))
     assert code == 0, err
     completed = pipe.complete(digit, "lower", num_per_image=3, method="replace", seed=4)

@@ -40,22 +40,30 @@ async function getJson(path) {
   return payload;
 }
 
-function showError(message) {
-  const box = byId("error");
+function showError(box, message) {
   box.textContent = message;
   box.hidden = !message;
 }
 
-async function runExclusive(button, task) {
-  showError("");
-  button.disabled = true;
+// Run a panel's task with its buttons disabled; an error shows inside the panel (beside the controls
+// that caused it), its status says the request failed, and the panel stays usable.
+async function runInPanel(panel, task) {
+  const buttons = panel.querySelectorAll("button");
+  const errorBox = panel.querySelector(".error");
+  showError(errorBox, "");
+  buttons.forEach((button) => { button.disabled = true; });
   try {
     await task();
   } catch (error) {
-    showError(error.message);
+    showError(errorBox, error.message);
+    panel.querySelector(".status").textContent = "Not done: see the message above; change the setting and retry.";
   } finally {
-    button.disabled = false;
+    buttons.forEach((button) => { button.disabled = false; });
   }
+}
+
+function newSeed(id) {
+  byId(id).value = String(Math.floor(Math.random() * 1e9));
 }
 
 // -- drawing ----------------------------------------------------------------------------------
@@ -96,13 +104,16 @@ async function generateDigit() {
   byId("filmstrip").replaceChildren();
   const status = byId("generate-status");
   status.textContent = "starting...";
+  const shownFrom = performance.now();
   await postStream("/api/generate", request, (item) => {
     drawPixels(byId("generate-canvas"), item.pixels);
     if (item.type === "frame") {
       addToFilmstrip(item.pixels, `step ${item.step}, t=${item.t}`);
-      status.textContent = `step ${item.step} of ${item.steps} (t = ${item.t}), ${item.ms} ms`;
+      status.textContent = `step ${item.step} of ${item.steps} (t = ${item.t})`;
     } else {
-      status.textContent = `done: ${item.seconds.toFixed(2)} s, ${item.passes_per_digit} network passes`;
+      status.textContent = `done: seed ${request.seed}, guidance ${request.guidance}, ` +
+        `${item.passes_per_digit} network passes; computed in ${item.seconds.toFixed(2)} s, shown step by ` +
+        `step over ${((performance.now() - shownFrom) / 1000).toFixed(1)} s`;
     }
   });
 }
@@ -134,29 +145,74 @@ function renderPad() {
   byId("pad").getContext("2d").putImageData(image, 0, 0);
 }
 
-function paintAt(event) {
+function padCell(event) {
   const box = byId("pad").getBoundingClientRect();
-  const column = Math.floor(((event.clientX - box.left) / box.width) * SIZE);
-  const row = Math.floor(((event.clientY - box.top) / box.height) * SIZE);
-  const erasing = document.querySelector("input[name=tool]:checked").value === "eraser";
+  return [Math.floor(((event.clientY - box.top) / box.height) * SIZE),
+          Math.floor(((event.clientX - box.left) / box.width) * SIZE)];
+}
+
+function inkCell(row, column, erasing) {
   const reach = erasing ? 1 : 0; // the eraser clears 3x3, the brush inks 2x2
   for (let r = row - reach; r <= row + 1; r++) {
     for (let c = column - reach; c <= column + 1; c++) {
       if (r >= 0 && r < SIZE && c >= 0 && c < SIZE) padPixels[r * SIZE + c] = erasing ? 0 : 255;
     }
   }
-  renderPad();
+}
+
+// Ink every cell on the line from one pointer position to the next (Bresenham), so a fast stroke
+// whose events arrive far apart is still one continuous line; a tap inks a dot.
+function inkLine([fromRow, fromColumn], [toRow, toColumn], erasing) {
+  const rowSteps = Math.abs(toRow - fromRow), columnSteps = Math.abs(toColumn - fromColumn);
+  const count = Math.max(rowSteps, columnSteps);
+  for (let i = 0; i <= count; i++) {
+    const share = count === 0 ? 0 : i / count;
+    inkCell(Math.round(fromRow + share * (toRow - fromRow)), Math.round(fromColumn + share * (toColumn - fromColumn)),
+            erasing);
+  }
 }
 
 function listenToPad() {
   const pad = byId("pad");
+  let last = null; // the cell of the previous pointer event of the stroke in progress
+  const paint = (event) => {
+    const cell = padCell(event);
+    inkLine(last || cell, cell, document.querySelector("input[name=tool]:checked").value === "eraser");
+    last = cell;
+    renderPad();
+  };
   pad.addEventListener("pointerdown", (event) => {
     pad.setPointerCapture(event.pointerId);
-    paintAt(event);
+    last = null;
+    paint(event);
   });
   pad.addEventListener("pointermove", (event) => {
-    if (pad.hasPointerCapture(event.pointerId)) paintAt(event);
+    if (pad.hasPointerCapture(event.pointerId)) paint(event);
   });
+  const end = () => { last = null; };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+}
+
+function clearPad() {
+  padPixels.fill(0);
+  renderPad();
+  drawPixels(byId("complete-canvas"), new Uint8ClampedArray(SIZE * SIZE));
+  byId("complete-status").textContent = "Cleared. Draw part of a digit outside the shaded area, then Complete.";
+}
+
+// The drawing as a 28x28 greyscale PNG (white ink on black, as MNIST), which
+// `mnist-diffusion complete --images drawing.png` accepts.
+function saveDrawing() {
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = SIZE;
+  drawPixels(canvas, padPixels);
+  const link = document.createElement("a");
+  link.download = "drawing.png";
+  link.href = canvas.toDataURL("image/png");
+  link.click();
+  byId("complete-status").textContent = "Saved drawing.png: try mnist-diffusion complete --images drawing.png " +
+    `--mask ${byId("region").value}`;
 }
 
 async function loadTestDigit() {
@@ -171,13 +227,14 @@ async function loadTestDigit() {
 async function completeDrawing() {
   const digit = byId("complete-digit").value;
   const request = {pixels: Array.from(padPixels), known: knownMask(), digit: digit === "" ? null : Number(digit),
-                   seed: numberFrom("seed")};
+                   seed: numberFrom("complete-seed")};
   const status = byId("complete-status");
   status.textContent = "completing...";
   await postStream("/api/complete", request, (item) => {
     drawPixels(byId("complete-canvas"), item.pixels);
-    status.textContent = item.type === "frame" ? `step ${item.step} of ${item.steps}, ${item.ms} ms`
-      : `done: ${item.seconds.toFixed(2)} s (${item.method})`;
+    status.textContent = item.type === "frame" ? `step ${item.step} of ${item.steps}`
+      : `done: seed ${request.seed}, ${request.digit === null ? "as whatever it is" : `as a ${request.digit}`}; ` +
+        `computed in ${item.seconds.toFixed(2)} s (${item.method})`;
   });
 }
 
@@ -187,9 +244,9 @@ async function interpolate() {
   const mode = document.querySelector("input[name=mode]:checked").value;
   const request = mode === "seeds"
     ? {mode, digit: byId("interpolate-digit").value === "" ? null : Number(byId("interpolate-digit").value),
-       seeds: [numberFrom("seed-a"), numberFrom("seed-b")], guidance: numberFrom("guidance")}
-    : {mode, digits: [Number(byId("digit-a").value), Number(byId("digit-b").value)], seed: numberFrom("seed"),
-       guidance: numberFrom("guidance")};
+       seeds: [numberFrom("seed-a"), numberFrom("seed-b")], guidance: numberFrom("interpolate-guidance")}
+    : {mode, digits: [Number(byId("digit-a").value), Number(byId("digit-b").value)],
+       seed: numberFrom("interpolate-seed"), guidance: numberFrom("interpolate-guidance")};
   interpolationFrames = [];
   const slider = byId("slider");
   await postStream("/api/interpolate", request, (item) => {
@@ -221,13 +278,23 @@ async function start() {
   fillDigitChoices(byId("digit-b"), info.num_classes, null);
   if (conditional) byId("digit-b").value = String(Math.min(8, info.num_classes - 1));
   info.samplers.forEach((name) => byId("sampler").add(new Option(name, name, false, name === info.defaults.sampler)));
-  byId("guidance").value = info.defaults.guidance;
+  for (const id of ["guidance", "interpolate-guidance"]) {
+    byId(id).value = info.defaults.guidance;
+    byId(id).max = info.limits.guidance;
+  }
   byId("steps").value = info.defaults.steps;
-  byId("generate").addEventListener("click", () => runExclusive(byId("generate"), generateDigit));
-  byId("complete").addEventListener("click", () => runExclusive(byId("complete"), completeDrawing));
-  byId("test-digit").addEventListener("click", () => runExclusive(byId("test-digit"), loadTestDigit));
-  byId("interpolate").addEventListener("click", () => runExclusive(byId("interpolate"), interpolate));
-  byId("clear").addEventListener("click", () => { padPixels.fill(0); renderPad(); });
+  byId("steps").max = info.limits.steps;
+  for (const id of ["seed", "complete-seed", "seed-a", "seed-b", "interpolate-seed"]) byId(id).max = info.limits.seed;
+  const panel = (id) => byId(id);
+  const on = (id, handler) => byId(id).addEventListener("click", handler);
+  on("generate", () => runInPanel(panel("generate-panel"), generateDigit));
+  on("generate-again", () => { newSeed("seed"); runInPanel(panel("generate-panel"), generateDigit); });
+  on("complete", () => runInPanel(panel("complete-panel"), completeDrawing));
+  on("complete-again", () => { newSeed("complete-seed"); runInPanel(panel("complete-panel"), completeDrawing); });
+  on("test-digit", () => runInPanel(panel("complete-panel"), loadTestDigit));
+  on("interpolate", () => runInPanel(panel("interpolate-panel"), interpolate));
+  on("clear", clearPad);
+  on("save-drawing", saveDrawing);
   byId("region").addEventListener("change", renderPad);
   byId("slider").addEventListener("input", showInterpolationFrame);
   listenToPad();
@@ -235,4 +302,4 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
-start().catch((error) => showError(error.message));
+start().catch((error) => showError(byId("error"), error.message));

@@ -217,8 +217,9 @@ function saveDrawing() {
 
 async function loadTestDigit() {
   const digit = await getJson(`/api/test-digit?seed=${Math.floor(Math.random() * 1e9)}`);
-  padPixels.set(digit.pixels);
   byId("region").value = "lower";
+  // Only the kept half reaches the pad: the erased half is what the model has to draw, unseen.
+  padPixels.set(digit.pixels.map((value, index) => (regionErased(Math.floor(index / SIZE), index % SIZE) ? 0 : value)));
   renderPad();
   byId("complete-status").textContent = `${digit.source}${digit.label === null ? "" : `, a ${digit.label}`}; ` +
     "its lower half is erased. Complete it.";

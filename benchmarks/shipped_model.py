@@ -46,14 +46,15 @@ def main() -> None:
                "sampling": dataclasses.asdict(SampleConfig()), "settings": report.settings,
                "model": dataclasses.asdict(model), "floor": dataclasses.asdict(floor), "rows": rows,
                "minutes": round((time.time() - started) / 60, 1)}
+    settings = report.settings
     table = [[row.name, *(f"{getattr(row, key):.4g}" if getattr(row, key) is not None else "-" for key in COLUMNS)]
              for row in report.rows]
     lines = [f"# The shipped model's evaluation ({payload['date']})", "",
-             f"`{payload['command']}` on {payload['machine']}: {report.settings['network_passes_per_digit']} "
-             f"network passes per digit ({report.settings['sampler']}, {report.settings['steps']} steps, guidance "
-             f"{report.settings['guidance']} on t/T {report.settings['guidance_interval']}, {report.settings['precision']}"
-             f"), {args.num:,} digits in an even mix; generating took {report.settings['generation_s']:.0f} s, "
-             f"scoring {report.settings['scoring_s']:.0f} s. FID is in the shipped classifier's feature space "
+             f"`{payload['command']}` on {payload['machine']}: {settings['network_passes_per_digit']} "
+             f"network passes per digit ({settings['sampler']}, {settings['steps']} steps, guidance "
+             f"{settings['guidance']} on t/T {settings['guidance_interval']}, {settings['precision']}"
+             f"), {args.num:,} digits in an even mix; generating took {settings['generation_s']:.0f} s, "
+             f"scoring {settings['scoring_s']:.0f} s. FID is in the shipped classifier's feature space "
              f"against the 10,000 MNIST test digits; the floor is 10,000 training digits.", "",
              *markdown_table(["set", *COLUMNS], table), "",
              f"FID is {model.fid / floor.fid:.1f}x the floor."]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from mnist_diffusion.completion import (
     replace_known,
     sample_repaint,
 )
-from mnist_diffusion.config import DiffusionConfig
+from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.interpolation import interpolate_digits, interpolate_seeds, seed_noise, slerp
 from mnist_diffusion.sampling import generate, make_timesteps, sample_dpm_solver_pp
 from mnist_diffusion.schedule import NoiseSchedule
@@ -183,7 +184,8 @@ def test_complete_command_writes_grid_and_npz_and_keeps_known_pixels(tmp_path: P
                            "--npz", str(tmp_path / "d.npz"))
     assert code == 0, err
     with np.load(tmp_path / "d.npz") as saved:
-        assert (saved["images"][0, :20] == digits[0, :20]).all() and "labels" not in saved
+        assert (saved["images"][0, :20] == digits[0, :20]).all()
+        assert saved["labels"].shape == (1,)  # the digit it was completed as: the guess
 
 
 @pytest.mark.parametrize(("setup", "args", "message"), [
@@ -259,3 +261,52 @@ def test_a_digit_the_model_does_not_know_is_refused_before_any_work(tmp_path: Pa
                            "--out", str(tmp_path / "out.png"))
     assert_one_line_error(code, err, "digit 7 is not one of this model's 5 classes (0-4)")
     assert not (tmp_path / "out.png").exists()
+
+
+class TemplateNetwork(torch.nn.Module):
+    """Predicts the noise exactly as if the clean image were `templates[label]`: a network that
+    knows ten fixed 'digits' perfectly."""
+
+    def __init__(self, schedule, templates: torch.Tensor) -> None:
+        super().__init__()
+        self.schedule, self.templates = schedule, templates
+        self.config = preset("tiny")
+
+    def forward(self, x, t, labels):
+        alpha, sigma = self.schedule.alpha_sigma(t, x)
+        return (x - alpha * self.templates[labels]) / sigma
+
+
+def test_the_guess_is_the_digit_that_explains_the_known_pixels() -> None:
+    from mnist_diffusion.completion import guess_digit
+
+    schedule = NoiseSchedule(DiffusionConfig(num_timesteps=1000))
+    templates = torch.rand(11, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    network = TemplateNetwork(schedule, templates)
+    keep = region_mask("lower").expand(4, 1, 28, 28)
+    image = torch.where(keep, templates[[3, 7, 0, 9]], templates[[5, 5, 5, 5]])  # erased parts: another digit
+    guesses = guess_digit(network, schedule, image, keep, generator=torch.Generator().manual_seed(1))
+    assert guesses.tolist() == [3, 7, 0, 9]
+
+
+def test_complete_without_a_digit_completes_as_the_guess(tiny_checkpoint: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from conftest import run_cli
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:14, 12:16] = 255
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    common = ["complete", "--checkpoint", str(tiny_checkpoint), "--images", str(tmp_path / "d.png"), "--mask",
+              "lower", "--num", "2", "--method", "replace", "--steps", "3"]
+    code, _, err = run_cli(capsys, *common, "--out", str(tmp_path / "g.png"), "--npz", str(tmp_path / "g.npz"))
+    assert code == 0 and "completed as the digit each input most likely begins:" in err, err
+    guessed = int(err.split("most likely begins: ")[1].split()[0])
+    with np.load(tmp_path / "g.npz") as saved:
+        assert saved["labels"].tolist() == [guessed, guessed]
+    code, _, err = run_cli(capsys, *common, "--no-guess", "--out", str(tmp_path / "n.png"),
+                           "--npz", str(tmp_path / "n.npz"))
+    assert code == 0 and "most likely" not in err
+    with np.load(tmp_path / "n.npz") as saved:
+        assert "labels" not in saved.files

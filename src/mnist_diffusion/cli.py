@@ -30,7 +30,7 @@ from .config import FEW_STEPS, SampleConfig, TrainConfig
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import check_writable, output_dir, output_file, save_npz
-from .pipeline import IMAGE_SIZES, MAX_DIGITS
+from .pipeline import IMAGE_SIZES, MAX_DIGITS, Pipeline
 from .progress import TrainProgress
 from .progress import progress as _progress
 from .progress import say as info
@@ -80,21 +80,20 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return _argument(options.whole_number(low, high))
 
 
-positive_int = whole_number(1, 2**31 - 1)
+positive_int, seed_int = whole_number(1, 2**31 - 1), whole_number(0, MAX_SEED)
 share_or_weight = lambda high: _argument(options.number(0.0, high))  # noqa: E731 - a number in [0, high]
-seed_int = whole_number(0, MAX_SEED)
-digit, digit_list = _argument(options.digit), _argument(options.digit_list)
-guidance_interval = _argument(options.guidance_interval)
+digit, digit_list, guidance_interval = map(_argument, (options.digit, options.digit_list, options.guidance_interval))
 
 
-def _pipeline(args: argparse.Namespace, use_ema: bool = True):
+def _pipeline(args: argparse.Namespace, use_ema: bool = True) -> Pipeline:
     """The model the command names, on its device, with the defaults its options override."""
-    from .pipeline import Pipeline
-
     return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
 
 
 def _check_eta(args: argparse.Namespace) -> None:
+    if args.eta is not None and getattr(args, "method", None) == "repaint":
+        raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
+                         "resamples with DDPM steps of its own")
     if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
         raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
 
@@ -288,22 +287,22 @@ def cmd_complete(args: argparse.Namespace) -> None:
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     pixels, keep = read_completion_inputs(args.images, MAX_DIGITS), read_mask(args.mask)
-    if args.method == "repaint" and args.eta is not None:
-        raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
-                         "resamples with DDPM steps of its own")
     _check_eta(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
     if args.steps is not None:
         pipe.steps_for(_sample_settings(pipe, args))
     # A digit the model does not know is refused by the sampler's own label check, before any step.
-    completed = pipe.complete(pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num,
-                              method=args.method, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                              guidance=args.guidance, eta=args.eta, batch_size=args.batch_size)  # (N*K, 28, 28)
+    completed, digits = pipe.complete_with_digits(
+        pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num, method=args.method, seed=args.seed,
+        steps=args.steps, sampler=args.sampler, guidance=args.guidance, eta=args.eta, batch_size=args.batch_size,
+        guess=not args.no_guess)  # (N*K, 28, 28)
+    if args.digit is None and digits is not None:
+        info(f"completed as the digit each input most likely begins: {', '.join(map(str, digits[:20].tolist()))}")
     grid, per_row = capped_grid(completion_rows(pixels, keep, torch.from_numpy(completed)), args.num + 2)
     save_grid(grid, out, nrow=per_row)
     print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
     if npz is not None:
-        labels = {"labels": np.full(len(completed), args.digit, dtype=np.int64)} if args.digit is not None else {}
+        labels = {"labels": np.repeat(digits, args.num).astype(np.int64)} if digits is not None else {}
         print(f"wrote images to {save_npz(npz, images=completed, **labels)}")
 
 
@@ -492,7 +491,8 @@ def _add_complete_parser(commands) -> None:
     p.add_argument("--images", required=True, help="a 28x28 PNG of one digit, or an .npz with images (N x 28 x 28)")
     p.add_argument("--mask", required=True,
                    help=f"the part to erase and draw: {', '.join(MASK_REGIONS)}, or a 28x28 PNG (white = erased)")
-    p.add_argument("--digit", type=digit, help="complete as this digit (with guidance); default: whatever it is")
+    p.add_argument("--digit", type=digit, help="complete as this digit (guided); default: the one it most likely is")
+    p.add_argument("--no-guess", action="store_true", help="without --digit, complete as whatever the strokes become")
     p.add_argument("--num", type=whole_number(1, MAX_DIGITS), default=8, help="completions per image (default: 8)")
     p.add_argument("--method", choices=COMPLETION_METHODS, default=DEFAULT_METHOD,
                    help=f"repaint: RePaint resampling, 50 steps x 3 (default); replace: x0 replacement with "

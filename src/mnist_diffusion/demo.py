@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, model_inputs
+from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, guess_digit, model_inputs
 from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
 from .sampling import (
@@ -178,12 +178,19 @@ class Demo:
         seed = integer_field(body, "seed", 0, MAX_SEED, 0)
         image, mask = model_inputs(pixels[None], known[None], self.model.config.image_size)
 
-        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
-            return complete(model, self.schedule, image, mask, labels=torch.tensor([digit]) if digit is not None
-                            else None, guidance=DEFAULT_GUIDANCE if digit is not None else 1.0, method=method,
-                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback)
+        outcome: dict[str, Any] = {"method": method, "digit": digit, "guessed": False}
 
-        yield from self._stream(job, run, _step_frames(steps), _result_frame({"method": method}))
+        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(seed)
+            labels = torch.tensor([digit]) if digit is not None else None
+            if labels is None and self.num_classes:  # the digit the strokes most likely begin, as in `complete`
+                labels = guess_digit(model, self.schedule, image, mask, generator=generator)
+                outcome.update(digit=int(labels[0]), guessed=True)
+            return complete(model, self.schedule, image, mask, labels=labels,
+                            guidance=DEFAULT_GUIDANCE if digit is not None else 1.0, method=method, steps=steps,
+                            generator=generator, callback=callback)
+
+        yield from self._stream(job, run, _step_frames(steps), _result_frame(outcome))
 
     def interpolate(self, body: dict, job: Job) -> Iterator[dict]:
         mode = _choice(body, "mode", ("seeds", "digits"), "seeds")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .completion import DEFAULT_METHOD, complete, model_inputs, region_mask
+from .completion import DEFAULT_METHOD, complete, guess_digit, model_inputs, region_mask
 from .config import SampleConfig
 from .data import to_uint8
 from .distributed import pick_device
@@ -132,11 +132,24 @@ class Pipeline:
     def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,
                  digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD, seed: int = 0,
                  steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                 eta: float | None = None, batch_size: int | None = None, callback: Callback = None) -> np.ndarray:
+                 eta: float | None = None, batch_size: int | None = None, guess: bool = True,
+                 callback: Callback = None) -> np.ndarray:
         """Draw the erased part of uint8 digits `(N, 28, 28)` (or one `(28, 28)`): `mask` is a region
         name (`completion.MASK_REGIONS`) or a bool keep-mask `(28, 28)`, True = known. Returns
         `num_per_image` completions of each, input-major: uint8 `(N * num_per_image, 28, 28)`. With
-        `digit`, each completes as that digit (guided); without, as whatever the strokes become."""
+        `digit`, each completes as that digit (guided). Without, a conditional model first guesses the
+        digit the known strokes begin (`completion.guess_digit`) and completes as that one (unguided:
+        the label alone steers); `guess=False` completes as whatever the strokes become."""
+        return self.complete_with_digits(images, mask, digit=digit, num_per_image=num_per_image, method=method,
+                                         seed=seed, steps=steps, sampler=sampler, guidance=guidance, eta=eta,
+                                         batch_size=batch_size, guess=guess, callback=callback)[0]
+
+    def complete_with_digits(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower",
+                             *, digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD,
+                             seed: int = 0, steps: int | None = None, sampler: str | None = None,
+                             guidance: float | None = None, eta: float | None = None, batch_size: int | None = None,
+                             guess: bool = True, callback: Callback = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """`complete`, and the digit each input was completed as, `(N,)` (None: as whatever it becomes)."""
         pixels = torch.as_tensor(np.asarray(images, dtype=np.uint8))
         pixels = pixels[None] if pixels.ndim == 2 else pixels
         keep = region_mask(mask) if isinstance(mask, str) else torch.as_tensor(np.asarray(mask, dtype=bool))
@@ -145,14 +158,21 @@ class Pipeline:
                              f"digits one call may draw")
         keep_all = keep.expand(len(pixels), 28, 28)
         model_images, model_mask = model_inputs(pixels, keep_all, self.checkpoint.model_config.image_size)
-        labels = torch.full((len(pixels),), digit) if digit is not None else None
         config = self.settings(sampler=sampler, guidance=guidance, batch_size=batch_size)
+        generator = torch.Generator().manual_seed(seed)
+        if digit is not None:
+            labels, weight = torch.full((len(pixels),), digit), config.guidance
+        elif guess and self.num_classes:
+            labels = guess_digit(self.model, self.schedule, model_images, model_mask, generator=generator,
+                                 batch_size=config.batch_size, device=self.device)
+            weight = 1.0
+        else:
+            labels, weight = None, 1.0
         completed = complete(self.model, self.schedule, model_images, model_mask, num_per_image=num_per_image,
-                             labels=labels, guidance=config.guidance if labels is not None else 1.0, method=method,
-                             sampler=config.sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
-                             batch_size=config.batch_size, device=self.device, callback=callback,
-                             sampler_kwargs={"eta": eta} if eta is not None else None)
-        return to_uint8(completed).numpy()
+                             labels=labels, guidance=weight, method=method, sampler=config.sampler, steps=steps,
+                             generator=generator, batch_size=config.batch_size, device=self.device,
+                             callback=callback, sampler_kwargs={"eta": eta} if eta is not None else None)
+        return to_uint8(completed).numpy(), labels.numpy() if labels is not None else None
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,
                     digits: tuple[int, int] | None = None, frames: int = 8, seed: int = 0, sampler: str | None = None,

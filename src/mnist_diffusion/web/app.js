@@ -234,7 +234,8 @@ async function completeDrawing() {
   await postStream("/api/complete", request, (item) => {
     drawPixels(byId("complete-canvas"), item.pixels);
     status.textContent = item.type === "frame" ? `step ${item.step} of ${item.steps}`
-      : `done: seed ${request.seed}, ${request.digit === null ? "as whatever it is" : `as a ${request.digit}`}; ` +
+      : `done: seed ${request.seed}, as ${item.digit === null ? "whatever it becomes" : `a ${item.digit}`}` +
+        `${item.guessed ? " (the digit your strokes most likely begin, as the model judges them)" : ""}; ` +
         `computed in ${item.seconds.toFixed(2)} s (${item.method})`;
   });
 }

@@ -167,3 +167,10 @@ def test_the_model_card_and_the_tour_quote_the_same_numbers() -> None:
     for path in (ROOT / "MODEL_CARD.md", ROOT / "docs" / "how-it-works.md", ROOT / "README.md"):
         for quoted in re.findall(r"shipped model[^.|]*?FID (\d\.\d{3})", path.read_text()):
             assert quoted == shown(model["fid"]), f"{path.name} quotes FID {quoted}"
+
+
+def test_every_results_file_is_listed_in_the_index() -> None:
+    results = ROOT / "benchmarks" / "results"
+    index = (results / "README.md").read_text()
+    for path in sorted(results.glob("*.md")):
+        assert path.name == "README.md" or f"]({path.name})" in index, f"{path.name} is not in the results index"

@@ -79,7 +79,7 @@ def _measure(model, schedule, classifier, pixels, keep, truth, mask_name: str, n
                    generator=torch.Generator().manual_seed(0), **options)
     seconds = time.perf_counter() - started
     evaluations = options["steps"] * options.get("resamples", 1)
-    return {"mask": mask_name, "method": name, "label": "true label, w=1.5" if given else "none",
+    return {"mask": mask_name, "method": name, "label": f"true label, w={DEFAULT_GUIDANCE:g}" if given else "none",
             "accuracy": _accuracy(classifier, to_uint8(out), truth),
             "seconds_per_digit": round(seconds / len(pixels), 3),
             "passes_per_digit": network_passes_per_digit(evaluations, given, guidance)}

@@ -22,13 +22,13 @@ from mnist_diffusion import scoring
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.data import NUM_CLASSES, to_uint8
 from mnist_diffusion.evaluate import stray_ink_share, zero_pixel_share
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, generate, network_passes_per_digit
+from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, network_passes_per_digit
 from mnist_diffusion.schedule import NoiseSchedule
 
 ROOT = Path(__file__).resolve().parent.parent
 # (name, generate keyword arguments): one change from the default per row.
 VARIANTS = [
-    ("default: dpm++2m, 10 steps", {"sampler": "dpm++2m", "steps": 10}),
+    (f"dpm++2m, 10 steps (the default is {DEFAULT_STEPS})", {"sampler": "dpm++2m", "steps": 10}),
     ("dpm++2m, 25 steps", {"sampler": "dpm++2m", "steps": 25}),
     ("dpm++2m, 10 steps, no clipping", {"sampler": "dpm++2m", "steps": 10, "clip": False}),
     ("ddim, 10 steps", {"sampler": "ddim", "steps": 10}),

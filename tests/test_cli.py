@@ -289,3 +289,20 @@ def test_evaluate_names_a_guidance_interval_in_its_row(tmp_path: Path, tiny_chec
 
     assert f"model (dpm++2m, 4 steps, w={DEFAULT_GUIDANCE:g} on t/T 0.1-0.7)" in out
     assert "20 digits: 4 steps, 2 branches on" in err and "(guidance interval)" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["interpolate", "--digits", "3,8", "--eta", "0.5"], "unrecognized arguments: --eta"),
+    (["interpolate", "--digits", "3,8", "--batch-size", "4"], "unrecognized arguments: --batch-size"),
+    (["interpolate", "--digits", "3,8", "--digit", "5"], "--digit sets the digit of a --seeds walk"),
+])
+def test_interpolate_refuses_what_it_would_ignore(args: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and message in err, err
+
+
+def test_complete_help_gives_repaints_steps_and_no_guidance_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run_cli(capsys, "complete", "--help")
+    assert "default: 50 for repaint, each resampled 3 times; replace: 8" in " ".join(out.split())
+    assert "--guidance-interval" not in out and "--precision" not in out

@@ -83,3 +83,10 @@ def test_save_grid_writes_one_png_of_all_digits(tmp_path: Path) -> None:
     path = save_grid(digits, tmp_path / "grid.png", nrow=3, scale=1)
     with Image.open(path) as grid:
         assert grid.size == (3 * 30 + 2, 2 * 30 + 2)
+
+
+def test_an_unconditional_row_is_named_without_a_guidance_weight() -> None:
+    from mnist_diffusion.scoring import row_name
+
+    assert row_name(SampleConfig(), 8, conditional=False) == "model (dpm++2m, 8 steps, unconditional)"
+    assert row_name(SampleConfig(), 8, conditional=True) == "model (dpm++2m, 8 steps, w=1.25 on t/T 0.3-0.7)"

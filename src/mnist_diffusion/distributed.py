@@ -132,11 +132,21 @@ def busy_cores(interval_s: float = 0.05, stat_path: str = "/proc/stat") -> float
     return share * (os.cpu_count() or 1)
 
 
+_last_reading: tuple[float, float] | None = None  # (when, busy cores): one reading serves a few seconds
+READING_LIFETIME_S = 10.0
+
+
 def choose_threads(requested: str | int, cores: int | None = None, busy: float | None = None) -> int:
     """Torch threads for this process: a number as asked, or for "auto" the cores not busy now (at
-    least 1). `cores` and `busy` default to this machine's; tests give their own."""
+    least 1). `cores` and `busy` default to this machine's (a reading is reused for
+    `READING_LIFETIME_S`, so a program calling many commands measures once); tests give their own."""
+    global _last_reading
     if requested != "auto":
         return int(requested)
     cores = cores or os.cpu_count() or 1
-    busy = busy_cores() if busy is None else busy
+    if busy is None:
+        now = time.monotonic()
+        if _last_reading is None or now - _last_reading[0] > READING_LIFETIME_S:
+            _last_reading = (now, busy_cores())
+        busy = _last_reading[1]
     return max(1, min(cores, round(cores - busy)))

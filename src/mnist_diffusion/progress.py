@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,17 +16,22 @@ def say(message: str) -> None:
 class LineProgress:
     """Progress outside a terminal (a log, CI): one line at each tenth of the work, with the time."""
 
-    def __init__(self, total: int, description: str) -> None:
+    def __init__(self, total: int, description: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.description, self.done, self.shown = max(total, 1), description, 0, 0
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
 
     def update(self, count: int = 1) -> None:
         self.done += count
+        if self.done == count and self.total > 10 * count:  # after the first step: say how long it will take
+            projected = (self.clock() - self.started) * self.total / self.done
+            if projected > 60:
+                say(f"{self.description}: about {projected / 60:.0f} minutes at this pace")
         tenth = 10 * self.done // self.total
         if tenth > self.shown:
             self.shown = tenth
             say(f"{self.description}: {10 * tenth}% ({self.done}/{self.total} steps, "
-                 f"{time.monotonic() - self.started:.0f} s)")
+                 f"{self.clock() - self.started:.0f} s)")
 
     def __enter__(self) -> LineProgress:
         return self

@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 
 from mnist_diffusion import NoiseSchedule, generate, load_checkpoint
-from mnist_diffusion.config import DiffusionConfig, preset
+from mnist_diffusion.config import DiffusionConfig, SampleConfig, preset
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.figures import strip_figure
 from mnist_diffusion.sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_STEPS,
+    last_timestep_for,
     network_passes_per_digit,
 )
 from mnist_diffusion.unet import UNet, count_parameters
@@ -57,7 +58,8 @@ def trajectory_figure(model, schedule) -> Path:
         titles.append(f"t={step['t']}")
 
     generate(model, schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS,
-             guidance_interval=DEFAULT_GUIDANCE_INTERVAL, generator=torch.Generator().manual_seed(2), callback=record)
+             guidance_interval=DEFAULT_GUIDANCE_INTERVAL, generator=torch.Generator().manual_seed(2), callback=record,
+             last_timestep=last_timestep_for(SampleConfig.last_timestep, schedule.num_timesteps))
     return strip_figure([torch.cat(predictions), torch.cat(states)], titles,
                         f"One trajectory (dpm++2m, {DEFAULT_STEPS} steps, the defaults): the network's x0 prediction, "
                         "and x after each step",

@@ -243,8 +243,15 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     import torch
 
     from mnist_diffusion.checkpoint import load_checkpoint
+    from mnist_diffusion.config import SampleConfig
     from mnist_diffusion.data import to_uint8
-    from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate, resolve_precision
+    from mnist_diffusion.sampling import (
+        DEFAULT_GUIDANCE,
+        DEFAULT_GUIDANCE_INTERVAL,
+        generate,
+        last_timestep_for,
+        resolve_precision,
+    )
     from mnist_diffusion.schedule import NoiseSchedule
 
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
@@ -258,7 +265,8 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
                                  labels=labels, guidance=DEFAULT_GUIDANCE, steps=3, generator=generator,
                                  guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
-                                 precision=resolve_precision("auto", "cpu")))  # the CLI's default arithmetic
+                                 precision=resolve_precision("auto", "cpu"),  # the CLI's default arithmetic
+                                 last_timestep=last_timestep_for(SampleConfig.last_timestep, 50)))
     with np.load(tmp_path / "x.npz") as saved:
         assert np.array_equal(saved["labels"], labels.numpy())
         assert np.array_equal(saved["images"], expected.numpy())

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mnist_diffusion.classifier import embed, load_classifier
+from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
 from mnist_diffusion.serve import Demo, make_server
@@ -119,7 +120,8 @@ def test_generate_shows_every_step_and_ends_on_the_librarys_digit(page: PageReco
     shown = page.canvas_pixels("#generate-canvas")
     expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE,
                                  steps=10, generator=torch.Generator().manual_seed(5),
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL))[0]
+                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
+                                 last_timestep=SampleConfig.last_timestep))[0]
     assert shown == expected.flatten().tolist()
     assert read_digit(shown) == 3
     assert page.errors == []

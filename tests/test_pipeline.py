@@ -26,9 +26,10 @@ def test_one_set_of_defaults_for_the_api_the_command_line_and_the_page(tmp_path:
     assert Pipeline.load(device="cpu").defaults == defaults
     for command in ("sample", "evaluate"):
         args = build_parser().parse_args([command])
-        assert (args.sampler, args.steps, args.guidance, args.guidance_interval, args.precision, args.batch_size) == \
-            (defaults.sampler, defaults.steps, defaults.guidance, defaults.guidance_interval, defaults.precision,
-             defaults.batch_size)
+        assert (args.sampler, args.steps, args.guidance, args.guidance_interval, args.precision, args.batch_size,
+                args.last_timestep) == (defaults.sampler, defaults.steps, defaults.guidance,
+                                        defaults.guidance_interval, defaults.precision, defaults.batch_size,
+                                        defaults.last_timestep)
     page = Demo.load(None, tmp_path).info()["defaults"]
     assert (page["sampler"], page["guidance"]) == (defaults.sampler, defaults.guidance)
 
@@ -74,7 +75,7 @@ def test_bad_requests_are_value_errors_that_say_what_is_allowed(pipe: Pipeline) 
         pipe.sample(digit=12)
     with pytest.raises(ValueError, match="give seeds"):
         pipe.interpolate()
-    with pytest.raises(ValueError, match="exceeds the model's 50 timesteps"):
+    with pytest.raises(ValueError, match="exceeds the model's 49 timesteps down to 1"):  # T = 50, ending at t = 1
         pipe.sample(4, steps=51)
 
 

@@ -419,3 +419,21 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monke
         assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("fp8", "cpu")
+
+
+@pytest.mark.parametrize("spacing", ["quadratic", "linear", "logsnr"])
+def test_a_walk_can_end_above_the_cleanest_timestep(spacing: str) -> None:
+    schedule = NoiseSchedule(DiffusionConfig())
+    steps = make_timesteps(1000, 8, spacing, schedule.log_snr, last=25)
+    assert steps[0] == 999 and steps[-1] == 25 and len(set(steps.tolist())) == 8
+    assert (steps[:-1] > steps[1:]).all()
+    assert make_timesteps(1000, 8, spacing, schedule.log_snr, last=0)[-1] == 0
+    with pytest.raises(ValueError, match="last timestep"):
+        make_timesteps(1000, 8, spacing, schedule.log_snr, last=999)
+
+
+def test_the_last_timestep_scales_with_the_schedule() -> None:
+    from mnist_diffusion.sampling import last_timestep_for
+
+    assert last_timestep_for(12, 1000) == 12 and last_timestep_for(12, 300) == 4 and last_timestep_for(12, 50) == 1
+    assert last_timestep_for(0, 50) == 0 and last_timestep_for(500, 3) == 1  # a walk keeps two levels

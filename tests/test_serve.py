@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
 from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, DemoHandler, Job, make_server
@@ -57,7 +58,8 @@ def test_generate_streams_every_step_and_ends_on_the_librarys_digit(server_url: 
     demo = Demo.load(None, "nowhere")
     expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=DEFAULT_GUIDANCE,
                                  steps=6, generator=torch.Generator().manual_seed(9),
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL))[0]
+                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
+                                 last_timestep=SampleConfig.last_timestep))[0]
     assert done["pixels"] == expected.flatten().tolist()
 
 

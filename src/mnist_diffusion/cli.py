@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import FEW_STEPS, SampleConfig, TrainConfig
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
-from .files import check_writable, output_dir, output_file, save_npz
+from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz
 from .pipeline import IMAGE_SIZES, MAX_DIGITS, Pipeline
 from .progress import TrainProgress
 from .progress import progress as _progress
@@ -46,14 +46,6 @@ MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 
 class UsageError(ValueError):
     """Bad input from the user."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds like Ctrl-C, so every file being written removes its temporary."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
 
 
 class Parser(argparse.ArgumentParser):
@@ -102,7 +94,8 @@ def _sample_settings(pipe, args: argparse.Namespace):
     """The pipeline's defaults with the sampling options this command was given ('all' is no interval)."""
     settings = pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                              precision=getattr(args, "precision", None), batch_size=getattr(args, "batch_size", None))
-    return dataclasses.replace(settings, guidance_interval=getattr(args, "guidance_interval", None))
+    return dataclasses.replace(settings, guidance_interval=getattr(args, "guidance_interval", None),
+                               last_timestep=getattr(args, "last_timestep", 0))
 
 
 def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
@@ -383,6 +376,8 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
                             help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
                                  "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
                                  f"computes it natively, else fp32 (default: {DEFAULTS.precision})")
+        parser.add_argument("--last-timestep", type=whole_number(0, 100_000), default=DEFAULTS.last_timestep,
+                            help=f"end the walk at this timestep (default: {DEFAULTS.last_timestep})")
         parser.add_argument("--guidance-interval", type=guidance_interval, default=DEFAULTS.guidance_interval,
                             metavar="LOW,HIGH",
                             help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
@@ -570,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] = args.func
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)  # `train` installs its own meanwhile
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)  # `train` installs its own meanwhile
     warnings.showwarning = _show_warning
     try:
         if hasattr(args, "device"):

@@ -240,6 +240,10 @@ class SampleConfig:
     guidance_interval: tuple[float, float] | None = (0.3, 0.7)  # shares of T where guidance applies
     precision: str = "auto"  # the network's arithmetic: bf16 where the device computes it natively
     batch_size: int = 64  # digits per forward pass: small batches stay in a CPU's cache
+    # The walk ends at this timestep (counted on a 1000-step schedule, scaled to others), and its last
+    # step returns the clean image predicted there: t = 0 still holds noise the network removes poorly,
+    # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md).
+    last_timestep: int = 12
 
 
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the

@@ -22,6 +22,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, guess_digit, model_inputs
+from .config import SampleConfig
 from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
 from .sampling import (
@@ -33,6 +34,7 @@ from .sampling import (
     SAMPLERS,
     count_passes,
     generate,
+    last_timestep_for,
 )
 from .schedule import NoiseSchedule
 
@@ -137,8 +139,8 @@ class Demo:
                 "interpolation_samplers": list(DETERMINISTIC_SAMPLERS), "completion_methods": list(COMPLETION_METHODS),
                 "defaults": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
                              "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},
-                "limits": {"steps": min(MAX_STEPS, self.schedule.num_timesteps), "guidance": MAX_GUIDANCE,
-                           "frames": MAX_FRAMES, "seed": MAX_SEED},
+                "limits": {"steps": min(MAX_STEPS, self.schedule.num_timesteps - self.last_step),
+                           "guidance": MAX_GUIDANCE, "frames": MAX_FRAMES, "seed": MAX_SEED},
                 "test_digits": self.test_images is not None}
 
     def _digit(self, body: dict, required: bool) -> int | None:
@@ -148,15 +150,21 @@ class Demo:
             raise RequestError("this model is unconditional: it cannot be asked for a digit")
         return integer_field(body, "digit", 0, self.num_classes - 1)
 
-    def _steps(self, body: dict, default: int) -> int:
-        return integer_field(body, "steps", 1, min(MAX_STEPS, self.schedule.num_timesteps), default)
+    @property
+    def last_step(self) -> int:
+        """Where a generated digit's walk ends on this model's schedule (`SampleConfig.last_timestep`)."""
+        return last_timestep_for(SampleConfig.last_timestep, self.schedule.num_timesteps)
+
+    def _steps(self, body: dict, default: int, room: int | None = None) -> int:
+        return integer_field(body, "steps", 1, min(MAX_STEPS, room or self.schedule.num_timesteps), default)
 
     # -- the three streams ------------------------------------------------------------------------
     def generate(self, body: dict, job: Job) -> Iterator[dict]:
         digit = self._digit(body, required=False)
         guidance = _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE)
         sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
-        steps, seed = self._steps(body, DEFAULT_STEPS), integer_field(body, "seed", 0, MAX_SEED, 0)
+        room = self.schedule.num_timesteps - self.last_step
+        steps, seed = self._steps(body, min(DEFAULT_STEPS, room), room), integer_field(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
         passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
                               self.model.config.guidance_input)
@@ -164,7 +172,7 @@ class Demo:
         def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
             return generate(model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
                             steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback,
-                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL)
+                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL, last_timestep=self.last_step)
 
         yield from self._stream(job, run, _step_frames(steps), _result_frame({"passes_per_digit": passes}))
 

@@ -19,6 +19,15 @@ NAME_MAX = 255  # bytes in one file name on the common file systems (ext4, xfs, 
 TEMP_NAME_KEEP = 200  # characters of the target's name kept in its temporary's name
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (see `raise_terminated`): unwinds like Ctrl-C, so `atomic_write` removes its temporary."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler that turns the signal into `Terminated`."""
+    raise Terminated
+
+
 class InputFileError(ValueError):
     """A file the user named cannot be read as asked; the message names it."""
 

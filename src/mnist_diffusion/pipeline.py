@@ -29,7 +29,7 @@ from .config import SampleConfig
 from .data import to_uint8
 from .distributed import pick_device
 from .interpolation import interpolate_digits, interpolate_seeds
-from .sampling import Callback, default_steps, generate, resolve_precision
+from .sampling import Callback, default_steps, generate, last_timestep_for, resolve_precision
 from .schedule import NoiseSchedule
 
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
@@ -71,10 +71,16 @@ class Pipeline:
 
     def steps_for(self, settings: SampleConfig) -> int:
         """The steps `settings` asks for: DDPM takes every timestep unless told otherwise."""
-        steps = settings.steps or default_steps(settings.sampler, self.schedule.num_timesteps)
-        if steps > self.schedule.num_timesteps:
-            raise ValueError(f"steps {steps} exceeds the model's {self.schedule.num_timesteps} timesteps")
+        last = self.last_timestep(settings)
+        room = self.schedule.num_timesteps - last  # timesteps from T-1 down to the last
+        steps = settings.steps or min(default_steps(settings.sampler, self.schedule.num_timesteps), room)
+        if steps > room:
+            raise ValueError(f"steps {steps} exceeds the model's {room} timesteps down to {last}")
         return steps
+
+    def last_timestep(self, settings: SampleConfig) -> int:
+        """Where `settings` end the walk on this model's schedule."""
+        return last_timestep_for(settings.last_timestep, self.schedule.num_timesteps)
 
     def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
                per_digit: int = 10, guidance: float | None = None,
@@ -126,7 +132,8 @@ class Pipeline:
                           batch_size=config.batch_size, device=self.device,
                           guidance_interval=config.guidance_interval, callback=callback,
                           sampler_kwargs={"eta": eta} if eta is not None else None,
-                          precision=resolve_precision(config.precision, self.device))
+                          precision=resolve_precision(config.precision, self.device),
+                          last_timestep=self.last_timestep(config))
         return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
 
     def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,

@@ -37,9 +37,17 @@ SPACINGS: tuple[str, ...] = ("quadratic", "linear", "logsnr")
 LOG_SNR_MIN = -10.2
 
 
+def last_timestep_for(last_of_1000: int, num_timesteps: int) -> int:
+    """`SampleConfig.last_timestep` (counted on a 1000-step schedule) on a schedule of T steps: scaled
+    by T / 1000, as the linear betas are, and at most T - 2 so that a walk has two levels."""
+    return max(0, min(round(last_of_1000 * num_timesteps / 1000), num_timesteps - 2))
+
+
 def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = "quadratic",
-                   log_snr: torch.Tensor | None = None) -> torch.Tensor:
-    """`num_inference_steps` distinct timesteps from T-1 down to 0, both included (`(N,)`, descending ints).
+                   log_snr: torch.Tensor | None = None, last: int = 0) -> torch.Tensor:
+    """`num_inference_steps` distinct timesteps from T-1 down to `last` (0 unless asked), both included
+    (`(N,)`, descending ints). A `last` above 0 ends the walk at a noise level the network still
+    denoises well: the sampler's last step returns the clean image predicted there.
 
     Starting at T-1 and ending at 0 keeps the first step at pure noise and the last at the cleanest
     level (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", sec. 3.3);
@@ -56,26 +64,29 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
     rounding would repeat a timestep; `_strictly_descending` moves each repeat to the nearest free
     integer, so exactly N distinct steps always come back.
     """
-    if not 1 <= num_inference_steps <= num_timesteps:
-        raise ValueError(f"steps must be between 1 and {num_timesteps}, got {num_inference_steps}")
+    if not 0 <= last < num_timesteps - 1:
+        raise ValueError(f"the last timestep must be in [0, {num_timesteps - 2}], got {last}")
+    if not 1 <= num_inference_steps <= num_timesteps - last:
+        raise ValueError(f"steps must be between 1 and {num_timesteps - last}, got {num_inference_steps}")
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
     if num_inference_steps == 1:
         return torch.tensor([num_timesteps - 1])
     fraction = torch.linspace(1, 0, num_inference_steps, dtype=torch.float64)  # 1 -> 0
     if spacing == "linear":
-        steps = fraction * (num_timesteps - 1)
+        steps = last + fraction * (num_timesteps - 1 - last)
     elif spacing == "quadratic":
-        steps = fraction ** 2 * (num_timesteps - 1)
+        steps = last + fraction ** 2 * (num_timesteps - 1 - last)
     else:
         if log_snr is None:
             raise ValueError("logsnr spacing needs the schedule's log_snr table")
         table = log_snr.double()
         lowest = max(float(table[-1]), LOG_SNR_MIN)
-        targets = lowest + (1 - fraction) * (table[0] - lowest)  # (N,) rising log-SNR
+        targets = lowest + (1 - fraction) * (table[last] - lowest)  # (N,) rising log-SNR
         steps = (table[None, :] - targets[:, None]).abs().argmin(dim=1).double()
         steps[0] = num_timesteps - 1
-    return _strictly_descending(steps.round().long(), num_timesteps)
+    return _strictly_descending(steps.round().long(), num_timesteps) if last == 0 else \
+        _strictly_descending(steps.round().long() - last, num_timesteps - last) + last
 
 
 def _strictly_descending(steps: torch.Tensor, num_timesteps: int) -> torch.Tensor:
@@ -448,7 +459,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
              noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
-             precision: str = "fp32") -> torch.Tensor:
+             precision: str = "fp32", last_timestep: int = 0) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
@@ -470,7 +481,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
     config = model.config  # type: ignore[attr-defined]
     timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
-                               spacing or DEFAULT_SPACING[sampler], schedule.log_snr)
+                               spacing or DEFAULT_SPACING[sampler], schedule.log_snr, last=last_timestep)
     sample_fn = SAMPLERS[sampler]
     model = model.to(device).eval()
     outputs = []

@@ -76,10 +76,11 @@ def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, e
                       sampler=settings.sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
                       batch_size=settings.batch_size, device=pipe.device, guidance_interval=settings.guidance_interval,
                       callback=callback, sampler_kwargs={"eta": eta} if eta is not None else None,
-                      precision=precision)
+                      precision=precision, last_timestep=pipe.last_timestep(settings))
     recorded = {"checkpoint": checkpoint_name, "sampler": settings.sampler, "steps": steps,
                 "network_passes_per_digit": passes, "guidance": settings.guidance,
-                "guidance_interval": settings.guidance_interval, "seed": seed, "ema": ema, "precision": precision,
+                "guidance_interval": settings.guidance_interval, "last_timestep": settings.last_timestep,
+                "seed": seed, "ema": ema, "precision": precision,
                 "generation_s": round(time.monotonic() - started, 1)}
     return Drawn(to_uint8(images), labels, row_name(settings, steps, labels is not None), recorded)
 

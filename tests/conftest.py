@@ -85,3 +85,14 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
     assert len(lines) == 1, err
     assert lines[0].startswith("mnist-diffusion") and "error" in lines[0]
     assert pattern in lines[0], lines[0]
+
+
+class SteppingClock:
+    """A clock that moves `tick` seconds each time it is read, whatever the machine's speed."""
+
+    def __init__(self, tick: float, start: float = 0.0) -> None:
+        self.now, self.tick = start, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now

@@ -7,18 +7,11 @@ import pytest
 
 from mnist_diffusion.progress import LineProgress
 
-
-class Clock:
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = 0.0, tick
-
-    def __call__(self) -> float:
-        self.now += self.tick
-        return self.now
+from conftest import SteppingClock
 
 
 def test_a_long_request_says_how_long_after_its_first_step(capsys: pytest.CaptureFixture[str]) -> None:
-    with LineProgress(100, "sample", clock=Clock(2.0)) as bar:
+    with LineProgress(100, "sample", clock=SteppingClock(2.0)) as bar:
         for _ in range(100):
             bar.update()
     lines = capsys.readouterr().err.strip().splitlines()
@@ -27,7 +20,7 @@ def test_a_long_request_says_how_long_after_its_first_step(capsys: pytest.Captur
 
 
 def test_a_short_request_gives_no_estimate(capsys: pytest.CaptureFixture[str]) -> None:
-    with LineProgress(100, "sample", clock=Clock(0.01)) as bar:
+    with LineProgress(100, "sample", clock=SteppingClock(0.01)) as bar:
         for _ in range(100):
             bar.update()
     assert "about" not in capsys.readouterr().err

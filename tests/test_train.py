@@ -21,7 +21,7 @@ from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import EMA, Trainer, TrainingError, diffusion_loss, learning_rate
 from mnist_diffusion.unet import UNet
 
-from conftest import fake_mnist
+from conftest import SteppingClock, fake_mnist
 
 DIFFUSION = DiffusionConfig(num_timesteps=50)
 
@@ -38,16 +38,6 @@ def make_trainer(run_dir: Path, clock=None, **overrides) -> Trainer:
     return Trainer(run_dir, preset("tiny"), DIFFUSION, TrainConfig(**settings), images=images, labels=labels,
                    device="cpu", **({"clock": clock} if clock is not None else {}))
 
-
-class SteppingClock:
-    """A clock that moves `tick` seconds each time it is read, whatever the machine's speed."""
-
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = 1000.0, tick
-
-    def __call__(self) -> float:
-        self.now += self.tick
-        return self.now
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:

@@ -13,6 +13,7 @@ and the table benchmarks/results/last_timestep.md is rewritten from all rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,19 +24,15 @@ from report import markdown_table
 from mnist_diffusion import scoring
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.pipeline import Pipeline
-from mnist_diffusion.sampling import generate, resolve_precision
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def run(pipe: Pipeline, evaluator, last: int, weight: float, num: int) -> dict:
-    config = pipe.defaults
+    config = dataclasses.replace(pipe.defaults, guidance=weight, last_timestep=last)
     labels = torch.arange(num) % 10
     started = time.perf_counter()
-    images = to_uint8(generate(pipe.model, pipe.schedule, num, labels=labels, guidance=weight, sampler=config.sampler,
-                               steps=pipe.steps_for(config), generator=torch.Generator().manual_seed(0),
-                               batch_size=config.batch_size, guidance_interval=config.guidance_interval,
-                               precision=resolve_precision(config.precision, pipe.device), last_timestep=last))
+    images = to_uint8(pipe.generate(num, labels, config, torch.Generator().manual_seed(0)))
     seconds = time.perf_counter() - started
     row, _ = evaluator.score("model", images, labels, memorize=False)
     return {"date": time.strftime("%Y-%m-%d"), "last": last, "w": weight, "num": num, "fid": row.fid,

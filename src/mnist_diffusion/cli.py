@@ -34,7 +34,7 @@ from .pipeline import IMAGE_SIZES, MAX_DIGITS, Pipeline
 from .progress import TrainProgress
 from .progress import progress as _progress
 from .progress import say as info
-from .sampling import MAX_GUIDANCE, PRECISIONS, SAMPLERS, count_passes, describe_passes
+from .sampling import MAX_GUIDANCE, PRECISIONS, SAMPLERS, describe_passes
 
 DEFAULTS = SampleConfig()  # the sampling defaults, shared with the page and the Python API
 PROG = "mnist-diffusion"
@@ -100,10 +100,8 @@ def _sample_settings(pipe, args: argparse.Namespace):
 
 def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
     """Say what a request costs before the work: steps, branches and network passes per digit."""
-    steps, learned = pipe.steps_for(settings), pipe.checkpoint.model_config.guidance_input
-    passes = count_passes(pipe.schedule, settings.sampler, steps, conditional, settings.guidance,
-                          settings.guidance_interval, learned)
-    info(f"{num} digits: {describe_passes(steps, passes, learned)}")
+    passes, learned = pipe.passes(settings, conditional), pipe.checkpoint.model_config.guidance_input
+    info(f"{num} digits: {describe_passes(pipe.steps_for(settings), passes, learned)}")
 
 
 # -- commands --------------------------------------------------------------------------------

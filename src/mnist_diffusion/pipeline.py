@@ -29,7 +29,7 @@ from .config import SampleConfig
 from .data import to_uint8
 from .distributed import pick_device
 from .interpolation import interpolate_digits, interpolate_seeds
-from .sampling import Callback, default_steps, generate, last_timestep_for, resolve_precision
+from .sampling import Callback, count_passes, default_steps, generate, last_timestep_for, resolve_precision
 from .schedule import NoiseSchedule
 
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
@@ -82,6 +82,23 @@ class Pipeline:
         """Where `settings` end the walk on this model's schedule."""
         return last_timestep_for(settings.last_timestep, self.schedule.num_timesteps)
 
+    def passes(self, settings: SampleConfig, conditional: bool) -> int:
+        """Network passes per digit that `settings` cost on this model (`sampling.count_passes`)."""
+        return count_passes(self.schedule, settings.sampler, self.steps_for(settings), conditional, settings.guidance,
+                            settings.guidance_interval, self.checkpoint.model_config.guidance_input)
+
+    def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
+                 eta: float | None = None, callback: Callback = None) -> torch.Tensor:
+        """`sampling.generate` with every field of `settings` applied: `(num, 1, S, S)` in [-1, 1]. The one
+        place `sample` and the scoring draw go through, so a new setting reaches both."""
+        return generate(self.model, self.schedule, num, labels=labels, guidance=settings.guidance,
+                        sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
+                        batch_size=settings.batch_size, device=self.device,
+                        guidance_interval=settings.guidance_interval, callback=callback,
+                        sampler_kwargs={"eta": eta} if eta is not None else None,
+                        precision=resolve_precision(settings.precision, self.device),
+                        last_timestep=self.last_timestep(settings))
+
     def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
                per_digit: int = 10, guidance: float | None = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, int]:
@@ -127,13 +144,7 @@ class Pipeline:
         generator = torch.Generator().manual_seed(seed)
         labels, num = self.labels(num, digit=digit, digits=digits, per_digit=per_digit, guidance=config.guidance,
                                   generator=generator)
-        images = generate(self.model, self.schedule, num, labels=labels, guidance=config.guidance,
-                          sampler=config.sampler, steps=self.steps_for(config), generator=generator,
-                          batch_size=config.batch_size, device=self.device,
-                          guidance_interval=config.guidance_interval, callback=callback,
-                          sampler_kwargs={"eta": eta} if eta is not None else None,
-                          precision=resolve_precision(config.precision, self.device),
-                          last_timestep=self.last_timestep(config))
+        images = self.generate(num, labels, config, generator, eta=eta, callback=callback)
         return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
 
     def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,

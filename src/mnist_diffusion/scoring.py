@@ -18,7 +18,7 @@ import torch
 from .config import SampleConfig
 from .data import to_uint8
 from .evaluate import Evaluator, Memorization, ScoreRow, fid, write_report
-from .sampling import Callback, count_passes, generate, resolve_precision
+from .sampling import Callback, resolve_precision
 
 FLOOR_COUNT = 10_000  # training digits in the floor row: what a perfect generator reaches at that N
 
@@ -68,19 +68,12 @@ def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, e
     """`num` digits of `pipe` (a `Pipeline`) with `settings`, in an even mix of its classes."""
     labels = scoring_labels(num, pipe.num_classes, settings.guidance)
     steps = pipe.steps_for(settings)
-    passes = count_passes(pipe.schedule, settings.sampler, steps, labels is not None, settings.guidance,
-                          settings.guidance_interval, pipe.checkpoint.model_config.guidance_input)
-    precision = resolve_precision(settings.precision, pipe.device)
     started = time.monotonic()
-    images = generate(pipe.model, pipe.schedule, num, labels=labels, guidance=settings.guidance,
-                      sampler=settings.sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
-                      batch_size=settings.batch_size, device=pipe.device, guidance_interval=settings.guidance_interval,
-                      callback=callback, sampler_kwargs={"eta": eta} if eta is not None else None,
-                      precision=precision, last_timestep=pipe.last_timestep(settings))
+    images = pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), eta=eta, callback=callback)
     recorded = {"checkpoint": checkpoint_name, "sampler": settings.sampler, "steps": steps,
-                "network_passes_per_digit": passes, "guidance": settings.guidance,
-                "guidance_interval": settings.guidance_interval, "last_timestep": settings.last_timestep,
-                "seed": seed, "ema": ema, "precision": precision,
+                "network_passes_per_digit": pipe.passes(settings, labels is not None), "guidance": settings.guidance,
+                "guidance_interval": settings.guidance_interval, "last_timestep": pipe.last_timestep(settings),
+                "seed": seed, "ema": ema, "precision": resolve_precision(settings.precision, pipe.device),
                 "generation_s": round(time.monotonic() - started, 1)}
     return Drawn(to_uint8(images), labels, row_name(settings, steps, labels is not None), recorded)
 

@@ -169,8 +169,11 @@ class RunDirectory:
                 if (step := _logged_step(line)) is not None and step <= last_step]
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
-    def write_config(self, configs: dict[str, Any]) -> None:
-        atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(configs, indent=2)))
+    def write_config(self, *configs: dict[str, Any]) -> None:
+        """config.json: the model, diffusion and train configs (as dicts) under `CONFIG_SECTIONS`, the
+        layout `check_is_run` recognises as this package's."""
+        sections = dict(zip(CONFIG_SECTIONS, configs, strict=True))
+        atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(sections, indent=2)))
 
 
 def _is_own_config(path: Path) -> bool:

@@ -371,11 +371,9 @@ class Trainer:
         return self.run_dir.save(self.make_checkpoint(elapsed_s), self.config.keep_checkpoints)
 
     def _prepare_run_dir(self) -> None:
-        configs = {"model": to_dict(self.model_config), "diffusion": to_dict(self.diffusion_config),
-                   "train": to_dict(self.config)}
         try:
             self.run_dir.remove_stale_temporaries()
-            self.run_dir.write_config(configs)
+            self.run_dir.write_config(to_dict(self.model_config), to_dict(self.diffusion_config), to_dict(self.config))
             self.run_dir.truncate_metrics(self.resumed_from or 0)
         except OSError as error:
             raise RunDirError(f"cannot write to run directory {self.run_dir.path}: "

@@ -15,30 +15,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
-import torch
+from paired import paired_row
 from report import markdown_table
 
 from mnist_diffusion import scoring
-from mnist_diffusion.data import to_uint8
 from mnist_diffusion.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def run(pipe: Pipeline, evaluator, last: int, weight: float, num: int) -> dict:
-    config = dataclasses.replace(pipe.defaults, guidance=weight, last_timestep=last)
-    labels = torch.arange(num) % 10
-    started = time.perf_counter()
-    images = to_uint8(pipe.generate(num, labels, config, torch.Generator().manual_seed(0)))
-    seconds = time.perf_counter() - started
-    row, _ = evaluator.score("model", images, labels, memorize=False)
-    return {"date": time.strftime("%Y-%m-%d"), "last": last, "w": weight, "num": num, "fid": row.fid,
-            "precision": row.precision, "recall": row.recall, "coverage": row.coverage,
-            "acc": row.conditional_accuracy, "zero": row.zero_pixels, "stray": row.stray_ink,
-            "white": (images == 255).double().mean().item(), "gen_s": round(seconds)}
+    row = paired_row(pipe, evaluator, dataclasses.replace(pipe.defaults, guidance=weight, last_timestep=last), num)
+    return {"last": last, "w": weight} | row
 
 
 def main() -> None:

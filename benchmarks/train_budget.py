@@ -30,6 +30,8 @@ Recipes:
   2025), so a guided digit costs one network pass per step instead of two.
 - gft-eps-mse: gft with eps-mse's plain epsilon MSE.
 - default-seed1: the default with another seed (how far two runs of one recipe differ).
+- bf16: the default with the network in bfloat16 autocast (`--precision bf16`): about twice the
+  images per second on a CPU with AMX or AVX-512 BF16 (benchmarks/train_throughput.py).
 - v, cosine, ema-9995, ema-998, lr-2e-3: the default with v-prediction, cosine betas, EMA decay
   0.9995 or 0.998, peak learning rate 2e-3.
 - lognormal, lognormal-v: training noise levels drawn log-normally, ln(sigma) ~ N(-1.2, 1.2^2)
@@ -76,6 +78,7 @@ RECIPES = {
     "gft-eps-mse": (preset("small", guidance_input=True), DiffusionConfig(), TrainConfig(min_snr_gamma=0.0)),
     # Issue 13's routes, A/B'd on a GPU at the CPU's budget by benchmarks/gpu_ab.py.
     "default-seed1": (preset("small"), DiffusionConfig(), TrainConfig(seed=1)),
+    "bf16": (preset("small"), DiffusionConfig(), TrainConfig(precision="bf16")),
     "v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig()),
     "lognormal": (preset("small"), DiffusionConfig(), TrainConfig(timestep_sampling="lognormal")),
     "lognormal-v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig(timestep_sampling="lognormal")),
@@ -133,7 +136,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     curve_dir = run_dir / "curve"
     curve_dir.mkdir(parents=True, exist_ok=True)
     config = replace(train_config, max_minutes=args.minutes, sample_every=10**9, log_every=10)
-    trainer = Trainer(run_dir, model_config, diffusion_config, config, images=images, labels=labels, device="cpu")
+    # The training run lives in its own directory: a run directory holds nothing but the run.
+    trainer = Trainer(run_dir / "run", model_config, diffusion_config, config, images=images, labels=labels,
+                      device="cpu")
     next_point = [args.curve_every]
 
     def snapshot(row: dict) -> None:

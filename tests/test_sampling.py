@@ -289,6 +289,39 @@ def test_guidance_combines_both_branches_in_one_pass() -> None:
     assert torch.allclose(guided, expected.view(-1, 1, 1, 1).expand_as(x))
 
 
+class ScaledNet(RecordingNet):
+    """RecordingNet's output times `scale`: a "weaker model" whose error is known."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.scale * super().forward(x, t, labels)
+
+
+def test_autoguidance_extrapolates_from_the_guide_network_with_the_same_label() -> None:
+    net, guide, schedule = RecordingNet(), ScaledNet(0.5), NoiseSchedule(DiffusionConfig(num_timesteps=10))
+    x, t, labels = torch.zeros(2, 1, 4, 4), torch.tensor([5, 5]), torch.tensor([3, 7])
+    _, eps = Denoiser(net, schedule, labels, guidance=3.0, clip=False, guide=guide)(x, t)
+    cond = labels.float().view(-1, 1, 1, 1)
+    assert torch.allclose(eps, (0.5 * cond + 3.0 * (cond - 0.5 * cond)).expand_as(x))  # no null label involved
+    assert (net.calls, guide.calls) == (1, 1)
+    # Outside the guidance interval only the model runs; a guide identical to the model changes nothing.
+    guide.calls = 0
+    _, eps = Denoiser(net, schedule, labels, guidance=3.0, clip=False, guide=guide, guidance_interval=(0.7, 0.9))(x, t)
+    assert guide.calls == 0 and torch.allclose(eps, cond.expand_as(x))
+    _, eps = Denoiser(net, schedule, labels, guidance=3.0, clip=False, guide=ScaledNet(1.0))(x, t)
+    assert torch.allclose(eps, cond.expand_as(x))
+
+
+def test_a_guide_for_other_images_is_refused() -> None:
+    model, schedule = UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10))
+    for other in (preset("tiny", num_classes=5), preset("tiny", image_size=32)):
+        with pytest.raises(ValueError, match="guide network"):
+            generate(model, schedule, 2, labels=torch.tensor([1, 2]), guidance=2.0, guide=UNet(other))
+
+
 def test_unconditional_model_refuses_labels() -> None:
     model = UNet(preset("tiny", num_classes=0))
     with pytest.raises(ValueError, match="unconditional"):

@@ -150,6 +150,7 @@ def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> 
 
 LR_DECAYS = ("cosine", "none")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
+TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,9 @@ class TrainConfig:
     keep_checkpoints: int = _option(3, "newest checkpoints kept in RUN_DIR/checkpoints")
     sample_every: int = _option(1000, "steps between sample grids in RUN_DIR/samples")
     log_every: int = _option(50, "steps between lines of RUN_DIR/metrics.jsonl")
+    precision: str = _option("fp32", "the network's arithmetic while training: fp32, bf16 (bfloat16 autocast; "
+                                     "the loss, gradients, optimizer and weights stay fp32), or auto: bf16 "
+                                     "where the device computes it natively", choices=TRAIN_PRECISIONS)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -196,6 +200,8 @@ class TrainConfig:
             raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(TRAIN_PRECISIONS)}")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown LR decay {self.lr_decay!r}; choose from {', '.join(LR_DECAYS)}")
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:

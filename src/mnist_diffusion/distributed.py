@@ -150,3 +150,27 @@ def choose_threads(requested: str | int, cores: int | None = None, busy: float |
             _last_reading = (now, busy_cores())
         busy = _last_reading[1]
     return max(1, min(cores, round(cores - busy)))
+
+
+# Arithmetic of the network's forward pass: "fp32", or "bf16" (bfloat16 autocast: convolutions and
+# matrix products in bf16, the rest, the loss and the sampler's own arithmetic in fp32).
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU that supports them, or a
+    CPU whose oneDNN has bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """"auto" -> "bf16" where `bf16_is_native(device)`, else "fp32"; "fp32" and "bf16" as they are."""
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return precision

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .config import FEW_STEPS, SampleConfig
+from .distributed import PRECISIONS, bf16_is_native, resolve_precision  # noqa: F401  (part of this module's API)
 from .schedule import NoiseSchedule
 
 Prediction = tuple[torch.Tensor, torch.Tensor]
@@ -271,9 +272,6 @@ DEFAULT_GUIDANCE = SampleConfig.guidance
 # costs much variety) while refusing nonsense such as 1e308, which drew pure noise.
 MAX_GUIDANCE = 20.0
 DEFAULT_BATCH_SIZE = SampleConfig.batch_size
-# Arithmetic of the network's forward pass while sampling: "fp32", or "bf16" (bfloat16 autocast; the
-# sampler's own arithmetic stays fp32). See `bf16_is_native`.
-PRECISIONS = ("fp32", "bf16")
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr",
                                    "dpm++2m-sde": "logsnr"}
@@ -354,25 +352,6 @@ def describe_passes(steps: int, passes: int, learned_guidance: bool = False) -> 
     return f"{steps} steps, {how} = {passes} network passes per digit"
 
 
-def bf16_is_native(device: torch.device | str) -> bool:
-    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU that supports them, or a
-    CPU whose oneDNN has bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and slower."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
-        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """"auto" -> "bf16" where `bf16_is_native(device)`, else "fp32"; "fp32" and "bf16" as they are."""
-    if precision == "auto":
-        return "bf16" if bf16_is_native(device) else "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
-    return precision
-
-
 class Denoiser:
     """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`.
 
@@ -385,11 +364,16 @@ class Denoiser:
     guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the data range) and
     re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"` runs the network
     under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`).
+
+    Autoguidance (Karras et al. 2024): with a `guide` network, a weaker model of the same data (an
+    earlier snapshot of the same run, or a smaller net), the base of the guided output is the
+    guide's conditional output instead of the unconditional one: out = guide + w (cond - guide).
+    It pushes away from what the weak model gets wrong rather than towards the class.
     """
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
                  guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", guide: nn.Module | None = None) -> None:
         if not 0 <= guidance <= MAX_GUIDANCE:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {guidance}")
         if precision not in PRECISIONS:
@@ -397,7 +381,7 @@ class Denoiser:
         self.precision = precision
         check_interval(guidance_interval)
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
-        self.guidance_interval = guidance_interval
+        self.guidance_interval, self.guide = guidance_interval, guide
         num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
         self.learned_guidance = getattr(getattr(model, "config", None), "guidance_input", False)
         self.null_label = num_classes
@@ -418,6 +402,9 @@ class Denoiser:
         guided_here = guided_at(int(t[0]), self.schedule.num_timesteps, self.guidance_interval)
         if self.guidance == 1 or not guided_here:
             return self.model(x, t, self.labels)
+        if self.guide is not None:
+            base = self.guide(x, t, self.labels)
+            return base + self.guidance * (self.model(x, t, self.labels) - base)
         if self.learned_guidance and self.guidance > 1:
             return self.model(x, t, self.labels, torch.full(t.shape, 1 / self.guidance, device=x.device))
         null = self._null_labels(self.labels)
@@ -452,6 +439,15 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"digit {bad} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
 
 
+def check_guide(guide: nn.Module, model: nn.Module) -> None:
+    """`ValueError` unless `guide` draws the images and classes `model` does (autoguidance)."""
+    mine, theirs = model.config, guide.config  # type: ignore[attr-defined]
+    for name in ("image_size", "in_channels", "num_classes"):
+        if getattr(mine, name) != getattr(theirs, name):
+            raise ValueError(f"the guide network's {name} is {getattr(theirs, name)}, "
+                             f"the model's {getattr(mine, name)}")
+
+
 def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
              guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
              spacing: str | None = None,
@@ -459,7 +455,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
              noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
-             precision: str = "fp32", last_timestep: int = 0) -> torch.Tensor:
+             precision: str = "fp32", last_timestep: int = 0, guide: nn.Module | None = None) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
@@ -467,6 +463,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
     unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise).
     `precision` is the network's arithmetic, "fp32" or "bf16" (`PRECISIONS`; `resolve_precision` picks for a device).
+    `guide` is autoguidance's weaker network (see `Denoiser`), of the same image size and classes.
     """
     if num < 1:
         raise ValueError(f"number of samples must be at least 1, got {num}")
@@ -480,6 +477,9 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
                                                     model.config.image_size):
         raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
     config = model.config  # type: ignore[attr-defined]
+    if guide is not None:
+        check_guide(guide, model)
+        guide = guide.to(device).eval()
     timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
                                spacing or DEFAULT_SPACING[sampler], schedule.log_snr, last=last_timestep)
     sample_fn = SAMPLERS[sampler]
@@ -490,7 +490,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         shape = (count, config.in_channels, config.image_size, config.image_size)
         x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision)
+        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision, guide)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
                                  **(sampler_kwargs or {})).cpu())
     return torch.cat(outputs)

@@ -35,7 +35,7 @@ from torch import nn
 from .checkpoint import Checkpoint, CheckpointError
 from .config import DiffusionConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_mnist, to_model_space
-from .distributed import join_process_group, pick_device
+from .distributed import join_process_group, pick_device, resolve_precision
 from .rundir import RunDirectory, RunDirError, RunLock
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
@@ -110,7 +110,7 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
             uncond = network(x_t, t, null, torch.ones_like(guidance_beta))
         beta = guidance_beta.view(-1, *[1] * (x0.ndim - 1))
         output = beta * model(x_t, t, labels, guidance_beta) + (1 - beta) * uncond
-    error = (output - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
+    error = (output.float() - schedule.training_target(x0, t, noise)).pow(2).flatten(1).mean(1)  # (B,)
     if min_snr_gamma > 0:
         error = schedule.min_snr_weight(t, min_snr_gamma) * error
     return error.mean()
@@ -261,6 +261,7 @@ class Trainer:
             raise ValueError(f"batch size {train_config.batch_size} exceeds the {len(images)} training images")
         self.images, self.labels = images, labels
         self.schedule = NoiseSchedule(diffusion_config)
+        self.precision = resolve_precision(train_config.precision, self.device)
         self.lr = train_config.lr
         self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
         self.ddp_model: nn.Module = self.model
@@ -344,8 +345,9 @@ class Trainer:
         self.lr = learning_rate(config, step, decay_progress)
         for param_group in self.state.optimizer.param_groups:
             param_group["lr"] = self.lr
-        loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device), noise.to(self.device),
-                              config.min_snr_gamma, beta)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device), noise.to(self.device),
+                                  config.min_snr_gamma, beta)
         self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
@@ -383,7 +385,7 @@ class Trainer:
         processes = f"{self.group.world_size} process{'es' if self.group.world_size > 1 else ''}"
         start = f"resuming from step {self.resumed_from}" if self.resumed_from is not None else "from scratch"
         return (f"training {count_parameters(self.model) / 1e6:.2f}M-parameter UNet on {self.device} "
-                f"({processes}) in {self.run_dir.path}, {start}")
+                f"({processes}, {self.precision}) in {self.run_dir.path}, {start}")
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:

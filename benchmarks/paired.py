@@ -3,15 +3,21 @@ scored as `mnist-diffusion evaluate` scores, with the pixel statistics the quali
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
+from report import markdown_table
 from torch import nn
 
 from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.evaluate import Evaluator
+from mnist_diffusion.evaluate import Evaluator, stray_ink_share, zero_pixel_share
 from mnist_diffusion.pipeline import Pipeline
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num: int, *, seed: int = 0,
@@ -28,3 +34,33 @@ def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num
             "recall": row.recall, "coverage": row.coverage, "acc": row.conditional_accuracy, "zero": row.zero_pixels,
             "stray": row.stray_ink, "white": (images == 255).double().mean().item(),
             "passes": pipe.passes(settings, True), "gen_s": round(seconds)}
+
+
+def reference(test_images: torch.Tensor) -> dict[str, float]:
+    """MNIST test digits' exact-zero and pure-white pixel shares and digits in several pieces."""
+    return {"zero": zero_pixel_share(test_images), "white": (test_images == 255).double().mean().item(),
+            "stray": stray_ink_share(test_images)}
+
+
+def parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every paired comparison takes: --num, --data-root, --out (default `results/<out>`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num", type=int, default=10_000, help="digits per arm")
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--out", default=str(RESULTS / out), help="OUT.jsonl gains the rows, OUT.md is rewritten")
+    return parser
+
+
+def append(out: str | Path, row: dict) -> list[dict]:
+    """Add `row` to OUT.jsonl (one JSON object per line) and return every row it holds."""
+    log = Path(out).with_suffix(".jsonl")
+    with open(log, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def write_table(out: str | Path, title: str, intro: str, header: list[str], table: list[list]) -> None:
+    path = Path(out).with_suffix(".md")
+    path.write_text("\n".join([f"# {title}", "", intro, "", *markdown_table(header, table)]) + "\n")
+    print(f"wrote {path}")

@@ -167,7 +167,7 @@ def ink_components(images: torch.Tensor, threshold: int = INK_THRESHOLD) -> torc
 
 
 def stray_ink_share(images: torch.Tensor) -> float:
-    """Share of digits with more than one piece of ink: 3.5% of MNIST's test digits."""
+    """Share of digits with more than one piece of ink (8-connected pixels above `INK_THRESHOLD`)."""
     return (ink_components(images) > 1).double().mean().item()
 
 

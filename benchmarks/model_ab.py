@@ -12,7 +12,6 @@ is rewritten from all rows, with each model's mean and range over the seeds it w
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import paired
 

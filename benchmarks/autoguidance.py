@@ -49,7 +49,7 @@ def main() -> None:
     for name, settings, guide in arms:
         rows = paired.append(args.out, {"model": args.checkpoint, "arm": name}
                              | paired.paired_row(pipe, evaluator, settings, args.num, guide=guide))
-    table = [[r["date"], Path(r["model"]).stem, r["arm"], r["num"], r["passes"], f"{r['fid']:.3f}",
+    table = [[r["date"], paired.short(r["model"]), r["arm"], r["num"], r["passes"], f"{r['fid']:.3f}",
               f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['coverage']:.3f}", f"{100 * r['acc']:.2f}%",
               f"{100 * r['zero']:.1f}%", f"{100 * r['white']:.1f}%", f"{100 * r['stray']:.1f}%", r["gen_s"]]
              for r in rows]

@@ -6,58 +6,56 @@ noise of t = 0 shows as a faint haze and saturated stroke cores), at one or more
 
 Each run draws NUM digits (an even mix, seed 0, the default sampler, steps, interval and precision)
 and scores them as `mnist-diffusion evaluate` does, with the share of exact-zero and pure-white
-pixels (MNIST's test set: 80.7% and 0.7%). Rows are appended to benchmarks/results/last_timestep.jsonl
+pixels beside MNIST's. Rows are appended to benchmarks/results/last_timestep.jsonl
 and the table benchmarks/results/last_timestep.md is rewritten from all rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import hashlib
 from pathlib import Path
 
+import paired
 from paired import paired_row
-from report import markdown_table
 
 from mnist_diffusion import scoring
 from mnist_diffusion.pipeline import Pipeline
 
-RESULTS = Path(__file__).parent / "results"
+WEIGHTS = Path(__file__).parent.parent / "src" / "mnist_diffusion" / "weights" / "default.safetensors"
 
 
 def run(pipe: Pipeline, evaluator, last: int, weight: float, num: int) -> dict:
     row = paired_row(pipe, evaluator, dataclasses.replace(pipe.defaults, guidance=weight, last_timestep=last), num)
-    return {"last": last, "w": weight} | row
+    return {"model": model_name(), "last": last, "w": weight} | row
+
+
+def model_name() -> str:
+    """The shipped weights file's first 8 hex digits of sha256: rows of different models stay apart."""
+    return "shipped " + hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:8]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = paired.parser(__doc__, "last_timestep")
     parser.add_argument("--runs", default="0:1.25,12:1.25", help="LAST:W pairs, comma-separated")
-    parser.add_argument("--num", type=int, default=10_000)
-    parser.add_argument("--data-root", default="data")
     args = parser.parse_args()
     pipe = Pipeline.load(device="cpu")
-    evaluator = scoring.evaluator_for(args.data_root, download=False)[0]
-    log = RESULTS / "last_timestep.jsonl"
+    evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
+    mnist = paired.reference(test_images)
     for pair in args.runs.split(","):
         last, weight = pair.split(":")
-        row = run(pipe, evaluator, int(last), float(weight), args.num)
-        with open(log, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    table = [[r["date"], r["last"], r["w"], r["num"], f"{r['fid']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-              f"{r['coverage']:.3f}", f"{100 * r['acc']:.2f}%", f"{100 * r['zero']:.1f}%", f"{100 * r['white']:.1f}%",
-              f"{100 * r['stray']:.1f}%", r["gen_s"]] for r in rows]
-    lines = ["# Where the sampling walk ends", "",
-             "`python benchmarks/last_timestep.py --runs LAST:W,...` on the shipped model: the default sampling "
-             "(dpm++2m, 8 steps, guidance on t/T 0.3-0.7, bf16 here), ending at timestep LAST, 10,000 digits, seed 0. "
-             "MNIST's test digits: 80.7% exact-zero pixels, 0.7% pure white, 2.6% with more than one piece of ink.", "",
-             *markdown_table(["date", "last t", "w", "N", "FID", "precision", "recall", "coverage", "read as asked",
-                              "zero px", "white px", "several pieces", "generate s"], table)]
-    (RESULTS / "last_timestep.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'last_timestep.md'}")
+        rows = paired.append(args.out, run(pipe, evaluator, int(last), float(weight), args.num))
+    table = [[r["date"], r["model"], r["last"], r["w"], r["num"], f"{r['fid']:.3f}", f"{r['precision']:.3f}",
+              f"{r['recall']:.3f}", f"{r['coverage']:.3f}", f"{100 * r['acc']:.2f}%", f"{100 * r['zero']:.1f}%",
+              f"{100 * r['white']:.1f}%", f"{100 * r['stray']:.1f}%", r["gen_s"]] for r in rows]
+    intro = ("`python benchmarks/last_timestep.py --runs LAST:W,...` on the shipped model (named by its weights' "
+             "sha256): the default sampling (dpm++2m, 8 steps, guidance on t/T 0.3-0.7, bf16 here), ending at "
+             "timestep LAST, 10,000 digits, seed 0. MNIST's test digits: "
+             f"{100 * mnist['zero']:.1f}% exact-zero pixels, {100 * mnist['white']:.1f}% pure white, "
+             f"{100 * mnist['stray']:.1f}% with more than one piece of ink.")
+    paired.write_table(args.out, "Where the sampling walk ends", intro,
+                       ["date", "model", "last t", "w", "N", "FID", "precision", "recall", "coverage",
+                        "read as asked", "zero px", "white px", "several pieces", "generate s"], table)
 
 
 if __name__ == "__main__":

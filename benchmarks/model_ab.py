@@ -29,28 +29,29 @@ def cell(values: list[float], key: str) -> str:
 
 def main() -> None:
     parser = paired.parser(__doc__, "model_ab")
-    parser.add_argument("--models", required=True, help="checkpoints or `shipped`, comma-separated")
+    parser.add_argument("--models", default="", help="checkpoints or `shipped`, comma-separated (none: only "
+                                                      "rewrite the table)")
     parser.add_argument("--seeds", default="0,1", help="sampling seeds, comma-separated")
     args = parser.parse_args()
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
     mnist = paired.reference(test_images)
-    for model in args.models.split(","):
+    for model in filter(None, args.models.split(",")):
         pipe = Pipeline.load(None if model == "shipped" else model, device="cpu")
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows = paired.append(args.out, {"model": model}
-                                 | paired.paired_row(pipe, evaluator, pipe.defaults, args.num, seed=seed))
-    groups: dict[tuple[str, str, int], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["date"], row["model"], row["num"]), []).append(row)
-    table = [[date, model, num, ", ".join(str(r["seed"]) for r in group),
+            paired.append(args.out, {"model": model}
+                          | paired.paired_row(pipe, evaluator, pipe.defaults, args.num, seed=seed))
+    groups: dict[tuple[str, str, float, int], list[dict]] = {}
+    for row in paired.rows(args.out):
+        groups.setdefault((row["date"], paired.short(row["model"]), row["w"], row["num"]), []).append(row)
+    table = [[date, model, w, num, ", ".join(str(r["seed"]) for r in group),
               *(cell([r[key] for r in group], key) for key in METRICS), group[0]["passes"]]
-             for (date, model, num), group in groups.items()]
+             for (date, model, w, num), group in groups.items()]
     intro = ("`python benchmarks/model_ab.py --models A,B --seeds 0,1`: each model with the default sampling, the same "
              "noise and labels for every model at a seed; mean over the seeds, (lowest-highest) beside it. Percent "
              f"columns in %. MNIST's test digits: {100 * mnist['zero']:.1f}% exact-zero pixels, "
              f"{100 * mnist['white']:.1f}% pure white, {100 * mnist['stray']:.1f}% in more than one piece of ink.")
     paired.write_table(args.out, "Models compared on the same digits", intro,
-                       ["date", "model", "N", "seeds", "FID", "precision", "recall", "coverage", "read as asked",
+                       ["date", "model", "w", "N", "seeds", "FID", "precision", "recall", "coverage", "read as asked",
                         "zero px", "white px", "several pieces", "passes"], table)
 
 

@@ -30,10 +30,12 @@ def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num
     images = to_uint8(pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), guide=guide))
     seconds = time.perf_counter() - started
     row, _ = evaluator.score("model", images, labels, memorize=False)
-    return {"date": time.strftime("%Y-%m-%d"), "num": num, "seed": seed, "fid": row.fid, "precision": row.precision,
-            "recall": row.recall, "coverage": row.coverage, "acc": row.conditional_accuracy, "zero": row.zero_pixels,
-            "stray": row.stray_ink, "white": (images == 255).double().mean().item(),
-            "passes": pipe.passes(settings, True), "gen_s": round(seconds)}
+    return {"date": time.strftime("%Y-%m-%d"), "num": num, "seed": seed, "w": settings.guidance,
+            "steps": pipe.steps_for(settings), "last_timestep": pipe.last_timestep(settings), "fid": row.fid,
+            "precision": row.precision, "recall": row.recall, "coverage": row.coverage,
+            "acc": row.conditional_accuracy, "zero": row.zero_pixels, "stray": row.stray_ink,
+            "white": (images == 255).double().mean().item(), "passes": pipe.passes(settings, True),
+            "gen_s": round(seconds)}
 
 
 def reference(test_images: torch.Tensor) -> dict[str, float]:
@@ -53,14 +55,25 @@ def parser(doc: str, out: str) -> argparse.ArgumentParser:
 
 def append(out: str | Path, row: dict) -> list[dict]:
     """Add `row` to OUT.jsonl (one JSON object per line) and return every row it holds."""
-    log = Path(out).with_suffix(".jsonl")
-    with open(log, "a") as handle:
+    with open(Path(out).with_suffix(".jsonl"), "a") as handle:
         handle.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    return rows(out)
+
+
+def rows(out: str | Path) -> list[dict]:
+    """Every row of OUT.jsonl."""
+    log = Path(out).with_suffix(".jsonl")
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def write_table(out: str | Path, title: str, intro: str, header: list[str], table: list[list]) -> None:
     path = Path(out).with_suffix(".md")
     path.write_text("\n".join([f"# {title}", "", intro, "", *markdown_table(header, table)]) + "\n")
     print(f"wrote {path}")
+
+
+def short(model: str) -> str:
+    """A checkpoint path cut to its run and file (`bf16-2cores/curve/min_060.0`), or the name as given."""
+    path = Path(model)
+    return "/".join(path.with_suffix("").parts[-3:]) if path.suffix == ".safetensors" else model

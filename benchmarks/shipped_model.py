@@ -49,7 +49,7 @@ def targets(model: dict, floor: dict, test: dict, settings: dict, num: int) -> l
         return f"{100 * model[name]:.1f}% (MNIST {100 * test[name]:.1f}%)"
 
     ratio = model["fid"] / floor["fid"]
-    rows = [("FID", f"<= 3x the floor ({3 * floor['fid']:.3f})", f"{model['fid']:.3f} = {ratio:.1f}x", ratio <= 3)]
+    rows = [("FID", f"<= 3x the floor ({3 * floor['fid']:.3f})", f"{model['fid']:.3f} = {ratio:.2f}x", ratio <= 3)]
     rows += [(name, f">= 95% of the floor's ({0.95 * floor[name]:.3f})", f"{model[name]:.3f} = "
               f"{100 * model[name] / floor[name]:.0f}%", model[name] >= 0.95 * floor[name])
              for name in ("precision", "recall", "coverage")]
@@ -108,7 +108,7 @@ def main() -> None:
              f"scoring {settings['scoring_s']:.0f} s. FID is in the shipped classifier's feature space "
              f"against the 10,000 MNIST test digits; the floor is 10,000 training digits.", "",
              *markdown_table(["set", *COLUMNS], table), "",
-             f"FID is {model.fid / floor.fid:.1f}x the floor.", "", "## Pixel histogram", "",
+             f"FID is {model.fid / floor.fid:.2f}x the floor.", "", "## Pixel histogram", "",
              "Share of the pixels in each grey-level band (0 black, 255 white):", "",
              *markdown_table(["set", *payload["pixel_bands"]],
                              [[name, *(f"{100 * share:.1f}%" for share in shares)] for name, shares in pixels.items()]),

@@ -13,7 +13,6 @@ Rows are appended to benchmarks/results/stray_ink.jsonl; stray_ink.md is rewritt
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import paired
 
@@ -36,9 +35,9 @@ def main() -> None:
             settings = dataclasses.replace(pipe.defaults, steps=steps, guidance=weight)
             rows = paired.append(args.out, {"model": args.checkpoint or "shipped", "steps": steps, "w": weight}
                                  | paired.paired_row(pipe, evaluator, settings, args.num))
-    table = [[r["date"], Path(r["model"]).stem, r["steps"], r["w"], r["num"], r["passes"], f"{100 * r['stray']:.1f}%",
-              f"{r['fid']:.3f}", f"{r['precision']:.3f}", f"{100 * r['acc']:.2f}%", f"{100 * r['zero']:.1f}%",
-              f"{100 * r['white']:.1f}%", r["gen_s"]] for r in rows]
+    table = [[r["date"], paired.short(r["model"]), r["steps"], r["w"], r["num"], r["passes"],
+              f"{100 * r['stray']:.1f}%", f"{r['fid']:.3f}", f"{r['precision']:.3f}", f"{100 * r['acc']:.2f}%",
+              f"{100 * r['zero']:.1f}%", f"{100 * r['white']:.1f}%", r["gen_s"]] for r in rows]
     intro = ("`python benchmarks/stray_ink.py --checkpoint MODEL --steps 8,16,50 --weights W`: the default sampling "
              "(dpm++2m ending at t = 12, guided on t/T 0.3-0.7) but the steps and weight, the same noise and "
              f"labels in every arm (seed 0). MNIST's test digits: {100 * mnist['stray']:.1f}% in more than one "

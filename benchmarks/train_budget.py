@@ -264,8 +264,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _write(results: list[dict], curve_floor: float, references: dict, args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training.json").write_text(json.dumps(
-        {"curve_floor_fid": curve_floor, "references": references, "results": results}, indent=2))
+    # training.json keeps every recipe reported so far (a newer report of a recipe replaces it), and
+    # the plot draws them all; the Markdown section below is about the recipes of this report.
+    store = RESULTS / "training.json"
+    earlier = json.loads(store.read_text()) if store.exists() else {"references": {}, "results": []}
+    names = {r["recipe"] for r in results}
+    kept = [r for r in earlier["results"] if r["recipe"] not in names] + results
+    store.write_text(json.dumps({"curve_floor_fid": curve_floor, "references": earlier["references"] | references,
+                                 "results": kept}, indent=2))
     path = RESULTS / "training.md"
     if not path.exists():
         path.write_text("# Training benchmark\n\nSections appended by `python benchmarks/train_budget.py report`, "
@@ -325,7 +331,7 @@ def _write(results: list[dict], curve_floor: float, references: dict, args: argp
         lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
     with open(path, "a") as handle:
         handle.write("\n".join(lines) + "\n")
-    _plot(results, curve_floor)
+    _plot(kept, curve_floor)
     print(f"appended to {path}")
 
 

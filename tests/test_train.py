@@ -227,7 +227,7 @@ def test_bf16_training_runs_the_network_in_bf16_and_keeps_fp32_weights(tmp_path:
         trainer.model.register_forward_hook(hook)
         return trainer
 
-    fp32 = spy("fp32", make_trainer(tmp_path / "fp32", max_steps=3)).run()
+    fp32 = spy("fp32", make_trainer(tmp_path / "fp32", max_steps=3, precision="fp32")).run()
     bf16 = spy("bf16", make_trainer(tmp_path / "bf16", max_steps=3, precision="bf16")).run()
     assert seen == {"fp32": [False] * 3, "bf16": [True] * 3}
     a, b = load_checkpoint(fp32.checkpoint), load_checkpoint(bf16.checkpoint)
@@ -237,8 +237,18 @@ def test_bf16_training_runs_the_network_in_bf16_and_keeps_fp32_weights(tmp_path:
         assert torch.allclose(a.model_state[key], b.model_state[key], atol=2e-2), key
     assert any(not torch.equal(a.model_state[key], b.model_state[key]) for key in a.model_state)
     # The arithmetic is part of the recipe: a resume asked for in fp32 continues in bf16.
-    resumed = make_trainer(tmp_path / "bf16", max_steps=4)
+    resumed = make_trainer(tmp_path / "bf16", max_steps=4, precision="fp32")
     assert resumed.config.precision == resumed.precision == "bf16"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_bf16_only_where_the_device_computes_it(tmp_path: Path, native: bool,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_diffusion import distributed
+
+    monkeypatch.setattr(distributed, "bf16_is_native", lambda device: native)
+    assert TrainConfig().precision == "auto"
+    assert make_trainer(tmp_path / "run").precision == ("bf16" if native else "fp32")
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path: Path,

@@ -185,7 +185,7 @@ class TrainConfig:
     keep_checkpoints: int = _option(3, "newest checkpoints kept in RUN_DIR/checkpoints")
     sample_every: int = _option(1000, "steps between sample grids in RUN_DIR/samples")
     log_every: int = _option(50, "steps between lines of RUN_DIR/metrics.jsonl")
-    precision: str = _option("fp32", "the network's arithmetic while training: fp32, bf16 (bfloat16 autocast; "
+    precision: str = _option("auto", "the network's arithmetic while training: fp32, bf16 (bfloat16 autocast; "
                                      "the loss, gradients, optimizer and weights stay fp32), or auto: bf16 "
                                      "where the device computes it natively", choices=TRAIN_PRECISIONS)
 
@@ -242,7 +242,7 @@ class SampleConfig:
 
     sampler: str = "dpm++2m"  # DPM-Solver++(2M), Lu et al. 2022
     steps: int | None = None  # None: FEW_STEPS for the few-step samplers, every timestep for DDPM
-    guidance: float = 1.25  # classifier-free guidance weight w (0: unconditional, 1: conditional)
+    guidance: float = 1.15  # classifier-free guidance weight w (0: unconditional, 1: conditional)
     guidance_interval: tuple[float, float] | None = (0.3, 0.7)  # shares of T where guidance applies
     precision: str = "auto"  # the network's arithmetic: bf16 where the device computes it natively
     batch_size: int = 64  # digits per forward pass: small batches stay in a CPU's cache

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_diffusion import sampling as sampling_module
+from mnist_diffusion import distributed
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, preset
 from mnist_diffusion.sampling import (
@@ -447,7 +447,7 @@ def test_bf16_precision_runs_the_network_under_autocast_and_returns_fp32() -> No
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
     for native in (True, False):
-        monkeypatch.setattr(sampling_module, "bf16_is_native", lambda device, native=native: native)
+        monkeypatch.setattr(distributed, "bf16_is_native", lambda device, native=native: native)
         assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
         assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="unknown precision"):

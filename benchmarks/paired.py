@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,6 +45,23 @@ def reference(test_images: torch.Tensor) -> dict[str, float]:
             "stray": stray_ink_share(test_images)}
 
 
+SCORE_HEADER = ["FID", "precision", "recall", "coverage", "read as asked", "zero px", "white px", "several pieces",
+                "generate s"]
+
+
+def score_cells(row: dict) -> list:
+    """The cells under `SCORE_HEADER` for a row of `paired_row`."""
+    return [f"{row['fid']:.3f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['coverage']:.3f}",
+            f"{100 * row['acc']:.2f}%", f"{100 * row['zero']:.1f}%", f"{100 * row['white']:.1f}%",
+            f"{100 * row['stray']:.1f}%", row["gen_s"]]
+
+
+def mnist_sentence(mnist: dict[str, float]) -> str:
+    """What `reference` measured, as a sentence for a report's introduction."""
+    return (f"MNIST's test digits: {100 * mnist['zero']:.1f}% exact-zero pixels, {100 * mnist['white']:.1f}% pure "
+            f"white, {100 * mnist['stray']:.1f}% in more than one piece of ink.")
+
+
 def parser(doc: str, out: str) -> argparse.ArgumentParser:
     """The options every paired comparison takes: --num, --data-root, --out (default `results/<out>`)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,3 +95,8 @@ def short(model: str) -> str:
     """A checkpoint path cut to its run and file (`bf16-2cores/curve/min_060.0`), or the name as given."""
     path = Path(model)
     return "/".join(path.with_suffix("").parts[-3:]) if path.suffix == ".safetensors" else model
+
+
+def write_scores(out: str | Path, title: str, intro: str, columns: list[str], lead: Callable[[dict], list]) -> None:
+    """OUT.md: every row of OUT.jsonl, its `columns` (from `lead`) then the scores."""
+    write_table(out, title, intro, [*columns, *SCORE_HEADER], [[*lead(r), *score_cells(r)] for r in rows(out)])

@@ -48,8 +48,7 @@ def main() -> None:
              for (date, model, w, num), group in groups.items()]
     intro = ("`python benchmarks/model_ab.py --models A,B --seeds 0,1`: each model with the default sampling, the same "
              "noise and labels for every model at a seed; mean over the seeds, (lowest-highest) beside it. Percent "
-             f"columns in %. MNIST's test digits: {100 * mnist['zero']:.1f}% exact-zero pixels, "
-             f"{100 * mnist['white']:.1f}% pure white, {100 * mnist['stray']:.1f}% in more than one piece of ink.")
+             "columns in %. " + paired.mnist_sentence(mnist))
     paired.write_table(args.out, "Models compared on the same digits", intro,
                        ["date", "model", "w", "N", "seeds", "FID", "precision", "recall", "coverage", "read as asked",
                         "zero px", "white px", "several pieces", "passes"], table)

@@ -15,7 +15,7 @@ from torch import nn
 
 from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.evaluate import Evaluator, stray_ink_share, zero_pixel_share
+from mnist_diffusion.evaluate import Evaluator, stray_ink_share, white_pixel_share, zero_pixel_share
 from mnist_diffusion.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,13 +35,13 @@ def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num
             "steps": pipe.steps_for(settings), "last_timestep": pipe.last_timestep(settings), "fid": row.fid,
             "precision": row.precision, "recall": row.recall, "coverage": row.coverage,
             "acc": row.conditional_accuracy, "zero": row.zero_pixels, "stray": row.stray_ink,
-            "white": (images == 255).double().mean().item(), "passes": pipe.passes(settings, True),
+            "white": white_pixel_share(images), "passes": pipe.passes(settings, True),
             "gen_s": round(seconds)}
 
 
 def reference(test_images: torch.Tensor) -> dict[str, float]:
     """MNIST test digits' exact-zero and pure-white pixel shares and digits in several pieces."""
-    return {"zero": zero_pixel_share(test_images), "white": (test_images == 255).double().mean().item(),
+    return {"zero": zero_pixel_share(test_images), "white": white_pixel_share(test_images),
             "stray": stray_ink_share(test_images)}
 
 

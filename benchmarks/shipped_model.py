@@ -42,7 +42,7 @@ def histogram(images: torch.Tensor) -> list[float]:
 
 
 def targets(model: dict, floor: dict, test: dict, settings: dict, num: int) -> list[tuple[str, str, str, bool]]:
-    """(target, goal, reached, met) for each quality target the project set itself (docs/guarantees.md)."""
+    """(target, goal, reached, met) for each quality target the project holds its shipped model to."""
     seconds = settings["generation_s"] * 10_000 / num
 
     def share(name: str) -> str:

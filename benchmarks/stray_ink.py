@@ -40,8 +40,7 @@ def main() -> None:
               f"{100 * r['zero']:.1f}%", f"{100 * r['white']:.1f}%", r["gen_s"]] for r in rows]
     intro = ("`python benchmarks/stray_ink.py --checkpoint MODEL --steps 8,16,50 --weights W`: the default sampling "
              "(dpm++2m ending at t = 12, guided on t/T 0.3-0.7) but the steps and weight, the same noise and "
-             f"labels in every arm (seed 0). MNIST's test digits: {100 * mnist['stray']:.1f}% in more than one "
-             f"piece of ink, {100 * mnist['zero']:.1f}% exact-zero pixels, {100 * mnist['white']:.1f}% pure white.")
+             "labels in every arm (seed 0). " + paired.mnist_sentence(mnist))
     paired.write_table(args.out, "Stray ink against solver steps", intro,
                        ["date", "model", "steps", "w", "N", "passes", "several pieces", "FID", "precision",
                         "read as asked", "zero px", "white px", "generate s"], table)

@@ -161,3 +161,10 @@ def test_zero_pixel_share() -> None:
     images = torch.zeros(2, 28, 28, dtype=torch.uint8)
     images[0, :14] = 3  # faint haze over half of one image
     assert ev.zero_pixel_share(images) == pytest.approx(0.75)
+
+
+def test_white_pixel_share_counts_only_full_white() -> None:
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    images[0, :7] = 255
+    images[1, :7] = 254  # a stroke core as MNIST draws it is not white
+    assert ev.white_pixel_share(images) == pytest.approx(0.125)

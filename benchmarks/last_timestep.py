@@ -13,8 +13,6 @@ and the table benchmarks/results/last_timestep.md is rewritten from all rows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
 
 import paired
 from paired import paired_row
@@ -22,17 +20,10 @@ from paired import paired_row
 from mnist_diffusion import scoring
 from mnist_diffusion.pipeline import Pipeline
 
-WEIGHTS = Path(__file__).parent.parent / "src" / "mnist_diffusion" / "weights" / "default.safetensors"
-
 
 def run(pipe: Pipeline, evaluator, last: int, weight: float, num: int) -> dict:
     row = paired_row(pipe, evaluator, dataclasses.replace(pipe.defaults, guidance=weight, last_timestep=last), num)
-    return {"model": model_name(), "last": last, "w": weight} | row
-
-
-def model_name() -> str:
-    """The shipped weights file's first 8 hex digits of sha256: rows of different models stay apart."""
-    return "shipped " + hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:8]
+    return {"model": paired.shipped_name(), "last": last, "w": weight} | row
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ scored as `mnist-diffusion evaluate` scores, with the pixel statistics the quali
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +20,12 @@ from mnist_diffusion.evaluate import Evaluator, stray_ink_share, white_pixel_sha
 from mnist_diffusion.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
+WEIGHTS = Path(__file__).parent.parent / "src" / "mnist_diffusion" / "weights" / "default.safetensors"
+
+
+def shipped_name() -> str:
+    """'shipped ' and the first 8 hex digits of the shipped weights' sha256: rows of different models stay apart."""
+    return "shipped " + hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:8]
 
 
 def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num: int, *, seed: int = 0,

@@ -14,6 +14,7 @@ from mnist_diffusion.sampling import (
     SAMPLERS,
     SPACINGS,
     Denoiser,
+    count_passes,
     default_steps,
     generate,
     guided_at,
@@ -57,7 +58,8 @@ def run(name: str, denoise, steps: int, num: int = 20_000, seed: int = 0, **kwar
 # (sampler, steps, relative tolerance on the std). The mean must be within 0.02 everywhere (the
 # sampling error of 20k draws is ~0.004). DPM-Solver++ is second order and tight at 10 steps;
 # DDIM is first order (error ~1/N: 8% measured at 20 steps, 3% at 50); DDPM needs every step.
-TOLERANCES = [("dpm++2m", 10, 0.06), ("dpm++2m", 20, 0.04), ("ddim", 20, 0.10), ("ddim", 50, 0.04),
+TOLERANCES = [("dpm++2m", 10, 0.06), ("dpm++2m", 20, 0.04), ("unipc", 10, 0.06), ("unipc", 20, 0.04),
+              ("ddim", 20, 0.10), ("ddim", 50, 0.04),
               ("ddpm", 1000, 0.04)]
 
 
@@ -98,7 +100,7 @@ def abar_after_each_step(timesteps: torch.Tensor) -> torch.Tensor:
     return torch.cat([SCHEDULE.alphas_cumprod64[timesteps[1:]], torch.ones(1, dtype=torch.float64)])
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpm++2m"])
+@pytest.mark.parametrize("name", ["ddim", "dpm++2m", "unipc"])
 def test_deterministic_samplers_follow_the_exact_ode_path_of_a_single_point(name: str) -> None:
     """For data that is one point p the probability-flow ODE is solved exactly by
     x_s = sqrt(abar_s) p + sqrt(1 - abar_s) eps_T: eps stays the starting noise's (DDIM, eq. 12 of
@@ -463,6 +465,58 @@ def test_a_walk_can_end_above_the_cleanest_timestep(spacing: str) -> None:
     assert make_timesteps(1000, 8, spacing, schedule.log_snr, last=0)[-1] == 0
     with pytest.raises(ValueError, match="last timestep"):
         make_timesteps(1000, 8, spacing, schedule.log_snr, last=999)
+
+
+def ode_endpoint_error(name: str, steps: int, mean: float = 0.3, std: float = 0.5) -> float:
+    """Largest error of a sampler's clean image against the exact probability-flow ODE solution for
+    N(mean, std^2) data, which is linear: x_0 = mean + std (x_T - alpha_T mean) / sqrt(alpha_T^2 std^2 + sigma_T^2).
+    The data prediction is computed in float64, so the error is the solver's alone."""
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        abar = SCHEDULE.alphas_cumprod64[t].view(-1, 1, 1, 1)
+        return mean + abar.sqrt() * std ** 2 / (abar * std ** 2 + 1 - abar) * (x - abar.sqrt() * mean), x
+
+    x = torch.linspace(-3, 3, 61, dtype=torch.float64).view(-1, 1, 1, 1)
+    timesteps = make_timesteps(1000, steps, "logsnr", SCHEDULE.log_snr)
+    abar = float(SCHEDULE.alphas_cumprod64[timesteps[0]])
+    exact = mean + std * (x - abar ** 0.5 * mean) / (abar * std ** 2 + 1 - abar) ** 0.5
+    return float((SAMPLERS[name](denoise, x.clone(), timesteps, SCHEDULE) - exact).abs().max())
+
+
+def test_unipc_corrects_dpm_solver_pp_to_a_higher_order() -> None:
+    """UniPC's corrector raises the order of DPM-Solver++(2M), its predictor, by one (Zhao et al. 2023,
+    Theorem 3.3): with enough steps its error is the smaller and falls faster as steps double."""
+    errors = {name: [ode_endpoint_error(name, steps) for steps in (24, 48)] for name in ("dpm++2m", "unipc")}
+    assert errors["unipc"][1] < errors["dpm++2m"][1] / 2, errors
+    assert errors["unipc"][0] / errors["unipc"][1] > 2 * errors["dpm++2m"][0] / errors["dpm++2m"][1], errors
+
+
+def test_the_logsnr_spacing_jumps_from_pure_noise_to_its_floor() -> None:
+    """Below the floor a digit has not begun: the first step goes from T-1 straight there, and the
+    other steps are even in log-SNR from the floor to the last level. A floor below log-SNR(T-1)
+    spreads every step evenly from T-1."""
+    table = SCHEDULE.log_snr.double()
+    steps = make_timesteps(1000, 8, "logsnr", SCHEDULE.log_snr, last=25, log_snr_floor=-5.0)
+    assert steps[0] == 999 and steps[-1] == 25
+    assert abs(float(table[steps[1]]) - -5.0) < 0.05
+    gaps = table[steps[1:]].diff()
+    assert gaps.max() / gaps.min() < 1.1, steps.tolist()
+    full = make_timesteps(1000, 8, "logsnr", SCHEDULE.log_snr, log_snr_floor=-50.0)
+    gaps = table[full].diff()
+    assert gaps.max() / gaps.min() < 1.1, full.tolist()
+    with pytest.raises(ValueError, match="floor"):
+        make_timesteps(1000, 8, "logsnr", SCHEDULE.log_snr, log_snr_floor=float("nan"))
+
+
+def test_passes_are_counted_on_the_walk_that_is_run() -> None:
+    """The guided steps are those of the walk generate runs, down to its last timestep and from its
+    floor, so the predicted passes are the network's batches, whatever the end point."""
+    schedule, steps, num, interval = NoiseSchedule(DiffusionConfig()), 8, 2, (0.3, 0.7)
+    for last, floor in ((0, -10.2), (25, -5.0), (100, -3.0)):
+        net = CountingNet(num_classes=10)
+        generate(net, schedule, num, labels=torch.arange(num), guidance=2.0, steps=steps, guidance_interval=interval,
+                 last_timestep=last, log_snr_floor=floor)
+        assert sum(net.batch_sizes) == num * count_passes(schedule, "dpm++2m", steps, True, 2.0, interval,
+                                                          last=last, log_snr_floor=floor)
 
 
 def test_the_last_timestep_scales_with_the_schedule() -> None:

@@ -26,6 +26,7 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
     x = torch.randn((len(labels), 1, 28, 28), generator=generator).double()
     null = torch.full_like(labels, model.config.num_classes)
     previous_x0, previous_h = None, 0.0
+    lambdas, x0s, start = [0.5 * math.log(a / (1 - a)) for a in abar[:-1]], [], x
     for i, t in enumerate(timesteps):
         batch_t = torch.full((len(labels),), t)
         with torch.no_grad():
@@ -36,6 +37,25 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
         a_t, a_s = abar[i], abar[i + 1]
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1, 1)  # Ho et al. 2020, eq. 15
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        if sampler == "unipc" and x0s and a_s < 1.0:  # UniC-p, Zhao et al. 2023, Algorithm 2, B(h) = e^h - 1
+            h = lambdas[i] - lambdas[i - 1]
+            hh, order = -h, min(len(x0s), 2)  # data prediction; the order of the step it corrects
+            phi = math.expm1(hh)
+            g, b = phi / hh - 1, []
+            for k in range(1, order + 1):  # b_k = (k! h phi_{k+1}(hh) / hh^k) / B(h), recursively
+                b.append(g * math.factorial(k) / phi)
+                g = g / hh - 1 / math.factorial(k + 1)
+            rks = [(lambdas[i - 2] - lambdas[i - 1]) / h] if order == 2 else []
+            diffs = [(x0s[-2] - x0s[-1]) / rks[0]] if order == 2 else []
+            if order == 1:
+                rhos = [0.5]
+            else:
+                system = torch.tensor([[rk ** k for rk in [*rks, 1.0]] for k in range(order)], dtype=torch.float64)
+                rhos = torch.linalg.solve(system, torch.tensor(b, dtype=torch.float64)).tolist()
+            correction = sum(rho * d for rho, d in zip(rhos, [*diffs, x0 - x0s[-1]], strict=True))
+            x = math.sqrt((1 - a_t) / (1 - abar[i - 1])) * start - math.sqrt(a_t) * phi * (x0s[-1] + correction)
+        x0s.append(x0)
+        start = x
         if a_s == 1.0:
             x = x0
         elif sampler == "ddpm":  # Ho et al. 2020, eqs. 6-7, respaced
@@ -47,7 +67,7 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
             x = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s - sigma ** 2) * eps
             if sigma > 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator).double()
-        else:  # DPM-Solver++(2M), Lu et al. 2022, Algorithm 2; SDE variant with eta
+        else:  # DPM-Solver++(2M), Lu et al. 2022, Algorithm 2 (UniPC's predictor); SDE variant with eta
             lam_t, lam_s = 0.5 * math.log(a_t / (1 - a_t)), 0.5 * math.log(a_s / (1 - a_s))
             h = lam_s - lam_t
             noise_eta = eta if sampler == "dpm++2m-sde" else 0.0
@@ -62,7 +82,7 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
 
 
 @pytest.mark.parametrize(("sampler", "eta"), [("ddpm", None), ("ddim", None), ("ddim", 0.7), ("dpm++2m", None),
-                                              ("dpm++2m-sde", 1.0)])
+                                              ("dpm++2m-sde", 1.0), ("unipc", None)])
 def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str, eta: float | None) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)
     model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)

@@ -250,6 +250,9 @@ class SampleConfig:
     # step returns the clean image predicted there: t = 0 still holds noise the network removes poorly,
     # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md).
     last_timestep: int = 12
+    # The "logsnr" spacing's first step jumps from pure noise to this log(abar / (1 - abar)); the other
+    # steps are even in log-SNR above it (`sampling.make_timesteps`, benchmarks/results/solver.md).
+    log_snr_floor: float = -5.0
 
 
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the

@@ -167,7 +167,7 @@ class Demo:
         steps, seed = self._steps(body, min(DEFAULT_STEPS, room), room), integer_field(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
         passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
-                              self.model.config.guidance_input)
+                              self.model.config.guidance_input, last=self.last_step)
 
         def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
             return generate(model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,

@@ -1,6 +1,6 @@
 """Interpolation: walk between two seeds of one digit, or between two digits from one seed.
 
-Both run a deterministic sampler (DDIM with eta = 0 or DPM-Solver++), so a frame is a function of
+Both run a deterministic sampler (DDIM with eta = 0, DPM-Solver++ or UniPC), so a frame is a function of
 its starting noise and label alone and the end frames are exactly the plain samples they name.
 - Between seeds: the starting noise moves along the great circle between the two seeds' noise
   (spherical interpolation, Shoemake 1985; Gaussian noise lives near a sphere of radius sqrt(d),
@@ -16,7 +16,7 @@ from torch import nn
 from .sampling import DEFAULT_SAMPLER, Callback, generate
 from .schedule import NoiseSchedule
 
-DETERMINISTIC_SAMPLERS: tuple[str, ...] = ("dpm++2m", "ddim")
+DETERMINISTIC_SAMPLERS: tuple[str, ...] = ("dpm++2m", "unipc", "ddim")
 MAX_FRAMES = 64
 
 

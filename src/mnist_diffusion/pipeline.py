@@ -85,7 +85,8 @@ class Pipeline:
     def passes(self, settings: SampleConfig, conditional: bool) -> int:
         """Network passes per digit that `settings` cost on this model (`sampling.count_passes`)."""
         return count_passes(self.schedule, settings.sampler, self.steps_for(settings), conditional, settings.guidance,
-                            settings.guidance_interval, self.checkpoint.model_config.guidance_input)
+                            settings.guidance_interval, self.checkpoint.model_config.guidance_input,
+                            last=self.last_timestep(settings), log_snr_floor=settings.log_snr_floor)
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
                  eta: float | None = None, callback: Callback = None, guide: nn.Module | None = None) -> torch.Tensor:
@@ -98,7 +99,8 @@ class Pipeline:
                         guidance_interval=settings.guidance_interval, callback=callback,
                         sampler_kwargs={"eta": eta} if eta is not None else None,
                         precision=resolve_precision(settings.precision, self.device),
-                        last_timestep=self.last_timestep(settings), guide=guide)
+                        last_timestep=self.last_timestep(settings), guide=guide,
+                        log_snr_floor=settings.log_snr_floor)
 
     def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
                per_digit: int = 10, guidance: float | None = None,

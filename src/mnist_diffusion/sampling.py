@@ -32,10 +32,9 @@ class DenoiseFn(Protocol):
 
 
 SPACINGS: tuple[str, ...] = ("quadratic", "linear", "logsnr")
-# Lowest log(abar / (1 - abar)) the "logsnr" spacing spreads steps over: diffusers' DPM-Solver
-# `lambda_min_clipped = -5.1` for the cosine schedule, in log-SNR units (lambda there is half the
-# log-SNR). The linear schedule at T = 1000 ends at -10.1, above it, so its spacing is unaffected.
-LOG_SNR_MIN = -10.2
+# Where the "logsnr" spacing starts spreading its steps (`SampleConfig.log_snr_floor`): the first step
+# jumps from pure noise straight to this log(abar / (1 - abar)).
+LOG_SNR_FLOOR = SampleConfig.log_snr_floor
 
 
 def last_timestep_for(last_of_1000: int, num_timesteps: int) -> int:
@@ -45,7 +44,8 @@ def last_timestep_for(last_of_1000: int, num_timesteps: int) -> int:
 
 
 def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = "quadratic",
-                   log_snr: torch.Tensor | None = None, last: int = 0) -> torch.Tensor:
+                   log_snr: torch.Tensor | None = None, last: int = 0,
+                   log_snr_floor: float = LOG_SNR_FLOOR) -> torch.Tensor:
     """`num_inference_steps` distinct timesteps from T-1 down to `last` (0 unless asked), both included
     (`(N,)`, descending ints). A `last` above 0 ends the walk at a noise level the network still
     denoises well: the sampler's last step returns the clean image predicted there.
@@ -57,10 +57,12 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
       strokes (Song et al. 2021, DDIM, appendix D.2); the default of DDPM and DDIM.
     - "linear": evenly spaced in t.
     - "logsnr": evenly spaced in log(abar / (1 - abar)), needs `log_snr`; DPM-Solver's choice for
-      pixel-space models (Lu et al. 2022, sec. 3.3), the default of DPM-Solver++. The span starts at
-      `LOG_SNR_MIN` when log-SNR(T-1) lies below it: the cosine schedule caps its last beta at 0.999,
-      which puts log-SNR(T-1) at -19.8 against -12.9 at T-2, and spreading steps over that artificial
-      gap rounded several onto T-1 and T-2. The first step is still T-1.
+      pixel-space models (Lu et al. 2022, sec. 3.3), the default of the DPM-Solver++ and UniPC samplers.
+      When log-SNR(T-1) lies below `log_snr_floor`, the first step jumps from T-1 straight to the floor
+      and the other N-1 are even from there: below it (-5: signal 8% of the noise) a digit has not
+      begun, and even steps there were spent on nothing (benchmarks/results/solver.md). The floor also
+      keeps the cosine schedule's capped last beta (log-SNR -19.8 at T-1 against -12.9 at T-2) from
+      rounding several steps onto T-1 and T-2. A floor at or below log-SNR(T-1) spreads all N evenly.
     Where the grid is finer than the integer timesteps (many steps, or steep ends of a table),
     rounding would repeat a timestep; `_strictly_descending` moves each repeat to the nearest free
     integer, so exactly N distinct steps always come back.
@@ -71,6 +73,8 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
         raise ValueError(f"steps must be between 1 and {num_timesteps - last}, got {num_inference_steps}")
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+    if not math.isfinite(log_snr_floor):
+        raise ValueError(f"the log-SNR floor must be a finite number, got {log_snr_floor}")
     if num_inference_steps == 1:
         return torch.tensor([num_timesteps - 1])
     fraction = torch.linspace(1, 0, num_inference_steps, dtype=torch.float64)  # 1 -> 0
@@ -82,9 +86,13 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
         if log_snr is None:
             raise ValueError("logsnr spacing needs the schedule's log_snr table")
         table = log_snr.double()
-        lowest = max(float(table[-1]), LOG_SNR_MIN)
-        targets = lowest + (1 - fraction) * (table[last] - lowest)  # (N,) rising log-SNR
+        jump = log_snr_floor > float(table[-1])
+        lowest = log_snr_floor if jump else float(table[-1])
+        if jump:  # T-1, then N-1 even steps from the floor
+            fraction = torch.linspace(1, 0, num_inference_steps - 1, dtype=torch.float64)
+        targets = lowest + (1 - fraction) * (table[last] - lowest)  # rising log-SNR
         steps = (table[None, :] - targets[:, None]).abs().argmin(dim=1).double()
+        steps = torch.cat([torch.tensor([num_timesteps - 1.0], dtype=torch.float64), steps]) if jump else steps
         steps[0] = num_timesteps - 1
     return _strictly_descending(steps.round().long(), num_timesteps) if last == 0 else \
         _strictly_descending(steps.round().long() - last, num_timesteps - last) + last
@@ -178,6 +186,26 @@ def sample_ddim(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, sc
     return x
 
 
+def _half_log_snr(abar: float) -> float:
+    """lambda = log(alpha / sigma) = log-SNR / 2, the time variable of DPM-Solver and UniPC."""
+    return 0.5 * math.log(abar / (1 - abar))
+
+
+def _dpm_pp_2m_step(x: torch.Tensor, x0: torch.Tensor, previous_x0: torch.Tensor | None, previous_h: float,
+                    abar_t: float, abar_s: float) -> tuple[torch.Tensor, float]:
+    """One DPM-Solver++(2M) step from level t to level s (< 1), and its size h in lambda:
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D,
+        D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev,  r = h_prev / h  (D = x0_t on the first step)."""
+    alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
+    h = _half_log_snr(abar_s) - _half_log_snr(abar_t)
+    if previous_x0 is None:
+        d = x0
+    else:
+        r = previous_h / h
+        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+    return (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d, h
+
+
 @torch.no_grad()
 def sample_dpm_solver_pp(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
                          schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
@@ -195,21 +223,68 @@ def sample_dpm_solver_pp(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.T
     levels = noise_levels(schedule, timesteps)
     for i, t in enumerate(timesteps.tolist()):
         x0, _ = denoise(x, _batched(t, x))
-        abar_t, abar_s = levels[i], levels[i + 1]
-        if abar_s >= 1.0:  # last step: straight to the denoised image
+        if levels[i + 1] >= 1.0:  # last step: straight to the denoised image
             x = x0
         else:
-            alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
-            lambda_t = 0.5 * math.log(abar_t / (1 - abar_t))
-            lambda_s = 0.5 * math.log(abar_s / (1 - abar_s))
-            h = lambda_s - lambda_t
-            if previous_x0 is None:
-                d = x0
-            else:
-                r = previous_h / h
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
-            x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
-            previous_x0, previous_h = x0, h
+            x, previous_h = _dpm_pp_2m_step(x, x0, previous_x0, previous_h, levels[i], levels[i + 1])
+            previous_x0 = x0
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
+def unic_weights(h: float, r: float | None) -> tuple[float, float]:
+    """UniC-2's weights (rho_prev, rho_new) with B(h) = e^h - 1 (bh2), data prediction (Zhao et al. 2023,
+    "UniPC", Algorithm 2 and appendix C). `h` is the corrected step's size in lambda and `r` the step
+    before it over h (None when the step was first order: then rho_new = 1/2, the trapezoid rule)."""
+    if r is None:
+        return 0.0, 0.5
+    hh = -h  # data prediction integrates in -lambda
+    phi = math.expm1(hh)
+    g1 = phi / hh - 1
+    g2 = g1 / hh - 0.5
+    b1, b2 = g1 / phi, 2 * g2 / phi
+    rk = -r  # the earlier level's lambda offset, in units of h
+    # [[1, 1], [rk, 1]] @ (rho_prev, rho_new) = (b1, b2)
+    rho_prev = (b1 - b2) / (1 - rk)
+    return rho_prev, b1 - rho_prev
+
+
+@torch.no_grad()
+def sample_unipc(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
+                 generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+    """UniPC-2 (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+    Diffusion Models"), B(h) = e^h - 1, data prediction: DPM-Solver++(2M) predicts each step (it is
+    UniP-2), and once the network has been evaluated at the new point, UniC redoes that step with the
+    new evaluation as well:
+        x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) [x0_s + rho_prev D_1 + rho_new (x0_t - x0_s)],
+        D_1 = (x0_prev - x0_s) / (-r),  r = h_prev / h,  (rho_prev, rho_new) from `unic_weights`.
+    The correction reuses the evaluation the next step needs anyway (taken at the uncorrected point),
+    so it costs no network pass and raises the order of accuracy by one, an Adams-Moulton step after an
+    Adams-Bashforth one. The last step returns the clean image predicted at the last level, as every
+    sampler here does, so that level is not corrected. Deterministic; `generator` is not used.
+    """
+    levels = noise_levels(schedule, timesteps)
+    history: list[torch.Tensor] = []  # the network's x0 at each visited level
+    start = x  # the point the last predictor step left from
+    previous_h = 0.0
+    for i, t in enumerate(timesteps.tolist()):
+        x0, _ = denoise(x, _batched(t, x))
+        if history and levels[i + 1] < 1.0:  # UniC: correct the point this step's evaluation was taken at
+            h = _half_log_snr(levels[i]) - _half_log_snr(levels[i - 1])
+            rho_prev, rho_new = unic_weights(h, previous_h / h if len(history) > 1 else None)
+            data = history[-1] + rho_new * (x0 - history[-1])
+            if len(history) > 1:
+                data = data + rho_prev * (history[-1] - history[-2]) / (previous_h / h)
+            x = ((1 - levels[i]) / (1 - levels[i - 1])) ** 0.5 * start - levels[i] ** 0.5 * math.expm1(-h) * data
+            previous_h = h
+        history.append(x0)
+        if levels[i + 1] >= 1.0:
+            x = x0
+        else:
+            start = x
+            x, _ = _dpm_pp_2m_step(x, x0, history[-2] if len(history) > 1 else None, previous_h,
+                                   levels[i], levels[i + 1])
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x
@@ -261,6 +336,7 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_ddim,
     "dpm++2m": sample_dpm_solver_pp,
     "dpm++2m-sde": sample_dpm_solver_pp_sde,
+    "unipc": sample_unipc,
 }
 # The defaults live in `config.SampleConfig`, the one place the CLI, the page and the API read.
 DEFAULT_SAMPLER = SampleConfig.sampler
@@ -274,7 +350,7 @@ MAX_GUIDANCE = 20.0
 DEFAULT_BATCH_SIZE = SampleConfig.batch_size
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr",
-                                   "dpm++2m-sde": "logsnr"}
+                                   "dpm++2m-sde": "logsnr", "unipc": "logsnr"}
 
 
 def default_steps(sampler: str, num_timesteps: int) -> int:
@@ -333,10 +409,12 @@ def guided_step_count(timesteps: torch.Tensor, num_timesteps: int, interval: Gui
 
 
 def count_passes(schedule: NoiseSchedule, sampler: str, steps: int, conditional: bool, guidance: float,
-                 interval: GuidanceInterval | None, learned_guidance: bool = False) -> int:
-    """`network_passes_per_digit` for what `generate` would run: the sampler's own timesteps decide
-    how many steps fall in the guidance interval."""
-    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], schedule.log_snr)
+                 interval: GuidanceInterval | None, learned_guidance: bool = False, *, last: int = 0,
+                 log_snr_floor: float = LOG_SNR_FLOOR) -> int:
+    """`network_passes_per_digit` for what `generate` would run: the sampler's own timesteps (ending at
+    `last`) decide how many steps fall in the guidance interval."""
+    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], schedule.log_snr, last,
+                               log_snr_floor)
     guided = guided_step_count(timesteps, schedule.num_timesteps, interval)
     return network_passes_per_digit(steps, conditional, guidance, guided, learned_guidance)
 
@@ -455,7 +533,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
              device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
              noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
-             precision: str = "fp32", last_timestep: int = 0, guide: nn.Module | None = None) -> torch.Tensor:
+             precision: str = "fp32", last_timestep: int = 0, guide: nn.Module | None = None,
+             log_snr_floor: float = LOG_SNR_FLOOR) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
@@ -481,7 +560,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         check_guide(guide, model)
         guide = guide.to(device).eval()
     timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
-                               spacing or DEFAULT_SPACING[sampler], schedule.log_snr, last=last_timestep)
+                               spacing or DEFAULT_SPACING[sampler], schedule.log_snr, last=last_timestep,
+                               log_snr_floor=log_snr_floor)
     sample_fn = SAMPLERS[sampler]
     model = model.to(device).eval()
     outputs = []

@@ -2,7 +2,7 @@
 digits (an even mix, seed 0) drawn with each arm's sampler, log-SNR floor, last timestep, guidance
 weight and steps, scored as `mnist-diffusion evaluate` scores.
 
-    python benchmarks/solver.py --arms dpm++2m:-10.2:12:1.15,unipc:-5:25:1.25,unipc:-5:25:1.25:50 [--num 10000]
+    python benchmarks/solver.py --arms dpm++2m:-10.2:12:1.15,unipc:-5:25:1.25,unipc:-5:25:1.25:50 [--seeds 0,1]
 
 An arm is SAMPLER:FLOOR:LAST:W[:STEPS] (STEPS defaults to the default's 8). FLOOR is
 `SampleConfig.log_snr_floor`: the "logsnr" spacing's first step jumps from pure noise to that
@@ -33,22 +33,26 @@ def main() -> None:
     parser = paired.parser(__doc__, "solver")
     parser.add_argument("--arms", required=True, help="SAMPLER:FLOOR:LAST:W[:STEPS], comma-separated")
     parser.add_argument("--checkpoint", default=None, help="the model (default: the shipped one)")
+    parser.add_argument("--seeds", default="0", help="sampling seeds each arm is drawn from, comma-separated")
     args = parser.parse_args()
     pipe = Pipeline.load(args.checkpoint, device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
     mnist = paired.reference(test_images)
     model = paired.short(args.checkpoint) if args.checkpoint else paired.shipped_name()
-    for arm in args.arms.split(","):
-        settings = arm_settings(pipe, arm)
-        paired.append(args.out, {"model": model, "sampler": settings.sampler, "floor": settings.log_snr_floor}
-                      | paired.paired_row(pipe, evaluator, settings, args.num))
-    intro = ("`python benchmarks/solver.py --arms SAMPLER:FLOOR:LAST:W[:STEPS],...`: the same digits (an even mix, "
-             "seed 0) in every arm, guidance on t/T 0.3-0.7, bf16 here; FLOOR is the log-SNR the first step jumps "
-             "to (-10.2: even steps all the way, DPM-Solver's spacing). " + paired.mnist_sentence(mnist))
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for arm in args.arms.split(","):
+            settings = arm_settings(pipe, arm)
+            paired.append(args.out, {"model": model, "sampler": settings.sampler, "floor": settings.log_snr_floor}
+                          | paired.paired_row(pipe, evaluator, settings, args.num, seed=seed))
+    intro = ("`python benchmarks/solver.py --arms SAMPLER:FLOOR:LAST:W[:STEPS],... --seeds S,...`: the same "
+             "digits (an even mix, drawn from the row's seed) in every arm, guidance on t/T 0.3-0.7, bf16 here; "
+             "FLOOR is the log-SNR the first step jumps to (-10.2: even steps all the way, DPM-Solver's spacing). "
+             "Each row's generate s is wall time on a machine that may have been doing other work. "
+             + paired.mnist_sentence(mnist))
     paired.write_scores(args.out, "ODE solver, spacing and end point", intro,
-                        ["date", "model", "sampler", "floor", "last t", "w", "steps", "passes", "N"],
+                        ["date", "model", "sampler", "floor", "last t", "w", "steps", "passes", "N", "seed"],
                         lambda r: [r["date"], r["model"], r["sampler"], r["floor"], r["last_timestep"], r["w"],
-                                   r["steps"], r["passes"], r["num"]])
+                                   r["steps"], r["passes"], r["num"], r["seed"]])
 
 
 if __name__ == "__main__":

@@ -285,8 +285,10 @@ def test_a_bad_gz_is_named_as_the_file_to_replace(mnist_root: Path) -> None:
 def test_eta_and_guidance_are_not_silently_ignored_or_unbounded(tiny_checkpoint: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """17. --eta was ignored by samplers other than DDIM; --guidance 1e308 drew noise."""
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--eta", "0.5")
-    assert_one_line_error(code, err, "--eta applies only to --sampler ddim or dpm++2m-sde, not dpm++2m")
+    for sampler in ("dpm++2m", "unipc"):
+        code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--eta", "0.5",
+                               "--sampler", sampler)
+        assert_one_line_error(code, err, f"--eta applies only to --sampler ddim or dpm++2m-sde, not {sampler}")
     code, _, err = run_cli(capsys, "sample", "--guidance", "1e308")
     assert_one_line_error(code, err, "<= 20")
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_diffusion.config import SampleConfig
+
 from conftest import assert_one_line_error, run_cli
 
 COMMANDS = ("download", "train", "sample", "complete", "interpolate", "figures", "train-classifier", "evaluate",
@@ -203,7 +205,7 @@ def test_evaluate_end_to_end_writes_the_report(tmp_path: Path, tiny_checkpoint: 
     assert "MNIST train 10k (floor)" in out and "uniform noise" in out
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert names[0].startswith("model (dpm++2m, 2 steps") and len(names) == 4
+    assert names[0].startswith(f"model ({SampleConfig.sampler}, 2 steps") and len(names) == 4
     model_row = report["rows"][0]
     assert model_row["count"] == 30 and model_row["conditional_accuracy"] is not None
     assert sum(model_row["histogram"]) == pytest.approx(1.0, abs=1e-3)
@@ -243,7 +245,6 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     import torch
 
     from mnist_diffusion.checkpoint import load_checkpoint
-    from mnist_diffusion.config import SampleConfig
     from mnist_diffusion.data import to_uint8
     from mnist_diffusion.sampling import (
         DEFAULT_GUIDANCE,
@@ -295,7 +296,7 @@ def test_evaluate_names_a_guidance_interval_in_its_row(tmp_path: Path, tiny_chec
     assert code == 0, err
     from mnist_diffusion.sampling import DEFAULT_GUIDANCE
 
-    assert f"model (dpm++2m, 4 steps, w={DEFAULT_GUIDANCE:g} on t/T 0.1-0.7)" in out
+    assert f"model ({SampleConfig.sampler}, 4 steps, w={DEFAULT_GUIDANCE:g} on t/T 0.1-0.7)" in out
     assert "20 digits: 4 steps, 2 branches on" in err and "(guidance interval)" in err
 
 

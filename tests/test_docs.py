@@ -184,3 +184,12 @@ def test_every_results_file_is_listed_in_the_index() -> None:
     index = (results / "README.md").read_text()
     for path in sorted(results.glob("*.md")):
         assert path.name == "README.md" or f"]({path.name})" in index, f"{path.name} is not in the results index"
+
+
+def test_the_readme_and_the_model_card_state_the_default_sampling() -> None:
+    """Both say the defaults in `SampleConfig.summary`'s words, so a changed default cannot leave them stale."""
+    from mnist_diffusion.config import SampleConfig
+
+    summary = SampleConfig().summary()
+    for path in (ROOT / "README.md", ROOT / "MODEL_CARD.md"):
+        assert summary in " ".join(path.read_text().split()), path.name

@@ -89,6 +89,6 @@ def test_save_grid_writes_one_png_of_all_digits(tmp_path: Path) -> None:
 def test_an_unconditional_row_is_named_without_a_guidance_weight() -> None:
     from mnist_diffusion.scoring import row_name
 
-    assert row_name(SampleConfig(), 8, conditional=False) == "model (dpm++2m, 8 steps, unconditional)"
-    assert row_name(SampleConfig(guidance=1.25), 8, conditional=True) == \
-        "model (dpm++2m, 8 steps, w=1.25 on t/T 0.3-0.7)"
+    assert row_name(SampleConfig(sampler="ddim"), 8, conditional=False) == "model (ddim, 8 steps, unconditional)"
+    assert row_name(SampleConfig(sampler="ddim", guidance=1.25), 8, conditional=True) == \
+        "model (ddim, 8 steps, w=1.25 on t/T 0.3-0.7)"

@@ -236,23 +236,32 @@ class SampleConfig:
     command line, the page, the Python API (`Pipeline`) and the benchmarks read.
 
     Each default was chosen by measurement on the shipped model; the measurements, and the model
-    card's numbers, live in `benchmarks/results/` (sampling.md for sampler, steps and interval,
-    training.md for guidance, inference_speed.md for the batch size).
+    card's numbers, live in `benchmarks/results/` (solver.md for the sampler, its spacing, end point and
+    guidance weight; sampling.md for steps and interval; inference_speed.md for the batch size).
     """
 
-    sampler: str = "dpm++2m"  # DPM-Solver++(2M), Lu et al. 2022
+    sampler: str = "unipc"  # UniPC-2 (Zhao et al. 2023): DPM-Solver++(2M) corrected at no extra pass
     steps: int | None = None  # None: FEW_STEPS for the few-step samplers, every timestep for DDPM
-    guidance: float = 1.15  # classifier-free guidance weight w (0: unconditional, 1: conditional)
+    guidance: float = 1.25  # classifier-free guidance weight w (0: unconditional, 1: conditional)
     guidance_interval: tuple[float, float] | None = (0.3, 0.7)  # shares of T where guidance applies
     precision: str = "auto"  # the network's arithmetic: bf16 where the device computes it natively
     batch_size: int = 64  # digits per forward pass: small batches stay in a CPU's cache
     # The walk ends at this timestep (counted on a 1000-step schedule, scaled to others), and its last
     # step returns the clean image predicted there: t = 0 still holds noise the network removes poorly,
-    # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md).
-    last_timestep: int = 12
+    # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md, solver.md).
+    last_timestep: int = 25
     # The "logsnr" spacing's first step jumps from pure noise to this log(abar / (1 - abar)); the other
     # steps are even in log-SNR above it (`sampling.make_timesteps`, benchmarks/results/solver.md).
     log_snr_floor: float = -5.0
+
+    def summary(self) -> str:
+        """These settings in the words the README and the model card use (tests/test_docs.py checks
+        that both say the defaults' summary): '8 steps of `unipc` ending at t = 25, guidance 1.25 on
+        t/T 0.3-0.7'. Steps left to the sampler are the few-step samplers' `FEW_STEPS`."""
+        interval = self.guidance_interval
+        where = "every step" if interval is None else f"t/T {interval[0]:g}-{interval[1]:g}"
+        return (f"{self.steps or FEW_STEPS} steps of `{self.sampler}` ending at t = {self.last_timestep}, "
+                f"guidance {self.guidance:g} on {where}")
 
 
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the

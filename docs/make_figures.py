@@ -61,7 +61,8 @@ def trajectory_figure(model, schedule) -> Path:
              guidance_interval=DEFAULT_GUIDANCE_INTERVAL, generator=torch.Generator().manual_seed(2), callback=record,
              last_timestep=last_timestep_for(SampleConfig.last_timestep, schedule.num_timesteps))
     return strip_figure([torch.cat(predictions), torch.cat(states)], titles,
-                        f"One trajectory (dpm++2m, {DEFAULT_STEPS} steps, the defaults): the network's x0 prediction, "
+                        f"One trajectory ({SampleConfig.sampler}, {DEFAULT_STEPS} steps, the defaults): the network's "
+                        "x0 prediction, "
                         "and x after each step",
                         IMAGES / "trajectory.png", row_titles=["predicted\nx0", "x after\nthe step"])
 
@@ -69,8 +70,9 @@ def trajectory_figure(model, schedule) -> Path:
 def samplers_figure(model, schedule) -> Path:
     """The same noise and labels through each sampler at the same cost: 20 network passes per digit."""
     rows, names = [], []
-    for sampler, steps, guidance in (("dpm++2m", 10, DEFAULT_GUIDANCE), ("ddim", 10, DEFAULT_GUIDANCE),
-                                     ("ddpm", 10, DEFAULT_GUIDANCE), ("dpm++2m", 20, 1.0)):
+    arms = (("unipc", 10, DEFAULT_GUIDANCE), ("dpm++2m", 10, DEFAULT_GUIDANCE), ("ddim", 10, DEFAULT_GUIDANCE),
+            ("ddpm", 10, DEFAULT_GUIDANCE), ("unipc", 20, 1.0))
+    for sampler, steps, guidance in arms:
         images = generate(model, schedule, 10, labels=DIGITS, guidance=guidance, sampler=sampler, steps=steps,
                           generator=torch.Generator().manual_seed(4))
         rows.append(to_uint8(images))

@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from mnist_diffusion.classifier import embed, load_classifier
-from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
+from mnist_diffusion.pipeline import Pipeline
 from mnist_diffusion.serve import Demo, make_server
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # the binary itself, not the /usr/bin wrapper script
@@ -110,7 +109,7 @@ def test_the_page_loads_cleanly_and_asks_only_its_own_server(page: PageRecord) -
     assert page.requests and all(urlparse(url).hostname == "127.0.0.1" for url in page.requests), page.requests
 
 
-def test_generate_shows_every_step_and_ends_on_the_librarys_digit(page: PageRecord, demo: Demo) -> None:
+def test_generate_shows_every_step_and_ends_on_the_librarys_digit(page: PageRecord) -> None:
     page.page.select_option("#digit", "3")
     page.page.fill("#seed", "5")
     page.page.fill("#steps", "10")
@@ -118,11 +117,9 @@ def test_generate_shows_every_step_and_ends_on_the_librarys_digit(page: PageReco
     page.wait_for_status("#generate-status", "done")
     assert page.page.locator("#filmstrip canvas").count() == 10
     shown = page.canvas_pixels("#generate-canvas")
-    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE,
-                                 steps=10, generator=torch.Generator().manual_seed(5),
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
-                                 last_timestep=SampleConfig.last_timestep))[0]
-    assert shown == expected.flatten().tolist()
+    pipe = Pipeline.load(device="cpu")  # the page draws what the Python API and the command line draw
+    expected = to_uint8(pipe.generate(1, torch.tensor([3]), pipe.settings(steps=10), torch.Generator().manual_seed(5)))
+    assert shown == expected[0].flatten().tolist()
     assert read_digit(shown) == 3
     assert page.errors == []
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, generate
+from mnist_diffusion.pipeline import Pipeline
 from mnist_diffusion.serve import MAX_BODY_BYTES, Demo, DemoHandler, Job, make_server
 
 from conftest import run_cli
@@ -55,12 +54,9 @@ def test_generate_streams_every_step_and_ends_on_the_librarys_digit(server_url: 
     frames, done = items[:-1], items[-1]
     assert [f["step"] for f in frames] == [1, 2, 3, 4, 5, 6] and done["type"] == "done"
     assert done["passes_per_digit"] == 7  # 6 steps, one of them (t/T = 0.49) in the default guidance interval
-    demo = Demo.load(None, "nowhere")
-    expected = to_uint8(generate(demo.model, demo.schedule, 1, labels=torch.tensor([4]), guidance=DEFAULT_GUIDANCE,
-                                 steps=6, generator=torch.Generator().manual_seed(9),
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
-                                 last_timestep=SampleConfig.last_timestep))[0]
-    assert done["pixels"] == expected.flatten().tolist()
+    pipe = Pipeline.load(device="cpu")  # the page draws what the Python API and the command line draw
+    expected = to_uint8(pipe.generate(1, torch.tensor([4]), pipe.settings(steps=6), torch.Generator().manual_seed(9)))
+    assert done["pixels"] == expected[0].flatten().tolist()
 
 
 def test_complete_keeps_the_known_pixels(server_url: str) -> None:

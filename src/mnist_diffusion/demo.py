@@ -35,6 +35,7 @@ from .sampling import (
     count_passes,
     generate,
     last_timestep_for,
+    resolve_precision,
 )
 from .schedule import NoiseSchedule
 
@@ -169,10 +170,13 @@ class Demo:
         passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
                               self.model.config.guidance_input, last=self.last_step)
 
-        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+        precision = resolve_precision(SampleConfig.precision, next(self.model.parameters()).device)
+
+        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:  # as `Pipeline.generate` draws
             return generate(model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
                             steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback,
-                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL, last_timestep=self.last_step)
+                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL, last_timestep=self.last_step,
+                            precision=precision, log_snr_floor=SampleConfig.log_snr_floor)
 
         yield from self._stream(job, run, _step_frames(steps), _result_frame({"passes_per_digit": passes}))
 

@@ -69,12 +69,13 @@ def main() -> None:
         paired.append(args.out, {"model": args.checkpoint, "arm": name}
                              | paired.paired_row(pipe, evaluator, settings, args.num, guide=guide))
     intro = ("`python benchmarks/autoguidance.py --checkpoint MODEL --guides ... --weights ...`: the default sampling "
-             "(8 dpm++2m steps ending at t = 12, guided on t/T 0.3-0.7), the same noise and labels in every arm "
+             "of the day (8 steps of the row's sampler, guided on t/T 0.3-0.7), the same noise and labels in every arm "
              "(seed 0); `auto X w` guides with the conditional output of X, an earlier EMA snapshot of the same "
              "run, `auto-uncond X w` with its unconditional output. " + paired.mnist_sentence(mnist))
     paired.write_scores(args.out, "Autoguidance against classifier-free guidance", intro,
-                        ["date", "model", "arm", "N", "passes"],
-                        lambda r: [r["date"], paired.short(r["model"]), r["arm"], r["num"], r["passes"]])
+                        ["date", "model", "walk", "arm", "N", "passes"],
+                        lambda r: [r["date"], paired.short(r["model"]), paired.walk(r), r["arm"], r["num"],
+                                   r["passes"]])
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ def main() -> None:
         last, weight = pair.split(":")
         paired.append(args.out, run(pipe, evaluator, int(last), float(weight), args.num))
     intro = ("`python benchmarks/last_timestep.py --runs LAST:W,...` on the shipped model (named by its weights' "
-             "sha256): the default sampling (dpm++2m, 8 steps, guidance on t/T 0.3-0.7, bf16 here), ending at "
+             "sha256): the default sampling of the day (8 steps of the row's sampler, guidance on t/T 0.3-0.7, bf16 "
+             "here), ending at "
              "timestep LAST, 10,000 digits, seed 0. " + paired.mnist_sentence(mnist))
-    paired.write_scores(args.out, "Where the sampling walk ends", intro, ["date", "model", "last t", "w", "N"],
-                        lambda r: [r["date"], r["model"], r["last"], r["w"], r["num"]])
+    paired.write_scores(args.out, "Where the sampling walk ends", intro, ["date", "model", "walk", "w", "N"],
+                        lambda r: [r["date"], r["model"], paired.walk(r | {"last_timestep": r["last"]}), r["w"],
+                                   r["num"]])
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num
     images = to_uint8(pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), guide=guide))
     seconds = time.perf_counter() - started
     row, _ = evaluator.score("model", images, labels, memorize=False)
-    return {"date": time.strftime("%Y-%m-%d"), "num": num, "seed": seed, "w": settings.guidance,
+    return {"date": time.strftime("%Y-%m-%d"), "num": num, "seed": seed, "sampler": settings.sampler,
+            "floor": settings.log_snr_floor, "w": settings.guidance,
             "steps": pipe.steps_for(settings), "last_timestep": pipe.last_timestep(settings), "fid": row.fid,
             "precision": row.precision, "recall": row.recall, "coverage": row.coverage,
             "acc": row.conditional_accuracy, "zero": row.zero_pixels, "stray": row.stray_ink,
@@ -96,6 +97,12 @@ def write_table(out: str | Path, title: str, intro: str, header: list[str], tabl
     path = Path(out).with_suffix(".md")
     path.write_text("\n".join([f"# {title}", "", intro, "", *markdown_table(header, table)]) + "\n")
     print(f"wrote {path}")
+
+
+def walk(row: dict) -> str:
+    """A row's sampler and where its walk ends, e.g. 'unipc to t = 25'. Rows written before these were
+    recorded (2026-12-02 and earlier) were all drawn by dpm++2m ending at t = 12, the default then."""
+    return f"{row.get('sampler', 'dpm++2m')} to t = {row.get('last_timestep', 12)}"
 
 
 def short(model: str) -> str:

@@ -35,14 +35,14 @@ def main() -> None:
             settings = dataclasses.replace(pipe.defaults, steps=steps, guidance=weight)
             rows = paired.append(args.out, {"model": args.checkpoint or "shipped", "steps": steps, "w": weight}
                                  | paired.paired_row(pipe, evaluator, settings, args.num))
-    table = [[r["date"], paired.short(r["model"]), r["steps"], r["w"], r["num"], r["passes"],
+    table = [[r["date"], paired.short(r["model"]), paired.walk(r), r["steps"], r["w"], r["num"], r["passes"],
               f"{100 * r['stray']:.1f}%", f"{r['fid']:.3f}", f"{r['precision']:.3f}", f"{100 * r['acc']:.2f}%",
               f"{100 * r['zero']:.1f}%", f"{100 * r['white']:.1f}%", r["gen_s"]] for r in rows]
     intro = ("`python benchmarks/stray_ink.py --checkpoint MODEL --steps 8,16,50 --weights W`: the default sampling "
-             "(dpm++2m ending at t = 12, guided on t/T 0.3-0.7) but the steps and weight, the same noise and "
+             "of the day (guided on t/T 0.3-0.7) but the steps and weight, the same noise and "
              "labels in every arm (seed 0). " + paired.mnist_sentence(mnist))
     paired.write_table(args.out, "Stray ink against solver steps", intro,
-                       ["date", "model", "steps", "w", "N", "passes", "several pieces", "FID", "precision",
+                       ["date", "model", "walk", "steps", "w", "N", "passes", "several pieces", "FID", "precision",
                         "read as asked", "zero px", "white px", "generate s"], table)
 
 

@@ -505,6 +505,8 @@ def test_the_logsnr_spacing_jumps_from_pure_noise_to_its_floor() -> None:
     assert gaps.max() / gaps.min() < 1.1, full.tolist()
     with pytest.raises(ValueError, match="floor"):
         make_timesteps(1000, 8, "logsnr", SCHEDULE.log_snr, log_snr_floor=float("nan"))
+    with pytest.raises(ValueError, match="must lie below the last level"):
+        make_timesteps(1000, 8, "logsnr", SCHEDULE.log_snr, last=25, log_snr_floor=6.0)
 
 
 def test_passes_are_counted_on_the_walk_that_is_run() -> None:

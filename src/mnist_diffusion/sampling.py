@@ -85,6 +85,9 @@ def make_timesteps(num_timesteps: int, num_inference_steps: int, spacing: str = 
     else:
         if log_snr is None:
             raise ValueError("logsnr spacing needs the schedule's log_snr table")
+        if log_snr_floor >= float(log_snr[last]):
+            raise ValueError(f"the log-SNR floor {log_snr_floor:g} must lie below the last level's "
+                             f"log-SNR ({float(log_snr[last]):.2f} at t = {last})")
         steps = _logsnr_steps(log_snr.double(), num_inference_steps, last, log_snr_floor)
     return _strictly_descending(steps.round().long(), num_timesteps) if last == 0 else \
         _strictly_descending(steps.round().long() - last, num_timesteps - last) + last

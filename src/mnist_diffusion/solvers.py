@@ -180,7 +180,7 @@ def sample_unipc(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, s
     sampler here does, so that level is not corrected. Deterministic; `generator` is not used.
     """
     levels = noise_levels(schedule, timesteps)
-    history: list[torch.Tensor] = []  # the network's x0 at each visited level
+    history: list[torch.Tensor] = []  # the network's x0 at the last two visited levels
     start = x  # the point the last predictor step left from
     previous_h = 0.0
     for i, t in enumerate(timesteps.tolist()):
@@ -193,7 +193,7 @@ def sample_unipc(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, s
                 data = data + rho_prev * (history[-1] - history[-2]) / (previous_h / h)
             x = ((1 - levels[i]) / (1 - levels[i - 1])) ** 0.5 * start - levels[i] ** 0.5 * math.expm1(-h) * data
             previous_h = h
-        history.append(x0)
+        history = [*history[-1:], x0]
         if levels[i + 1] >= 1.0:
             x = x0
         else:

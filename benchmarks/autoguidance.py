@@ -8,6 +8,8 @@ point and guidance interval, so the arms differ only in what the guided steps ex
 - `none`: no guidance (the conditional branch alone, fewer passes);
 - `auto GUIDE w`: the conditional output of GUIDE, a weaker model of the same run (an earlier
   snapshot), so the guided steps cost one pass of each network, as classifier-free guidance does;
+- `cfg W above S, auto GUIDE w below` (`--split S --split-cfg W`): classifier-free guidance at W on
+  the guided steps at t/T >= S, autoguidance at w below S, at the same passes;
 - `auto-uncond GUIDE w` (`--unconditional-guide`): GUIDE's unconditional output (the null label),
   which pushes towards the class and away from the weak model's errors at once, at the same cost.
 
@@ -50,24 +52,35 @@ def main() -> None:
     parser.add_argument("--no-unguided", dest="unguided", action="store_false", help="skip the `none` arm")
     parser.add_argument("--no-default", dest="default", action="store_false", help="skip the default cfg arm")
     parser.add_argument("--unconditional-guide", action="store_true", help="guide with GUIDE's unconditional output")
+    parser.add_argument("--split", type=float, default=None,
+                        help="autoguide only the guided steps below this share of T; classifier-free guidance at "
+                             "--split-cfg (default: the default weight) above it")
+    parser.add_argument("--split-cfg", type=float, default=None, help="classifier-free weight above --split")
     args = parser.parse_args()
     pipe = Pipeline.load(args.checkpoint, device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
     mnist = paired.reference(test_images)
     default = pipe.defaults
-    arms = [(f"cfg {default.guidance:g}", default, None)] if args.default else []
-    arms += [(f"cfg {w}", dataclasses.replace(default, guidance=float(w)), None)
+    arms = [(f"cfg {default.guidance:g}", default, None, None)] if args.default else []
+    arms += [(f"cfg {w}", dataclasses.replace(default, guidance=float(w)), None, None)
              for w in filter(None, args.cfg_weights.split(","))]
-    arms += [("none", dataclasses.replace(default, guidance=1.0), None)] if args.unguided else []
+    arms += [("none", dataclasses.replace(default, guidance=1.0), None, None)] if args.unguided else []
     for path in filter(None, args.guides.split(",")):
         guide = load_checkpoint(path).build_model(use_ema=True)
         kind = "auto-uncond" if args.unconditional_guide else "auto"
         guide = Unconditional(guide) if args.unconditional_guide else guide
-        arms += [(f"{kind} {Path(path).stem} {w}", dataclasses.replace(default, guidance=float(w)), guide)
-                 for w in args.weights.split(",")]
-    for name, settings, guide in arms:
+        if args.split is None:
+            arms += [(f"{kind} {Path(path).stem} {w}", dataclasses.replace(default, guidance=float(w)), guide, None)
+                     for w in args.weights.split(",")]
+        else:
+            above = dataclasses.replace(default, guidance=args.split_cfg or default.guidance)
+            arms += [(f"cfg {above.guidance:g} above {args.split:g}, {kind} {Path(path).stem} {w} below", above,
+                      guide, float(w)) for w in args.weights.split(",")]
+    for name, settings, guide, guide_weight in arms:
         paired.append(args.out, {"model": args.checkpoint, "arm": name}
-                             | paired.paired_row(pipe, evaluator, settings, args.num, guide=guide))
+                             | paired.paired_row(pipe, evaluator, settings, args.num, guide=guide,
+                                                 guide_weight=guide_weight,
+                                                 guide_below=args.split if guide_weight is not None else None))
     intro = ("`python benchmarks/autoguidance.py --checkpoint MODEL --guides ... --weights ...`: the default sampling "
              "of the day (8 steps of the row's sampler, guided on t/T 0.3-0.7), the same noise and labels in every arm "
              "(seed 0); `auto X w` guides with the conditional output of X, an earlier EMA snapshot of the same "

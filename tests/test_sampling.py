@@ -317,6 +317,24 @@ def test_autoguidance_extrapolates_from_the_guide_network_with_the_same_label() 
     assert torch.allclose(eps, cond.expand_as(x))
 
 
+def test_autoguidance_below_a_share_and_class_guidance_above_it() -> None:
+    """With `guide_below`, a guided step under that share of T is autoguided at `guide_weight`, one above it
+    gets classifier-free guidance at `guidance`: two passes either way."""
+    schedule, labels = NoiseSchedule(DiffusionConfig(num_timesteps=10)), torch.tensor([3, 7])
+    x, t, cond = torch.zeros(2, 1, 4, 4), torch.tensor([5, 5]), labels.float().view(-1, 1, 1, 1)  # t/T = 5/9
+    null = 10.0  # RecordingNet answers its label, and the null label is 10
+    for below, expected in ((0.5, null + 3.0 * (cond - null)), (0.6, 0.5 * cond + 2.0 * (cond - 0.5 * cond))):
+        net, guide = RecordingNet(), ScaledNet(0.5)
+        _, eps = Denoiser(net, schedule, labels, guidance=3.0, clip=False, guide=guide, guide_weight=2.0,
+                          guide_below=below)(x, t)
+        assert torch.allclose(eps, expected.expand_as(x)), below
+        assert net.calls == 1 and guide.calls == (below > 5 / 9)  # CFG: both branches in one batched call
+    with pytest.raises(ValueError, match="needs a guide network"):
+        Denoiser(RecordingNet(), schedule, labels, guidance=3.0, guide_weight=2.0)
+    with pytest.raises(ValueError, match="guide_below"):
+        Denoiser(RecordingNet(), schedule, labels, guidance=3.0, guide=ScaledNet(0.5), guide_below=1.5)
+
+
 def test_a_guide_for_other_images_is_refused() -> None:
     model, schedule = UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10))
     for other in (preset("tiny", num_classes=5), preset("tiny", image_size=32)):

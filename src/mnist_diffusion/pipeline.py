@@ -89,10 +89,12 @@ class Pipeline:
                             last=self.last_timestep(settings), log_snr_floor=settings.log_snr_floor)
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
-                 eta: float | None = None, callback: Callback = None, guide: nn.Module | None = None) -> torch.Tensor:
+                 eta: float | None = None, callback: Callback = None, guide: nn.Module | None = None,
+                 guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
         """`sampling.generate` with every field of `settings` applied: `(num, 1, S, S)` in [-1, 1]. The one
         place `sample` and the scoring draw go through, so a new setting reaches both. `guide`: a weaker
-        network to guide with instead of the unconditional branch (autoguidance, see `sampling.Denoiser`)."""
+        network to guide with instead of the unconditional branch (autoguidance, with `guide_weight` and
+        `guide_below`: see `sampling.Denoiser`)."""
         return generate(self.model, self.schedule, num, labels=labels, guidance=settings.guidance,
                         sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
                         batch_size=settings.batch_size, device=self.device,
@@ -100,7 +102,7 @@ class Pipeline:
                         sampler_kwargs={"eta": eta} if eta is not None else None,
                         precision=resolve_precision(settings.precision, self.device),
                         last_timestep=self.last_timestep(settings), guide=guide,
-                        log_snr_floor=settings.log_snr_floor)
+                        log_snr_floor=settings.log_snr_floor, guide_weight=guide_weight, guide_below=guide_below)
 
     def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
                per_digit: int = 10, guidance: float | None = None,

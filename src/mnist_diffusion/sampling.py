@@ -230,14 +230,25 @@ class Denoiser:
     Autoguidance (Karras et al. 2024): with a `guide` network, a weaker model of the same data (an
     earlier snapshot of the same run, or a smaller net), the base of the guided output is the
     guide's conditional output instead of the unconditional one: out = guide + w (cond - guide).
-    It pushes away from what the weak model gets wrong rather than towards the class.
+    It pushes away from what the weak model gets wrong rather than towards the class. `guide_weight`
+    is its w (default: `guidance`); with `guide_below`, only the guided steps with t / (T - 1) below
+    that share are autoguided and the others get classifier-free guidance at `guidance`: the class
+    settled where the digit's identity forms, the shape corrected below, at the same passes.
     """
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
                  guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None,
-                 precision: str = "fp32", guide: nn.Module | None = None) -> None:
-        if not 0 <= guidance <= MAX_GUIDANCE:
-            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {guidance}")
+                 precision: str = "fp32", guide: nn.Module | None = None, guide_weight: float | None = None,
+                 guide_below: float | None = None) -> None:
+        for name, weight in (("guidance", guidance), ("guide weight", guide_weight)):
+            if weight is not None and not 0 <= weight <= MAX_GUIDANCE:
+                raise ValueError(f"{name} must be in [0, {MAX_GUIDANCE:g}], got {weight}")
+        if guide is None and (guide_weight is not None or guide_below is not None):
+            raise ValueError("a guide weight or a guide_below share needs a guide network")
+        if guide_below is not None and not 0 < guide_below <= 1:
+            raise ValueError(f"guide_below is a share of T in (0, 1], got {guide_below}")
+        self.guide_weight = guidance if guide_weight is None else guide_weight
+        self.guide_below = guide_below
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
@@ -261,12 +272,16 @@ class Denoiser:
         if self.labels is None or self.guidance == 0:
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
-        guided_here = guided_at(int(t[0]), self.schedule.num_timesteps, self.guidance_interval)
-        if self.guidance == 1 or not guided_here:
+        step, last = int(t[0]), self.schedule.num_timesteps - 1
+        if not guided_at(step, self.schedule.num_timesteps, self.guidance_interval):
             return self.model(x, t, self.labels)
-        if self.guide is not None:
+        if self.guide is not None and (self.guide_below is None or step / last < self.guide_below):
+            if self.guide_weight == 1:
+                return self.model(x, t, self.labels)
             base = self.guide(x, t, self.labels)
-            return base + self.guidance * (self.model(x, t, self.labels) - base)
+            return base + self.guide_weight * (self.model(x, t, self.labels) - base)
+        if self.guidance == 1:
+            return self.model(x, t, self.labels)
         if self.learned_guidance and self.guidance > 1:
             return self.model(x, t, self.labels, torch.full(t.shape, 1 / self.guidance, device=x.device))
         null = self._null_labels(self.labels)
@@ -312,13 +327,13 @@ def check_guide(guide: nn.Module, model: nn.Module) -> None:
 
 def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
              guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
-             spacing: str | None = None,
-             generator: torch.Generator | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-             device: torch.device | str = "cpu",
+             spacing: str | None = None, generator: torch.Generator | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str = "cpu",
              callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
              noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
              precision: str = "fp32", last_timestep: int = 0, guide: nn.Module | None = None,
-             log_snr_floor: float = LOG_SNR_FLOOR) -> torch.Tensor:
+             log_snr_floor: float = LOG_SNR_FLOOR, guide_weight: float | None = None,
+             guide_below: float | None = None) -> torch.Tensor:
     """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
 
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
@@ -326,7 +341,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
     unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise).
     `precision` is the network's arithmetic, "fp32" or "bf16" (`PRECISIONS`; `resolve_precision` picks for a device).
-    `guide` is autoguidance's weaker network (see `Denoiser`), of the same image size and classes.
+    `guide` is autoguidance's weaker network (see `Denoiser`, with `guide_weight` and `guide_below`), of
+    the same image size and classes.
     """
     if num < 1:
         raise ValueError(f"number of samples must be at least 1, got {num}")
@@ -354,7 +370,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
         shape = (count, config.in_channels, config.image_size, config.image_size)
         x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision, guide)
+        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision, guide,
+                           guide_weight, guide_below)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
                                  **(sampler_kwargs or {})).cpu())
     return torch.cat(outputs)

@@ -2,7 +2,7 @@
 
     python benchmarks/autoguidance.py --checkpoint MODEL --guides EARLY1,EARLY2 --weights 1.5,2 [--num 10000]
 
-Every arm draws the same NUM digits (an even mix, seed 0) with the default sampler, steps, end
+Every arm draws the same NUM digits (an even mix, seed --seed, 0 unless told) with the default sampler, steps, end
 point and guidance interval, so the arms differ only in what the guided steps extrapolate from:
 - `cfg w`: the unconditional branch (classifier-free guidance; the default weight is one arm);
 - `none`: no guidance (the conditional branch alone, fewer passes);
@@ -56,6 +56,7 @@ def main() -> None:
                         help="autoguide only the guided steps below this share of T; classifier-free guidance at "
                              "--split-cfg (default: the default weight) above it")
     parser.add_argument("--split-cfg", type=float, default=None, help="classifier-free weight above --split")
+    parser.add_argument("--seed", type=int, default=0, help="the sampling seed of every arm")
     args = parser.parse_args()
     pipe = Pipeline.load(args.checkpoint, device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
@@ -78,17 +79,17 @@ def main() -> None:
                       guide, float(w)) for w in args.weights.split(",")]
     for name, settings, guide, guide_weight in arms:
         paired.append(args.out, {"model": args.checkpoint, "arm": name}
-                             | paired.paired_row(pipe, evaluator, settings, args.num, guide=guide,
+                             | paired.paired_row(pipe, evaluator, settings, args.num, seed=args.seed, guide=guide,
                                                  guide_weight=guide_weight,
                                                  guide_below=args.split if guide_weight is not None else None))
     intro = ("`python benchmarks/autoguidance.py --checkpoint MODEL --guides ... --weights ...`: the default sampling "
              "of the day (8 steps of the row's sampler, guided on t/T 0.3-0.7), the same noise and labels in every arm "
-             "(seed 0); `auto X w` guides with the conditional output of X, an earlier EMA snapshot of the same "
+             "of a seed; `auto X w` guides with the conditional output of X, an earlier EMA snapshot of the same "
              "run, `auto-uncond X w` with its unconditional output. " + paired.mnist_sentence(mnist))
     paired.write_scores(args.out, "Autoguidance against classifier-free guidance", intro,
-                        ["date", "model", "walk", "arm", "N", "passes"],
+                        ["date", "model", "walk", "arm", "N", "seed", "passes"],
                         lambda r: [r["date"], paired.short(r["model"]), paired.walk(r), r["arm"], r["num"],
-                                   r["passes"]])
+                                   r["seed"], r["passes"]])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch import nn
 
 from .sampling import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLER,
     DEFAULT_SPACING,
     SAMPLERS,
     Callback,
@@ -91,7 +92,7 @@ def sample_repaint(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
 
 def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, keep: torch.Tensor, *,
              num_per_image: int = 1, labels: torch.Tensor | None = None, guidance: float = 1.0,
-             method: str = DEFAULT_METHOD, sampler: str = "dpm++2m", steps: int | None = None,
+             method: str = DEFAULT_METHOD, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
              resamples: int = REPAINT_RESAMPLES, generator: torch.Generator | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str = "cpu",
              callback: Callback = None,

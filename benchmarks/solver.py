@@ -1,6 +1,6 @@
 """Which ODE solver, step spacing and end point draw the best digits at the default's cost: the same
-digits (an even mix, seed 0) drawn with each arm's sampler, log-SNR floor, last timestep, guidance
-weight and steps, scored as `mnist-diffusion evaluate` scores.
+digits (an even mix, from each of --seeds) drawn with each arm's sampler, log-SNR floor, last
+timestep, guidance weight and steps, scored as `mnist-diffusion evaluate` scores.
 
     python benchmarks/solver.py --arms dpm++2m:-10.2:12:1.15,unipc:-5:25:1.25,unipc:-5:25:1.25:50 [--seeds 0,1]
 
@@ -42,8 +42,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in args.arms.split(","):
             settings = arm_settings(pipe, arm)
-            paired.append(args.out, {"model": model, "sampler": settings.sampler, "floor": settings.log_snr_floor}
-                          | paired.paired_row(pipe, evaluator, settings, args.num, seed=seed))
+            row = paired.paired_row(pipe, evaluator, settings, args.num, seed=seed)
+            paired.append(args.out, {"model": model} | row)
     intro = ("`python benchmarks/solver.py --arms SAMPLER:FLOOR:LAST:W[:STEPS],... --seeds S,...`: the same "
              "digits (an even mix, drawn from the row's seed) in every arm, guidance on t/T 0.3-0.7, bf16 here; "
              "FLOOR is the log-SNR the first step jumps to (-10.2: even steps all the way, DPM-Solver's spacing). "

@@ -232,7 +232,7 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
             x = x0
         else:
             alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
-            h = 0.5 * math.log(abar_s / (1 - abar_s)) - 0.5 * math.log(abar_t / (1 - abar_t))
+            h = _half_log_snr(abar_s) - _half_log_snr(abar_t)
             data_weight = -math.expm1(-(1 + eta) * h)  # 1 - exp(-(1 + eta) h)
             x = (sigma_s / sigma_t) * math.exp(-eta * h) * x + alpha_s * data_weight * x0
             if previous_x0 is not None:

@@ -30,15 +30,17 @@ def shipped_name() -> str:
 
 def paired_row(pipe: Pipeline, evaluator: Evaluator, settings: SampleConfig, num: int, *, seed: int = 0,
                guide: nn.Module | None = None, guide_weight: float | None = None,
-               guide_below: float | None = None) -> dict:
+               guide_below: float | None = None, eta: float | None = None,
+               noise_below: float | None = None) -> dict:
     """`num` digits (an even mix, 0-9 in order) drawn from `seed` with `settings` (and autoguidance's
-    `guide`, see `Pipeline.generate`), and their scores: FID, precision, recall, coverage, read as
-    asked, exact-zero and pure-white pixels, digits in more than one piece of ink, passes per digit
-    and seconds to generate."""
+    `guide`, a stochastic sampler's `eta` and `noise_below`: see `Pipeline.generate`), and their
+    scores: FID, precision, recall, coverage, read as asked, exact-zero and pure-white pixels, digits in
+    more than one piece of ink, passes per digit and seconds to generate."""
     labels = torch.arange(num) % pipe.num_classes
     started = time.perf_counter()
     images = to_uint8(pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), guide=guide,
-                                    guide_weight=guide_weight, guide_below=guide_below))
+                                    guide_weight=guide_weight, guide_below=guide_below, eta=eta,
+                                    noise_below=noise_below))
     seconds = time.perf_counter() - started
     row, _ = evaluator.score("model", images, labels, memorize=False)
     return {"date": time.strftime("%Y-%m-%d"), "num": num, "seed": seed, "sampler": settings.sampler,

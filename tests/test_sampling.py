@@ -259,6 +259,34 @@ def test_same_seed_gives_identical_samples(tiny_checkpoint: Path, name: str) -> 
     assert not torch.equal(first, other)
 
 
+class FirstInputs(torch.nn.Module):
+    """A fake network that keeps the x of its first call on each batch (the starting noise) and
+    predicts zero noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config, self.starts = preset("tiny"), []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if int(t[0]) == 19:
+            self.starts.append(x.clone())
+        return torch.zeros_like(x)
+
+
+def test_one_seed_starts_every_sampler_from_the_same_noise_in_every_batch() -> None:
+    """The starting noise of all digits is drawn before any step, so the stochastic samplers' fresh
+    noise cannot shift the next batch's start: a seed pairs digit k across samplers."""
+    schedule, starts = NoiseSchedule(DiffusionConfig(num_timesteps=20)), {}
+    for name in sorted(SAMPLERS):
+        net = FirstInputs()
+        generate(net, schedule, 5, labels=torch.arange(5), sampler=name, steps=4, batch_size=2,
+                 generator=torch.Generator().manual_seed(3))
+        starts[name] = torch.cat(net.starts)
+    expected = torch.randn((5, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    for name, start in starts.items():
+        assert torch.equal(start, expected), name
+
+
 class RecordingNet(torch.nn.Module):
     """A fake network whose output is label-dependent and counts its forward passes."""
 

@@ -18,8 +18,9 @@ GUIDANCE, INTERVAL, STEPS = 2.0, (0.2, 0.6), 6
 
 
 def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str, seed: int,
-              eta: float = 0.0) -> torch.Tensor:
-    """The sampler written out from its paper, in float64, calling the network directly."""
+              eta: float = 0.0, noise_below: float | None = None) -> torch.Tensor:
+    """The sampler written out from its paper, in float64, calling the network directly; the SDE
+    solver's fresh noise only on the steps leaving from below `noise_below` (a share of T)."""
     timesteps = make_timesteps(schedule.num_timesteps, STEPS, DEFAULT_SPACING[sampler], schedule.log_snr).tolist()
     abar = [float(schedule.alphas_cumprod64[t]) for t in timesteps] + [1.0]
     generator = torch.Generator().manual_seed(seed)
@@ -70,7 +71,9 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
         else:  # DPM-Solver++(2M), Lu et al. 2022, Algorithm 2 (UniPC's predictor); SDE variant with eta
             lam_t, lam_s = 0.5 * math.log(a_t / (1 - a_t)), 0.5 * math.log(a_s / (1 - a_s))
             h = lam_s - lam_t
-            noise_eta = eta if sampler == "dpm++2m-sde" else 0.0
+            share = t / (schedule.num_timesteps - 1)
+            noisy = sampler == "dpm++2m-sde" and (noise_below is None or share < noise_below)
+            noise_eta = eta if noisy else 0.0
             data = 1 - math.exp(-(1 + noise_eta) * h)
             d = x0 if previous_x0 is None else x0 + (x0 - previous_x0) * h / (2 * previous_h)
             x = math.sqrt((1 - a_s) / (1 - a_t)) * math.exp(-noise_eta * h) * x + math.sqrt(a_s) * data * d
@@ -81,9 +84,11 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
     return x.float()
 
 
-@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", None), ("ddim", None), ("ddim", 0.7), ("dpm++2m", None),
-                                              ("dpm++2m-sde", 1.0), ("unipc", None)])
-def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str, eta: float | None) -> None:
+@pytest.mark.parametrize(("sampler", "eta", "noise_below"),
+                         [("ddpm", None, None), ("ddim", None, None), ("ddim", 0.7, None), ("dpm++2m", None, None),
+                          ("dpm++2m-sde", 1.0, None), ("dpm++2m-sde", 1.0, 0.45), ("unipc", None, None)])
+def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str, eta: float | None,
+                                             noise_below: float | None) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)
     model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
     torch.manual_seed(1)
@@ -97,10 +102,13 @@ def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str
         assert (model(x, t, labels) - model(x, t, null)).abs().max() > 1e-2
     drawn = generate(model, schedule, 4, labels=labels, guidance=GUIDANCE, sampler=sampler, steps=STEPS,
                      guidance_interval=INTERVAL, generator=torch.Generator().manual_seed(5),
-                     sampler_kwargs={"eta": eta} if eta is not None else None)
-    expected = reference(model, schedule, labels, sampler, seed=5, eta=eta or 0.0)
+                     sampler_kwargs={name: value for name, value in (("eta", eta), ("noise_below", noise_below))
+                                     if value is not None})
+    expected = reference(model, schedule, labels, sampler, seed=5, eta=eta or 0.0, noise_below=noise_below)
     timesteps = make_timesteps(schedule.num_timesteps, STEPS, DEFAULT_SPACING[sampler], schedule.log_snr)
     shares = timesteps.double() / (schedule.num_timesteps - 1)
     assert ((shares >= INTERVAL[0]) & (shares <= INTERVAL[1])).any() and (shares > INTERVAL[1]).any()
+    if noise_below is not None:  # steps on both sides of the share, the last (noise-free) one aside
+        assert (shares[:-1] < noise_below).any() and (shares[:-1] >= noise_below).any()
     assert drawn.abs().max() > 0.05  # the loop drew something: not a trivial zero
     torch.testing.assert_close(drawn, expected, rtol=0, atol=2e-4)

@@ -90,17 +90,20 @@ class Pipeline:
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
                  eta: float | None = None, callback: Callback = None, guide: nn.Module | None = None,
-                 guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
+                 guide_weight: float | None = None, guide_below: float | None = None,
+                 noise_below: float | None = None) -> torch.Tensor:
         """`sampling.generate` with every field of `settings` applied: `(num, 1, S, S)` in [-1, 1]. The one
         place `sample` and the scoring draw go through, so a new setting reaches both. `guide`: a weaker
         network to guide with instead of the unconditional branch (autoguidance, with `guide_weight` and
-        `guide_below`: see `sampling.Denoiser`)."""
+        `guide_below`: see `sampling.Denoiser`). `eta` and `noise_below` go to the stochastic samplers
+        (`noise_below`: `dpm++2m-sde` only, see `solvers.sample_dpm_solver_pp_sde`)."""
+        sampler_kwargs = {name: value for name, value in (("eta", eta), ("noise_below", noise_below))
+                          if value is not None}
         return generate(self.model, self.schedule, num, labels=labels, guidance=settings.guidance,
                         sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
                         batch_size=settings.batch_size, device=self.device,
                         guidance_interval=settings.guidance_interval, callback=callback,
-                        sampler_kwargs={"eta": eta} if eta is not None else None,
-                        precision=resolve_precision(settings.precision, self.device),
+                        sampler_kwargs=sampler_kwargs, precision=resolve_precision(settings.precision, self.device),
                         last_timestep=self.last_timestep(settings), guide=guide,
                         log_snr_floor=settings.log_snr_floor, guide_weight=guide_weight, guide_below=guide_below)
 

@@ -339,7 +339,9 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
     `steps=None` means the sampler's default (`default_steps`); `spacing=None` its own spacing. Initial noise
     comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
-    unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise).
+    unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise). All of
+    it is drawn before the first step, so one seed starts every sampler from the same noise and a
+    stochastic sampler's fresh noise (drawn from `generator` too) comes after it.
     `precision` is the network's arithmetic, "fp32" or "bf16" (`PRECISIONS`; `resolve_precision` picks for a device).
     `guide` is autoguidance's weaker network (see `Denoiser`, with `guide_weight` and `guide_below`), of
     the same image size and classes.
@@ -364,11 +366,12 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
                                log_snr_floor=log_snr_floor)
     sample_fn = SAMPLERS[sampler]
     model = model.to(device).eval()
+    if noise is None:
+        noise = torch.randn((num, config.in_channels, config.image_size, config.image_size), generator=generator)
     outputs = []
     for start in range(0, num, batch_size):
         count = min(batch_size, num - start)
-        shape = (count, config.in_channels, config.image_size, config.image_size)
-        x = (noise[start:start + count] if noise is not None else torch.randn(shape, generator=generator)).to(device)
+        x = noise[start:start + count].to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
         denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision, guide,
                            guide_weight, guide_below)

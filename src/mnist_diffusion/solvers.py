@@ -208,7 +208,8 @@ def sample_unipc(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, s
 @torch.no_grad()
 def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor,
                              schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
-                             callback: Callback = None, eta: float = 1.0) -> torch.Tensor:
+                             callback: Callback = None, eta: float = 1.0,
+                             noise_below: float | None = None) -> torch.Tensor:
     """SDE-DPM-Solver++(2M): DPM-Solver++'s second-order multistep update for the reverse SDE (Lu et
     al. 2022, "DPM-Solver++", sec. 5 and appendix; k-diffusion's `sample_dpmpp_2m_sde`, midpoint form).
 
@@ -218,10 +219,15 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
     `eta = 1` is the SDE solver, `eta = 0` the ODE one (`sample_dpm_solver_pp`). The fresh noise
     re-draws part of x at every step, so an error of one step (a speck of ink) is not carried to the
     end unchanged as it is by the ODE; the first step is first order and the last goes straight to
-    the denoised image, with no noise.
+    the denoised image, with no noise. `noise_below` (a share of T) keeps the fresh noise to the steps
+    that leave from t / (T - 1) below it and takes the ODE's step above (eta 0 there), as EDM's
+    stochastic sampler keeps its churn to a range of noise levels (Karras et al. 2022, S_tmax).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (0 the ODE solver, 1 the SDE), got {eta}")
+    if noise_below is not None and not 0.0 < noise_below <= 1.0:
+        raise ValueError(f"noise_below is a share of T in (0, 1], got {noise_below}")
+    last = schedule.num_timesteps - 1
     previous_x0: torch.Tensor | None = None
     previous_h = 0.0
     levels = noise_levels(schedule, timesteps)
@@ -233,12 +239,13 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
         else:
             alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
             h = _half_log_snr(abar_s) - _half_log_snr(abar_t)
-            data_weight = -math.expm1(-(1 + eta) * h)  # 1 - exp(-(1 + eta) h)
-            x = (sigma_s / sigma_t) * math.exp(-eta * h) * x + alpha_s * data_weight * x0
+            step_eta = eta if noise_below is None or t / last < noise_below else 0.0
+            data_weight = -math.expm1(-(1 + step_eta) * h)  # 1 - exp(-(1 + eta) h)
+            x = (sigma_s / sigma_t) * math.exp(-step_eta * h) * x + alpha_s * data_weight * x0
             if previous_x0 is not None:
                 x = x + alpha_s * data_weight / (2 * previous_h / h) * (x0 - previous_x0)
-            if eta > 0:
-                x = x + sigma_s * (-math.expm1(-2 * eta * h)) ** 0.5 * noise_like(x, generator)
+            if step_eta > 0:
+                x = x + sigma_s * (-math.expm1(-2 * step_eta * h)) ** 0.5 * noise_like(x, generator)
             previous_x0, previous_h = x0, h
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})

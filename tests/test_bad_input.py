@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -282,15 +283,26 @@ def test_a_bad_gz_is_named_as_the_file_to_replace(mnist_root: Path) -> None:
         assert not (raw / name).exists()
 
 
-def test_eta_and_guidance_are_not_silently_ignored_or_unbounded(tiny_checkpoint: Path,
+def test_eta_and_guidance_are_not_silently_ignored_or_unbounded(tiny_checkpoint: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """17. --eta was ignored by samplers other than DDIM; --guidance 1e308 drew noise."""
+    """17. --eta was ignored by samplers other than DDIM; --guidance 1e308 drew noise. So is --noise-below
+    refused where nothing would use it."""
     for sampler in ("dpm++2m", "unipc"):
         code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--eta", "0.5",
                                "--sampler", sampler)
         assert_one_line_error(code, err, f"--eta applies only to --sampler ddim or dpm++2m-sde, not {sampler}")
     code, _, err = run_cli(capsys, "sample", "--guidance", "1e308")
     assert_one_line_error(code, err, "<= 20")
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--noise-below", "0.5")
+    assert_one_line_error(code, err, "--noise-below applies only to --sampler dpm++2m-sde")
+    for share in ("0", "1.5", "nan"):
+        code, _, err = run_cli(capsys, "sample", "--sampler", "dpm++2m-sde", "--noise-below", share)
+        assert_one_line_error(code, err, "must be a finite number > 0 and <= 1")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "x.png")
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images",
+                           str(tmp_path / "x.png"), "--mask", "lower", "--sampler", "dpm++2m-sde",
+                           "--noise-below", "0.5", "--method", "repaint", "--out", str(tmp_path / "c.png"))
+    assert_one_line_error(code, err, "--noise-below applies only to --sampler dpm++2m-sde with --method replace")
 
 
 def test_a_failed_command_leaves_no_empty_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,10 +3,12 @@ and the same seed gives the same digits as the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mnist_diffusion import Pipeline, SampleConfig, save_grid
@@ -45,6 +47,26 @@ def test_sample_gives_the_command_lines_digits(pipe: Pipeline, tiny_checkpoint: 
         assert np.array_equal(saved["images"], digits)
         assert saved["labels"].tolist() == [d for d in range(10) for _ in range(2)]
     assert not np.array_equal(digits, pipe.sample(digits=range(10), per_digit=2, seed=8))
+
+
+def test_a_stochastic_tail_reaches_the_sampler_from_the_command_line_and_python(
+        pipe: Pipeline, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--noise-below` and `noise_below=` give the same digits; fresh noise on only some steps draws
+    other digits than on every step, and none at all is the ODE's walk."""
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "6", "--seed", "2",
+                           "--sampler", "dpm++2m-sde", "--noise-below", "0.5", "--guidance", "1",
+                           "--out", str(tmp_path / "s.png"), "--npz", str(tmp_path / "s.npz"))
+    assert code == 0, err
+    tail = pipe.sample(6, seed=2, sampler="dpm++2m-sde", noise_below=0.5, guidance=1.0)
+    with np.load(tmp_path / "s.npz") as saved:
+        assert np.array_equal(saved["images"], tail)
+    assert not np.array_equal(tail, pipe.sample(6, seed=2, sampler="dpm++2m-sde", guidance=1.0))
+    settings = pipe.settings(guidance=1.0, precision="fp32")
+    labels = torch.arange(6)
+    ode = pipe.generate(6, labels, dataclasses.replace(settings, sampler="dpm++2m"), torch.Generator().manual_seed(2))
+    quiet = pipe.generate(6, labels, dataclasses.replace(settings, sampler="dpm++2m-sde"),
+                          torch.Generator().manual_seed(2), noise_below=1e-9)
+    torch.testing.assert_close(quiet, ode, atol=1e-5, rtol=1e-5)
 
 
 def test_complete_and_interpolate_give_the_command_lines_pictures(pipe: Pipeline, tiny_checkpoint: Path,

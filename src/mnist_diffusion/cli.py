@@ -88,6 +88,9 @@ def _check_eta(args: argparse.Namespace) -> None:
                          "resamples with DDPM steps of its own")
     if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
         raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
+    if args.noise_below is not None and (args.sampler != "dpm++2m-sde" or getattr(args, "method", None) == "repaint"):
+        raise UsageError("--noise-below applies only to --sampler dpm++2m-sde"
+                         + (" with --method replace" if getattr(args, "method", None) == "repaint" else ""))
 
 
 def _sample_settings(pipe, args: argparse.Namespace):
@@ -176,7 +179,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     with _progress(-(-num // args.batch_size) * steps, f"sample ({args.sampler}, {steps} steps)") as bar:
         pixels, labels = pipe.sample_with_labels(
             args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed, eta=args.eta,
-            callback=lambda _: bar.update(1), **dataclasses.asdict(settings))  # (N, 28, 28)
+            noise_below=args.noise_below, callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     shown, shown_per_row = capped_grid(torch.from_numpy(pixels), args.per_digit if args.digits is not None else None)
     save_grid(shown, out, nrow=shown_per_row)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
@@ -249,7 +252,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _report_passes(pipe, settings, args.num, pipe.num_classes > 0 and settings.guidance > 0)
         with _progress(-(-args.num // args.batch_size) * steps, f"generate {args.num}") as bar:
             drawn = scoring.draw_for_scoring(pipe, args.num, settings, seed=args.seed, eta=args.eta,
-                                             callback=lambda _: bar.update(1), ema=not args.no_ema,
+                                             noise_below=args.noise_below, callback=lambda _: bar.update(1),
+                                             ema=not args.no_ema,
                                              checkpoint_name=args.checkpoint or "shipped default")
         info(f"generated {args.num} digits in {drawn.settings['generation_s']:.0f} s")
     if len(drawn.images) < ev.FID_RELIABLE_N:
@@ -285,8 +289,8 @@ def cmd_complete(args: argparse.Namespace) -> None:
     # A digit the model does not know is refused by the sampler's own label check, before any step.
     completed, digits = pipe.complete_with_digits(
         pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num, method=args.method, seed=args.seed,
-        steps=args.steps, sampler=args.sampler, guidance=args.guidance, eta=args.eta, batch_size=args.batch_size,
-        guess=not args.no_guess)  # (N*K, 28, 28)
+        steps=args.steps, sampler=args.sampler, guidance=args.guidance, eta=args.eta, noise_below=args.noise_below,
+        batch_size=args.batch_size, guess=not args.no_guess)  # (N*K, 28, 28)
     if args.digit is None and digits is not None:
         info(f"completed as the digit each input most likely begins: {', '.join(map(str, digits[:20].tolist()))}")
     grid, per_row = capped_grid(completion_rows(pixels, keep, torch.from_numpy(completed)), args.num + 2)
@@ -363,6 +367,10 @@ def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tup
         parser.add_argument("--eta", type=share_or_weight(1.0), default=None,
                             help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
                                  "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
+        parser.add_argument("--noise-below", type=_argument(options.number(0.0, 1.0, low_inclusive=False)),
+                            default=None, metavar="SHARE",
+                            help="dpm++2m-sde only: fresh noise only on the steps leaving from t/T below SHARE, "
+                                 "the ODE's step above (default: every step)")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
     if batch_size:

@@ -32,6 +32,13 @@ from .interpolation import interpolate_digits, interpolate_seeds
 from .sampling import Callback, count_passes, default_steps, generate, last_timestep_for, resolve_precision
 from .schedule import NoiseSchedule
 
+
+def stochastic_kwargs(eta: float | None, noise_below: float | None) -> dict[str, float] | None:
+    """The sampler keyword arguments a stochastic sampler takes, those given (None: none given)."""
+    given = {name: value for name, value in (("eta", eta), ("noise_below", noise_below)) if value is not None}
+    return given or None
+
+
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
 IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
 
@@ -97,13 +104,12 @@ class Pipeline:
         network to guide with instead of the unconditional branch (autoguidance, with `guide_weight` and
         `guide_below`: see `sampling.Denoiser`). `eta` and `noise_below` go to the stochastic samplers
         (`noise_below`: `dpm++2m-sde` only, see `solvers.sample_dpm_solver_pp_sde`)."""
-        sampler_kwargs = {name: value for name, value in (("eta", eta), ("noise_below", noise_below))
-                          if value is not None}
         return generate(self.model, self.schedule, num, labels=labels, guidance=settings.guidance,
                         sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
                         batch_size=settings.batch_size, device=self.device,
                         guidance_interval=settings.guidance_interval, callback=callback,
-                        sampler_kwargs=sampler_kwargs, precision=resolve_precision(settings.precision, self.device),
+                        sampler_kwargs=stochastic_kwargs(eta, noise_below),
+                        precision=resolve_precision(settings.precision, self.device),
                         last_timestep=self.last_timestep(settings), guide=guide,
                         log_snr_floor=settings.log_snr_floor, guide_weight=guide_weight, guide_below=guide_below)
 
@@ -135,16 +141,17 @@ class Pipeline:
         return None, num
 
     def sample(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
-               per_digit: int = 10, seed: int = 0, eta: float | None = None, callback: Callback = None,
-               **settings: Any) -> np.ndarray:
+               per_digit: int = 10, seed: int = 0, eta: float | None = None, noise_below: float | None = None,
+               callback: Callback = None, **settings: Any) -> np.ndarray:
         """Draw digits, uint8 `(N, 28, 28)`: see `labels` for which; `settings` overrides fields of
-        `SampleConfig` (sampler, steps, guidance, guidance_interval, precision, batch_size)."""
+        `SampleConfig` (sampler, steps, guidance, guidance_interval, precision, batch_size); `eta` and
+        `noise_below` are the stochastic samplers' (see `generate`)."""
         return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, seed=seed, eta=eta,
-                                       callback=callback, **settings)[0]
+                                       noise_below=noise_below, callback=callback, **settings)[0]
 
     def sample_with_labels(self, num: int | None = None, *, digit: int | None = None,
                            digits: Iterable[int] | None = None, per_digit: int = 10, seed: int = 0,
-                           eta: float | None = None, callback: Callback = None,
+                           eta: float | None = None, noise_below: float | None = None, callback: Callback = None,
                            **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """`sample`, and the digits asked for (int64 `(N,)`, None when drawn unconditionally)."""
         config = self.settings(**settings)
@@ -152,14 +159,14 @@ class Pipeline:
         generator = torch.Generator().manual_seed(seed)
         labels, num = self.labels(num, digit=digit, digits=digits, per_digit=per_digit, guidance=config.guidance,
                                   generator=generator)
-        images = self.generate(num, labels, config, generator, eta=eta, callback=callback)
+        images = self.generate(num, labels, config, generator, eta=eta, noise_below=noise_below, callback=callback)
         return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
 
     def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,
                  digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD, seed: int = 0,
                  steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                 eta: float | None = None, batch_size: int | None = None, guess: bool = True,
-                 callback: Callback = None) -> np.ndarray:
+                 eta: float | None = None, noise_below: float | None = None, batch_size: int | None = None,
+                 guess: bool = True, callback: Callback = None) -> np.ndarray:
         """Draw the erased part of uint8 digits `(N, 28, 28)` (or one `(28, 28)`): `mask` is a region
         name (`completion.MASK_REGIONS`) or a bool keep-mask `(28, 28)`, True = known. Returns
         `num_per_image` completions of each, input-major: uint8 `(N * num_per_image, 28, 28)`. With
@@ -168,13 +175,15 @@ class Pipeline:
         the label alone steers); `guess=False` completes as whatever the strokes become."""
         return self.complete_with_digits(images, mask, digit=digit, num_per_image=num_per_image, method=method,
                                          seed=seed, steps=steps, sampler=sampler, guidance=guidance, eta=eta,
-                                         batch_size=batch_size, guess=guess, callback=callback)[0]
+                                         noise_below=noise_below, batch_size=batch_size, guess=guess,
+                                         callback=callback)[0]
 
     def complete_with_digits(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower",
                              *, digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD,
                              seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                             guidance: float | None = None, eta: float | None = None, batch_size: int | None = None,
-                             guess: bool = True, callback: Callback = None) -> tuple[np.ndarray, np.ndarray | None]:
+                             guidance: float | None = None, eta: float | None = None,
+                             noise_below: float | None = None, batch_size: int | None = None, guess: bool = True,
+                             callback: Callback = None) -> tuple[np.ndarray, np.ndarray | None]:
         """`complete`, and the digit each input was completed as, `(N,)` (None: as whatever it becomes)."""
         pixels = torch.as_tensor(np.asarray(images, dtype=np.uint8))
         pixels = pixels[None] if pixels.ndim == 2 else pixels
@@ -197,7 +206,7 @@ class Pipeline:
         completed = complete(self.model, self.schedule, model_images, model_mask, num_per_image=num_per_image,
                              labels=labels, guidance=weight, method=method, sampler=config.sampler, steps=steps,
                              generator=generator, batch_size=config.batch_size, device=self.device,
-                             callback=callback, sampler_kwargs={"eta": eta} if eta is not None else None)
+                             callback=callback, sampler_kwargs=stochastic_kwargs(eta, noise_below))
         return to_uint8(completed).numpy(), labels.numpy() if labels is not None else None
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,

@@ -63,13 +63,14 @@ def row_name(settings: SampleConfig, steps: int, conditional: bool) -> str:
 
 
 def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, eta: float | None = None,
-                     callback: Callback = None, checkpoint_name: str = "shipped default",
-                     ema: bool = True) -> Drawn:
+                     noise_below: float | None = None, callback: Callback = None,
+                     checkpoint_name: str = "shipped default", ema: bool = True) -> Drawn:
     """`num` digits of `pipe` (a `Pipeline`) with `settings`, in an even mix of its classes."""
     labels = scoring_labels(num, pipe.num_classes, settings.guidance)
     steps = pipe.steps_for(settings)
     started = time.monotonic()
-    images = pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), eta=eta, callback=callback)
+    images = pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), eta=eta,
+                           noise_below=noise_below, callback=callback)
     recorded = {"checkpoint": checkpoint_name, "sampler": settings.sampler, "steps": steps,
                 "network_passes_per_digit": pipe.passes(settings, labels is not None), "guidance": settings.guidance,
                 "guidance_interval": settings.guidance_interval, "last_timestep": pipe.last_timestep(settings),

@@ -40,18 +40,19 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             paired.append(args.out, {"model": model}
                           | paired.paired_row(pipe, evaluator, pipe.defaults, args.num, seed=seed))
-    groups: dict[tuple[str, str, float, int], list[dict]] = {}
+    groups: dict[tuple[str, str, str, float, int], list[dict]] = {}
     for row in paired.rows(args.out):
-        groups.setdefault((row["date"], paired.short(row["model"]), row["w"], row["num"]), []).append(row)
-    table = [[date, model, w, num, ", ".join(str(r["seed"]) for r in group),
+        key = (row["date"], paired.short(row["model"]), paired.walk(row), row["w"], row["num"])
+        groups.setdefault(key, []).append(row)
+    table = [[date, model, walk, w, num, ", ".join(str(r["seed"]) for r in group),
               *(cell([r[key] for r in group], key) for key in METRICS), group[0]["passes"]]
-             for (date, model, w, num), group in groups.items()]
+             for (date, model, walk, w, num), group in groups.items()]
     intro = ("`python benchmarks/model_ab.py --models A,B --seeds 0,1`: each model with the default sampling, the same "
              "noise and labels for every model at a seed; mean over the seeds, (lowest-highest) beside it. Percent "
              "columns in %. " + paired.mnist_sentence(mnist))
     paired.write_table(args.out, "Models compared on the same digits", intro,
-                       ["date", "model", "w", "N", "seeds", "FID", "precision", "recall", "coverage", "read as asked",
-                        "zero px", "white px", "several pieces", "passes"], table)
+                       ["date", "model", "walk", "w", "N", "seeds", "FID", "precision", "recall", "coverage",
+                        "read as asked", "zero px", "white px", "several pieces", "passes"], table)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ def main() -> None:
     paired.write_scores(args.out, "Fresh noise on the last steps", intro,
                         ["date", "model", "noise below", "w", "guided on", "steps", "passes", "N", "seed"],
                         lambda r: [r["date"], r["model"], r["noise_below"] or "every step", r["w"],
-                                   "-".join(map(str, r["interval"])), r["steps"], r["passes"], r["num"],
-                                   r["seed"]])
+                                   "-".join(map(str, r["interval"])) if r["w"] != 1 else "unguided", r["steps"],
+                                   r["passes"], r["num"], r["seed"]])
 
 
 if __name__ == "__main__":

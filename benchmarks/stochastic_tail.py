@@ -35,14 +35,15 @@ def arm_settings(defaults: SampleConfig, arm: str) -> tuple[SampleConfig, float 
 
 def main() -> None:
     parser = paired.parser(__doc__, "stochastic_tail")
-    parser.add_argument("--arms", required=True, help="NOISE_BELOW:W:INTERVAL[:STEPS], comma-separated")
+    parser.add_argument("--arms", default="", help="NOISE_BELOW:W:INTERVAL[:STEPS], comma-separated (none: only "
+                                                   "rewrite the table)")
     parser.add_argument("--seeds", default="0", help="sampling seeds each arm is drawn from, comma-separated")
     args = parser.parse_args()
     pipe = Pipeline.load(device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
     mnist = paired.reference(test_images)
     for seed in (int(s) for s in args.seeds.split(",")):
-        for arm in args.arms.split(","):
+        for arm in filter(None, args.arms.split(",")):
             settings, below = arm_settings(pipe.defaults, arm)
             row = paired.paired_row(pipe, evaluator, settings, args.num, seed=seed, eta=1.0, noise_below=below)
             paired.append(args.out, {"model": paired.shipped_name(), "noise_below": below,

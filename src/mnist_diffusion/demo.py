@@ -7,6 +7,7 @@ the one shared network, cancelled within one network pass when nobody is waiting
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import queue
@@ -20,22 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, guess_digit, model_inputs
 from .config import SampleConfig
 from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
+from .pipeline import Pipeline
 from .sampling import (
     DEFAULT_GUIDANCE,
-    DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_GUIDANCE,
     SAMPLERS,
-    count_passes,
-    generate,
     last_timestep_for,
-    resolve_precision,
 )
 from .schedule import NoiseSchedule
 
@@ -122,6 +120,7 @@ class Demo:
     num_classes: int
     test_images: torch.Tensor | None
     test_labels: torch.Tensor | None
+    checkpoint: Checkpoint
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
 
     @classmethod
@@ -133,7 +132,7 @@ class Demo:
         except (DataError, OSError):
             test_images, test_labels = None, None
         return cls(model, NoiseSchedule(checkpoint.diffusion_config), checkpoint.model_config.num_classes,
-                   test_images, test_labels)
+                   test_images, test_labels, checkpoint)
 
     def info(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "samplers": sorted(SAMPLERS),
@@ -156,6 +155,10 @@ class Demo:
         """Where a generated digit's walk ends on this model's schedule (`SampleConfig.last_timestep`)."""
         return last_timestep_for(SampleConfig.last_timestep, self.schedule.num_timesteps)
 
+    def _pipeline(self, model: nn.Module) -> Pipeline:
+        """`Pipeline` on `model` (a job's view of the network), so the page draws what `sample` draws."""
+        return Pipeline(self.checkpoint, model, self.schedule, next(self.model.parameters()).device)
+
     def _steps(self, body: dict, default: int, room: int | None = None) -> int:
         return integer_field(body, "steps", 1, min(MAX_STEPS, room or self.schedule.num_timesteps), default)
 
@@ -167,16 +170,12 @@ class Demo:
         room = self.schedule.num_timesteps - self.last_step
         steps, seed = self._steps(body, min(DEFAULT_STEPS, room), room), integer_field(body, "seed", 0, MAX_SEED, 0)
         labels = torch.tensor([digit]) if digit is not None else None
-        passes = count_passes(self.schedule, sampler, steps, labels is not None, guidance, DEFAULT_GUIDANCE_INTERVAL,
-                              self.model.config.guidance_input, last=self.last_step)
+        settings = dataclasses.replace(SampleConfig(), sampler=sampler, steps=steps, guidance=guidance)
+        passes = self._pipeline(self.model).passes(settings, labels is not None)
 
-        precision = resolve_precision(SampleConfig.precision, next(self.model.parameters()).device)
-
-        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:  # as `Pipeline.generate` draws
-            return generate(model, self.schedule, 1, labels=labels, guidance=guidance, sampler=sampler,
-                            steps=steps, generator=torch.Generator().manual_seed(seed), callback=callback,
-                            guidance_interval=DEFAULT_GUIDANCE_INTERVAL, last_timestep=self.last_step,
-                            precision=precision, log_snr_floor=SampleConfig.log_snr_floor)
+        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
+            return self._pipeline(model).generate(1, labels, settings, torch.Generator().manual_seed(seed),
+                                                  callback=callback)
 
         yield from self._stream(job, run, _step_frames(steps), _result_frame({"passes_per_digit": passes}))
 
@@ -281,8 +280,8 @@ class Demo:
         if self.test_images is None or self.test_labels is None:
             labels = torch.tensor([seed % self.num_classes]) if self.num_classes else None
             model = _SerializedModel(self.model, self.lock, threading.Event())
-            image = to_uint8(generate(model, self.schedule, 1, labels=labels, guidance=DEFAULT_GUIDANCE,
-                                      generator=torch.Generator().manual_seed(seed)))[0]
+            image = to_uint8(self._pipeline(model).generate(1, labels, SampleConfig(),
+                                                            torch.Generator().manual_seed(seed)))[0]
             return {"pixels": image.flatten().tolist(), "label": None if labels is None else int(labels[0]),
                     "source": "drawn by the model (no MNIST test data found)"}
         index = int(torch.randint(len(self.test_images), (1,), generator=torch.Generator().manual_seed(seed)))

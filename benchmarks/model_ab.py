@@ -28,10 +28,9 @@ def cell(values: list[float], key: str) -> str:
 
 
 def main() -> None:
-    parser = paired.parser(__doc__, "model_ab")
+    parser = paired.parser(__doc__, "model_ab", seeds="0,1")
     parser.add_argument("--models", default="", help="checkpoints or `shipped`, comma-separated (none: only "
                                                       "rewrite the table)")
-    parser.add_argument("--seeds", default="0,1", help="sampling seeds, comma-separated")
     args = parser.parse_args()
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)
     mnist = paired.reference(test_images)

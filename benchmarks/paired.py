@@ -75,12 +75,15 @@ def mnist_sentence(mnist: dict[str, float]) -> str:
             f"white, {100 * mnist['stray']:.1f}% in more than one piece of ink.")
 
 
-def parser(doc: str, out: str) -> argparse.ArgumentParser:
-    """The options every paired comparison takes: --num, --data-root, --out (default `results/<out>`)."""
+def parser(doc: str, out: str, seeds: str | None = None) -> argparse.ArgumentParser:
+    """The options every paired comparison takes: --num, --data-root, --out (default `results/<out>`),
+    and --seeds (default `seeds`) when the comparison draws each arm from several seeds."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num", type=int, default=10_000, help="digits per arm")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / out), help="OUT.jsonl gains the rows, OUT.md is rewritten")
+    if seeds is not None:
+        parser.add_argument("--seeds", default=seeds, help="sampling seeds each arm is drawn from, comma-separated")
     return parser
 
 

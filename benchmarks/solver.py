@@ -30,10 +30,9 @@ def arm_settings(pipe: Pipeline, arm: str):
 
 
 def main() -> None:
-    parser = paired.parser(__doc__, "solver")
+    parser = paired.parser(__doc__, "solver", seeds="0")
     parser.add_argument("--arms", required=True, help="SAMPLER:FLOOR:LAST:W[:STEPS], comma-separated")
     parser.add_argument("--checkpoint", default=None, help="the model (default: the shipped one)")
-    parser.add_argument("--seeds", default="0", help="sampling seeds each arm is drawn from, comma-separated")
     args = parser.parse_args()
     pipe = Pipeline.load(args.checkpoint, device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)

@@ -34,10 +34,9 @@ def arm_settings(defaults: SampleConfig, arm: str) -> tuple[SampleConfig, float 
 
 
 def main() -> None:
-    parser = paired.parser(__doc__, "stochastic_tail")
+    parser = paired.parser(__doc__, "stochastic_tail", seeds="0")
     parser.add_argument("--arms", default="", help="NOISE_BELOW:W:INTERVAL[:STEPS], comma-separated (none: only "
                                                    "rewrite the table)")
-    parser.add_argument("--seeds", default="0", help="sampling seeds each arm is drawn from, comma-separated")
     args = parser.parse_args()
     pipe = Pipeline.load(device="cpu")
     evaluator, _, test_images = scoring.evaluator_for(args.data_root, download=False)

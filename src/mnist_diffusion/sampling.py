@@ -325,6 +325,21 @@ def check_guide(guide: nn.Module, model: nn.Module) -> None:
                              f"the model's {getattr(mine, name)}")
 
 
+def _check_request(config: Any, num: int, sampler: str, batch_size: int, labels: torch.Tensor | None,
+                   noise: torch.Tensor | None) -> None:
+    """`ValueError` naming the first of `generate`'s arguments that cannot be drawn."""
+    if num < 1:
+        raise ValueError(f"number of samples must be at least 1, got {num}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if labels is not None and len(labels) != num:
+        raise ValueError(f"got {len(labels)} labels for {num} samples")
+    if noise is not None and tuple(noise.shape) != (num, config.in_channels, config.image_size, config.image_size):
+        raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
+
+
 def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
              guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
              spacing: str | None = None, generator: torch.Generator | None = None,
@@ -346,17 +361,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     `guide` is autoguidance's weaker network (see `Denoiser`, with `guide_weight` and `guide_below`), of
     the same image size and classes.
     """
-    if num < 1:
-        raise ValueError(f"number of samples must be at least 1, got {num}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    if labels is not None and len(labels) != num:
-        raise ValueError(f"got {len(labels)} labels for {num} samples")
-    if noise is not None and tuple(noise.shape) != (num, model.config.in_channels, model.config.image_size,
-                                                    model.config.image_size):
-        raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
+    _check_request(model.config, num, sampler, batch_size, labels, noise)  # type: ignore[attr-defined]
     config = model.config  # type: ignore[attr-defined]
     if guide is not None:
         check_guide(guide, model)

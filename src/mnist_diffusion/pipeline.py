@@ -33,7 +33,7 @@ from .sampling import Callback, count_passes, default_steps, generate, last_time
 from .schedule import NoiseSchedule
 
 
-def stochastic_kwargs(eta: float | None, noise_below: float | None) -> dict[str, float] | None:
+def _stochastic_kwargs(eta: float | None, noise_below: float | None) -> dict[str, float] | None:
     """The sampler keyword arguments a stochastic sampler takes, those given (None: none given)."""
     given = {name: value for name, value in (("eta", eta), ("noise_below", noise_below)) if value is not None}
     return given or None
@@ -108,7 +108,7 @@ class Pipeline:
                         sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
                         batch_size=settings.batch_size, device=self.device,
                         guidance_interval=settings.guidance_interval, callback=callback,
-                        sampler_kwargs=stochastic_kwargs(eta, noise_below),
+                        sampler_kwargs=_stochastic_kwargs(eta, noise_below),
                         precision=resolve_precision(settings.precision, self.device),
                         last_timestep=self.last_timestep(settings), guide=guide,
                         log_snr_floor=settings.log_snr_floor, guide_weight=guide_weight, guide_below=guide_below)
@@ -206,7 +206,7 @@ class Pipeline:
         completed = complete(self.model, self.schedule, model_images, model_mask, num_per_image=num_per_image,
                              labels=labels, guidance=weight, method=method, sampler=config.sampler, steps=steps,
                              generator=generator, batch_size=config.batch_size, device=self.device,
-                             callback=callback, sampler_kwargs=stochastic_kwargs(eta, noise_below))
+                             callback=callback, sampler_kwargs=_stochastic_kwargs(eta, noise_below))
         return to_uint8(completed).numpy(), labels.numpy() if labels is not None else None
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,

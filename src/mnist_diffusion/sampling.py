@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import FEW_STEPS, SampleConfig
 from .distributed import PRECISIONS, bf16_is_native, resolve_precision  # noqa: F401  (part of this module's API)
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, timestep_share
 from .solvers import (  # noqa: F401  (the update rules are part of this module's API)
     SAMPLERS,
     Callback,
@@ -156,7 +156,7 @@ def guided_at(t: int, num_timesteps: int, interval: GuidanceInterval | None) -> 
     lies in [low, high] (guidance in a limited interval of noise levels, Kynkaanniemi et al. 2024)."""
     if interval is None:
         return True
-    return interval[0] <= t / (num_timesteps - 1) <= interval[1]
+    return interval[0] <= timestep_share(t, num_timesteps) <= interval[1]
 
 
 def check_interval(interval: GuidanceInterval | None) -> None:
@@ -272,10 +272,11 @@ class Denoiser:
         if self.labels is None or self.guidance == 0:
             null = torch.full_like(t, self.null_label) if self.null_label else None
             return self.model(x, t, null)
-        step, last = int(t[0]), self.schedule.num_timesteps - 1
-        if not guided_at(step, self.schedule.num_timesteps, self.guidance_interval):
+        step, num_timesteps = int(t[0]), self.schedule.num_timesteps
+        if not guided_at(step, num_timesteps, self.guidance_interval):
             return self.model(x, t, self.labels)
-        if self.guide is not None and (self.guide_below is None or step / last < self.guide_below):
+        if self.guide is not None and (self.guide_below is None
+                                       or timestep_share(step, num_timesteps) < self.guide_below):
             if self.guide_weight == 1:
                 return self.model(x, t, self.labels)
             base = self.guide(x, t, self.labels)

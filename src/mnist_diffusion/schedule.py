@@ -35,6 +35,13 @@ def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.
     return betas.clamp(max=max_beta)
 
 
+def timestep_share(t: int, num_timesteps: int) -> float:
+    """Where timestep `t` lies on the chain as a share of T: t / (T - 1), 1 at pure noise, 0 at the
+    cleanest step. Every "share of T" an option takes (a guidance interval, `guide_below`,
+    `noise_below`) is measured with this."""
+    return t / (num_timesteps - 1)
+
+
 class NoiseSchedule:
     """The discrete variance-preserving schedule, with the quantities samplers need.
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, timestep_share
 
 Prediction = tuple[torch.Tensor, torch.Tensor]
 Callback = Callable[[dict[str, Any]], None] | None
@@ -227,7 +227,6 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
         raise ValueError(f"eta must be in [0, 1] (0 the ODE solver, 1 the SDE), got {eta}")
     if noise_below is not None and not 0.0 < noise_below <= 1.0:
         raise ValueError(f"noise_below is a share of T in (0, 1], got {noise_below}")
-    last = schedule.num_timesteps - 1
     previous_x0: torch.Tensor | None = None
     previous_h = 0.0
     levels = noise_levels(schedule, timesteps)
@@ -239,7 +238,8 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
         else:
             alpha_s, sigma_s, sigma_t = abar_s ** 0.5, (1 - abar_s) ** 0.5, (1 - abar_t) ** 0.5
             h = _half_log_snr(abar_s) - _half_log_snr(abar_t)
-            step_eta = eta if noise_below is None or t / last < noise_below else 0.0
+            noisy = noise_below is None or timestep_share(t, schedule.num_timesteps) < noise_below
+            step_eta = eta if noisy else 0.0
             data_weight = -math.expm1(-(1 + step_eta) * h)  # 1 - exp(-(1 + eta) h)
             x = (sigma_s / sigma_t) * math.exp(-step_eta * h) * x + alpha_s * data_weight * x0
             if previous_x0 is not None:

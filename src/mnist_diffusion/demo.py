@@ -117,7 +117,6 @@ class Demo:
 
     model: nn.Module
     schedule: NoiseSchedule
-    num_classes: int
     test_images: torch.Tensor | None
     test_labels: torch.Tensor | None
     checkpoint: Checkpoint
@@ -131,8 +130,11 @@ class Demo:
             test_images, test_labels = load_mnist(data_root, "test", download=False)
         except (DataError, OSError):
             test_images, test_labels = None, None
-        return cls(model, NoiseSchedule(checkpoint.diffusion_config), checkpoint.model_config.num_classes,
-                   test_images, test_labels, checkpoint)
+        return cls(model, NoiseSchedule(checkpoint.diffusion_config), test_images, test_labels, checkpoint)
+
+    @property
+    def num_classes(self) -> int:
+        return self.checkpoint.model_config.num_classes
 
     def info(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "samplers": sorted(SAMPLERS),

@@ -362,8 +362,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: tor
     `guide` is autoguidance's weaker network (see `Denoiser`, with `guide_weight` and `guide_below`), of
     the same image size and classes.
     """
-    _check_request(model.config, num, sampler, batch_size, labels, noise)  # type: ignore[attr-defined]
     config = model.config  # type: ignore[attr-defined]
+    _check_request(config, num, sampler, batch_size, labels, noise)
     if guide is not None:
         check_guide(guide, model)
         guide = guide.to(device).eval()

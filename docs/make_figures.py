@@ -16,13 +16,7 @@ from mnist_diffusion import NoiseSchedule, generate, load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, SampleConfig, preset
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.figures import strip_figure
-from mnist_diffusion.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_STEPS,
-    last_timestep_for,
-    network_passes_per_digit,
-)
+from mnist_diffusion.sampling import Guidance, count_passes
 from mnist_diffusion.unet import UNet, count_parameters
 
 IMAGES = Path(__file__).parent / "images"
@@ -57,26 +51,26 @@ def trajectory_figure(model, schedule) -> Path:
         predictions.append(to_uint8(step["x0"]))
         titles.append(f"t={step['t']}")
 
-    generate(model, schedule, 1, labels=torch.tensor([3]), guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS,
-             guidance_interval=DEFAULT_GUIDANCE_INTERVAL, generator=torch.Generator().manual_seed(2), callback=record,
-             last_timestep=last_timestep_for(SampleConfig.last_timestep, schedule.num_timesteps))
+    defaults = SampleConfig()
+    generate(model, schedule, 1, defaults, labels=torch.tensor([3]), generator=torch.Generator().manual_seed(2),
+             callback=record)
     return strip_figure([torch.cat(predictions), torch.cat(states)], titles,
-                        f"One trajectory ({SampleConfig.sampler}, {DEFAULT_STEPS} steps, the defaults): the network's "
-                        "x0 prediction, "
+                        f"One trajectory ({defaults.summary().replace('`', '')}): the network's x0 prediction, "
                         "and x after each step",
                         IMAGES / "trajectory.png", row_titles=["predicted\nx0", "x after\nthe step"])
 
 
 def samplers_figure(model, schedule) -> Path:
     """The same noise and labels through each sampler at the same cost: 20 network passes per digit."""
-    rows, names = [], []
-    arms = (("unipc", 10, DEFAULT_GUIDANCE), ("dpm++2m", 10, DEFAULT_GUIDANCE), ("ddim", 10, DEFAULT_GUIDANCE),
-            ("ddpm", 10, DEFAULT_GUIDANCE), ("unipc", 20, 1.0))
+    rows, names, weight = [], [], SampleConfig.guidance
+    arms = (("unipc", 10, weight), ("dpm++2m", 10, weight), ("ddim", 10, weight), ("ddpm", 10, weight),
+            ("unipc", 20, 1.0))
     for sampler, steps, guidance in arms:
-        images = generate(model, schedule, 10, labels=DIGITS, guidance=guidance, sampler=sampler, steps=steps,
-                          generator=torch.Generator().manual_seed(4))
+        # Every step guided, so that each arm costs exactly 20 passes.
+        settings = SampleConfig(sampler=sampler, steps=steps, guidance=guidance, guidance_interval="all")
+        images = generate(model, schedule, 10, settings, labels=DIGITS, generator=torch.Generator().manual_seed(4))
         rows.append(to_uint8(images))
-        passes = network_passes_per_digit(steps, True, guidance)
+        passes = count_passes(schedule, settings, Guidance(True, guidance))
         names.append(f"{sampler}\n{steps} steps, w={guidance:g}\n{passes} passes")
     return strip_figure(rows, [str(d) for d in range(10)], "Samplers at equal cost: 20 network passes per digit",
                         IMAGES / "samplers.png", row_titles=names)
@@ -85,8 +79,8 @@ def samplers_figure(model, schedule) -> Path:
 def guidance_figure(model, schedule) -> Path:
     rows, names = [], []
     for guidance in (0.0, 1.0, 1.5, 3.0):
-        images = generate(model, schedule, 10, labels=DIGITS, guidance=guidance, steps=10,
-                          generator=torch.Generator().manual_seed(7))
+        settings = SampleConfig(guidance=guidance, steps=10, guidance_interval="all")
+        images = generate(model, schedule, 10, settings, labels=DIGITS, generator=torch.Generator().manual_seed(7))
         rows.append(to_uint8(images))
         names.append(f"w = {guidance:g}")
     return strip_figure(rows, [f"asked {d}" for d in range(10)],

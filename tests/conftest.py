@@ -13,8 +13,16 @@ import torch
 from mnist_diffusion import data
 from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
 from mnist_diffusion.cli import main
-from mnist_diffusion.config import DiffusionConfig, ModelConfig, preset
+from mnist_diffusion.config import DiffusionConfig, ModelConfig, SampleConfig, preset
 from mnist_diffusion.unet import UNet
+
+
+def plain(**overrides) -> SampleConfig:
+    """Sampling settings that walk as the paper writes it: fp32, guided on every step, down to t = 0,
+    with `overrides`. Tests of a sampler's arithmetic use these, so that the product's defaults
+    (bf16 where native, a guidance interval, a later end point) stay out of the formula."""
+    return SampleConfig(**{"guidance": 1.0, "guidance_interval": "all", "precision": "fp32", "last_timestep": 0,
+                           **overrides})
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

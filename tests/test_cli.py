@@ -53,9 +53,9 @@ def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsy
         (["sample", "--digit", "11"], "a digit is 0-9"),
         (["sample", "--digits", "9-2"], "runs backwards"),
         (["sample", "--sampler", "euler-magic"], "invalid choice"),
-        (["sample", "--guidance", "-1"], ">= 0"),
-        (["sample", "--steps", "0"], "must be between 1 and"),
-        (["sample", "--batch-size", "0"], "must be between 1 and"),
+        (["sample", "--guidance", "-1"], "--guidance must be in [0, 20]"),
+        (["sample", "--steps", "0"], "--steps must be a whole number in [1, "),
+        (["sample", "--batch-size", "0"], "--max-batch must be a whole number in [1, 4096]"),
         (["sample", "--checkpoint", "missing.safetensors"], "does not exist"),
         (["sample", "--out", "grid.jpg"], "ending in .png"),
         (["sample", "--digit", "3", "--digits", "0-9"], "not allowed with"),
@@ -246,13 +246,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
 
     from mnist_diffusion.checkpoint import load_checkpoint
     from mnist_diffusion.data import to_uint8
-    from mnist_diffusion.sampling import (
-        DEFAULT_GUIDANCE,
-        DEFAULT_GUIDANCE_INTERVAL,
-        generate,
-        last_timestep_for,
-        resolve_precision,
-    )
+    from mnist_diffusion.sampling import generate
     from mnist_diffusion.schedule import NoiseSchedule
 
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "12", "--seed", "3",
@@ -264,10 +258,7 @@ def test_sample_draws_the_digits_its_seed_names(tmp_path: Path, tiny_checkpoint:
     generator = torch.Generator().manual_seed(3)
     labels = (torch.arange(12) % 10)[torch.randperm(12, generator=generator)]
     expected = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), 12,
-                                 labels=labels, guidance=DEFAULT_GUIDANCE, steps=3, generator=generator,
-                                 guidance_interval=DEFAULT_GUIDANCE_INTERVAL,
-                                 precision=resolve_precision("auto", "cpu"),  # the CLI's default arithmetic
-                                 last_timestep=last_timestep_for(SampleConfig.last_timestep, 50)))
+                                 SampleConfig(steps=3), labels=labels, generator=generator))
     with np.load(tmp_path / "x.npz") as saved:
         assert np.array_equal(saved["labels"], labels.numpy())
         assert np.array_equal(saved["images"], expected.numpy())
@@ -294,9 +285,7 @@ def test_evaluate_names_a_guidance_interval_in_its_row(tmp_path: Path, tiny_chec
                              "--guidance-interval", "0.1,0.7", "--no-references", "--data-root", str(mnist_root),
                              "--out-dir", str(tmp_path / "eval"))
     assert code == 0, err
-    from mnist_diffusion.sampling import DEFAULT_GUIDANCE
-
-    assert f"model ({SampleConfig.sampler}, 4 steps, w={DEFAULT_GUIDANCE:g} on t/T 0.1-0.7)" in out
+    assert f"model ({SampleConfig.sampler}, 4 steps, w={SampleConfig.guidance:g} on t/T 0.1-0.7)" in out
     assert "20 digits: 4 steps, 2 branches on" in err and "(guidance interval)" in err
 
 
@@ -311,7 +300,20 @@ def test_interpolate_refuses_what_it_would_ignore(args: list[str], message: str,
     assert code == 2 and message in err, err
 
 
-def test_complete_help_gives_repaints_steps_and_no_guidance_interval(capsys: pytest.CaptureFixture[str]) -> None:
+def test_complete_help_gives_repaints_steps_and_no_walk_end_it_would_ignore(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """RePaint walks to the clean image: complete takes no --last-timestep or --log-snr-floor."""
     _, out, _ = run_cli(capsys, "complete", "--help")
     assert "default: 50 for repaint, each resampled 3 times; replace: 8" in " ".join(out.split())
-    assert "--guidance-interval" not in out and "--precision" not in out
+    assert "--last-timestep" not in out and "--log-snr-floor" not in out
+    assert "--guidance-interval" in out and "--precision" in out
+
+
+@pytest.mark.parametrize("command", ["sample", "complete", "interpolate", "evaluate", "train"])
+def test_no_option_can_be_abbreviated(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --data mydata` once meant --data-root; every parser now refuses prefixes."""
+    prefix = {"sample": "--gui", "complete": "--meth", "interpolate": "--fram", "evaluate": "--no-ref",
+              "train": "--data"}[command]
+    required = {"complete": ["--images", "x.png", "--mask", "lower"], "train": ["--run-dir", "r"]}.get(command, [])
+    code, _, err = run_cli(capsys, command, *required, prefix, "1")
+    assert code == 2 and "unrecognized arguments" in err and prefix in err, err

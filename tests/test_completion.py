@@ -16,10 +16,14 @@ from mnist_diffusion.completion import (
     replace_known,
     sample_repaint,
 )
-from mnist_diffusion.config import DiffusionConfig, preset
+from mnist_diffusion.config import DiffusionConfig, SampleConfig, preset
 from mnist_diffusion.interpolation import interpolate_digits, interpolate_seeds, seed_noise, slerp
-from mnist_diffusion.sampling import generate, make_timesteps, sample_dpm_solver_pp
+from mnist_diffusion.pipeline import Pipeline
+from mnist_diffusion.sampling import generate, make_timesteps
 from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.solvers import sample_dpm_solver_pp
+
+from conftest import plain
 
 
 def tiny(tiny_checkpoint: Path):
@@ -40,8 +44,8 @@ def test_known_pixels_come_back_unchanged_and_the_rest_is_drawn(tiny_checkpoint:
                                                                 sampler: str) -> None:
     model, schedule = tiny(tiny_checkpoint)
     images, keep = lower_half_erased(2)
-    out = complete(model, schedule, images, keep, num_per_image=3, labels=torch.tensor([3, 7]), guidance=1.5,
-                   method=method, sampler=sampler, steps=4, resamples=2, generator=torch.Generator().manual_seed(0))
+    out = complete(model, schedule, images, keep, plain(guidance=1.5, sampler=sampler, steps=4), num_per_image=3,
+                   labels=torch.tensor([3, 7]), method=method, resamples=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (6, 1, 28, 28)
     known = images.repeat_interleave(3, 0)
     mask = keep.repeat_interleave(3, 0)
@@ -109,27 +113,41 @@ def test_bad_images_and_methods_are_refused(tiny_checkpoint: Path) -> None:
 
 
 def test_seed_interpolation_ends_on_the_plain_samples_of_each_seed(tiny_checkpoint: Path) -> None:
+    """The end frames are the samples of each seed with the same settings, byte for byte (the product's
+    defaults included: bf16 where native, the guidance interval, the later end point)."""
     model, schedule = tiny(tiny_checkpoint)
-    frames = interpolate_seeds(model, schedule, (1, 2), 5, digit=7, guidance=1.5, steps=4)
+    settings = SampleConfig(guidance=1.5, steps=4)
+    frames = interpolate_seeds(model, schedule, (1, 2), 5, settings, digit=7)
     assert frames.shape == (5, 1, 28, 28)
     for frame, seed in ((frames[0], 1), (frames[-1], 2)):
-        plain = generate(model, schedule, 1, labels=torch.tensor([7]), guidance=1.5, steps=4,
+        alone = generate(model, schedule, 1, settings, labels=torch.tensor([7]),
                          generator=torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(frame, plain[0], atol=1e-5, rtol=0)
+        assert torch.equal(frame, alone[0])
     assert not torch.allclose(frames[2], frames[0]) and not torch.allclose(frames[2], frames[-1])
+
+
+def test_pipeline_interpolation_ends_equal_sample_byte_for_byte(tiny_checkpoint: Path) -> None:
+    pipe = Pipeline.load(tiny_checkpoint, device="cpu", threads=None)
+    walk = pipe.interpolate(seeds=(1, 2), digit=3, frames=4, steps=4)
+    assert np.array_equal(walk[0], pipe.sample(1, digit=3, seed=1, steps=4)[0])
+    assert np.array_equal(walk[-1], pipe.sample(1, digit=3, seed=2, steps=4)[0])
+    walk = pipe.interpolate(digits=(3, 8), frames=4, seed=6, steps=4, guidance_interval="all")
+    assert np.array_equal(walk[0], pipe.sample(1, digit=3, seed=6, steps=4, guidance_interval="all")[0])
+    assert np.array_equal(walk[-1], pipe.sample(1, digit=8, seed=6, steps=4, guidance_interval="all")[0])
 
 
 def test_digit_interpolation_ends_on_each_digit(tiny_checkpoint: Path) -> None:
     model, schedule = tiny(tiny_checkpoint)
-    frames = interpolate_digits(model, schedule, (3, 8), 4, seed=5, guidance=2.0, steps=3)
+    settings = SampleConfig(guidance=2.0, steps=3)
+    frames = interpolate_digits(model, schedule, (3, 8), 4, settings, seed=5)
     for frame, digit in ((frames[0], 3), (frames[-1], 8)):
-        plain = generate(model, schedule, 1, labels=torch.tensor([digit]), guidance=2.0, steps=3,
+        alone = generate(model, schedule, 1, settings, labels=torch.tensor([digit]),
                          generator=torch.Generator().manual_seed(5))
-        torch.testing.assert_close(frame, plain[0], atol=1e-5, rtol=0)
+        assert torch.equal(frame, alone[0])
     with pytest.raises(ValueError, match="digit 12 is not one of this model's 10 classes"):
         interpolate_digits(model, schedule, (3, 12), 4)
     with pytest.raises(ValueError, match="deterministic sampler"):
-        interpolate_digits(model, schedule, (3, 8), 4, sampler="ddpm")
+        interpolate_digits(model, schedule, (3, 8), 4, SampleConfig(sampler="ddpm"))
     with pytest.raises(ValueError, match="frames must be between 2 and 64"):
         interpolate_seeds(model, schedule, (1, 2), 1)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mnist_diffusion import distributed
-from mnist_diffusion.distributed import choose_device, join_process_group
+from mnist_diffusion.devices import choose_device
+from mnist_diffusion.distributed import join_process_group
 
 TORCHRUN_RANK_1 = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
 
@@ -64,7 +65,7 @@ def test_one_process_joins_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_auto_threads_leave_the_busy_cores_alone(tmp_path) -> None:
-    from mnist_diffusion.distributed import busy_cores, choose_threads
+    from mnist_diffusion.devices import busy_cores, choose_threads
 
     assert choose_threads("auto", cores=2, busy=0.0) == 2
     assert choose_threads("auto", cores=2, busy=1.0) == 1  # beside one busy core: 2 threads ran 5.6x slower

@@ -11,20 +11,13 @@ import torch
 
 from mnist_diffusion import train as train_module
 from mnist_diffusion.config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
-from mnist_diffusion.sampling import (
-    DEFAULT_SPACING,
-    generate,
-    guided_at,
-    guided_step_count,
-    make_timesteps,
-    network_passes_per_digit,
-)
+from mnist_diffusion.sampling import DEFAULT_SPACING, Guidance, count_passes, generate, guided_at, make_timesteps
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 from mnist_diffusion.unet import UNet
 from test_bad_input import rewrite_header
 
-from conftest import assert_one_line_error, fake_mnist, run_cli
+from conftest import assert_one_line_error, fake_mnist, plain, run_cli
 
 SCHEDULE = NoiseSchedule(DiffusionConfig(num_timesteps=50))
 
@@ -120,26 +113,29 @@ class BetaRecorder(torch.nn.Module):
 @pytest.mark.parametrize("guidance", [1.5, 3.0])
 def test_guided_sampling_is_one_pass_per_step_at_beta_one_over_w(guidance: float) -> None:
     net, num, steps = BetaRecorder(), 5, 6
-    generate(net, SCHEDULE, num, labels=torch.arange(num), guidance=guidance, steps=steps)
+    settings = plain(guidance=guidance, steps=steps)
+    generate(net, SCHEDULE, num, settings, labels=torch.arange(num))
     assert [size for size, _ in net.calls] == [num] * steps
     for _, beta in net.calls:
         torch.testing.assert_close(beta, torch.full((num,), 1 / guidance))
-    assert network_passes_per_digit(steps, True, guidance, learned_guidance=True) == steps
+    assert count_passes(SCHEDULE, settings, Guidance(True, guidance, learned=True)) == steps
 
 
 def test_weights_below_one_still_mix_two_branches() -> None:
     """beta = 1 / w only reaches w >= 1; w in (0, 1) leans towards the unconditional branch."""
     net, num, steps = BetaRecorder(), 3, 4
-    generate(net, SCHEDULE, num, labels=torch.arange(num), guidance=0.5, steps=steps)
+    settings = plain(guidance=0.5, steps=steps)
+    generate(net, SCHEDULE, num, settings, labels=torch.arange(num))
     assert [(size, beta) for size, beta in net.calls] == [(2 * num, None)] * steps
-    assert network_passes_per_digit(steps, True, 0.5, learned_guidance=True) == 2 * steps
+    assert count_passes(SCHEDULE, settings, Guidance(True, 0.5, learned=True)) == 2 * steps
 
 
 def test_a_guidance_interval_passes_beta_only_where_it_guides() -> None:
     net, num, steps, interval = BetaRecorder(), 2, 8, (0.2, 0.7)
-    generate(net, SCHEDULE, num, labels=torch.arange(num), guidance=2.0, steps=steps, guidance_interval=interval)
-    timesteps = make_timesteps(50, steps, DEFAULT_SPACING["dpm++2m"], SCHEDULE.log_snr)
-    assert 0 < guided_step_count(timesteps, 50, interval) < steps
+    generate(net, SCHEDULE, num, plain(guidance=2.0, steps=steps, guidance_interval=interval),
+             labels=torch.arange(num))
+    timesteps = make_timesteps(50, steps, DEFAULT_SPACING["unipc"], SCHEDULE.log_snr)
+    assert 0 < sum(guided_at(t, 50, interval) for t in timesteps.tolist()) < steps
     for t, (size, beta) in zip(timesteps.tolist(), net.calls, strict=True):
         assert size == num
         assert (beta is not None) == guided_at(t, 50, interval)

@@ -388,7 +388,7 @@ def test_complete_eta_with_repaint_names_the_method(tmp_path: Path, tiny_checkpo
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(digit)
     code, _, err = run_cli(capsys, "complete", "--images", str(digit), "--mask", "lower", "--eta", "0.5",
                            "--checkpoint", str(tiny_checkpoint))
-    assert_one_line_error(code, err, "--eta applies to --method replace")
+    assert_one_line_error(code, err, "--eta and --noise-below apply to --method replace")
 
 
 def test_figures_say_what_they_are_drawing_and_odd_logs_give_no_warning(tmp_path: Path, tiny_checkpoint: Path,

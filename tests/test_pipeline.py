@@ -26,12 +26,13 @@ def pipe(tiny_checkpoint: Path) -> Pipeline:
 def test_one_set_of_defaults_for_the_api_the_command_line_and_the_page(tmp_path: Path) -> None:
     defaults = SampleConfig()
     assert Pipeline.load(device="cpu").defaults == defaults
-    for command in ("sample", "evaluate"):
-        args = build_parser().parse_args([command])
-        assert (args.sampler, args.steps, args.guidance, args.guidance_interval, args.precision, args.batch_size,
-                args.last_timestep) == (defaults.sampler, defaults.steps, defaults.guidance,
-                                        defaults.guidance_interval, defaults.precision, defaults.batch_size,
-                                        defaults.last_timestep)
+    commands = {"sample": [], "evaluate": [], "complete": ["--images", "x.png", "--mask", "lower"],
+                "interpolate": ["--digits", "3,8"]}
+    for command, required in commands.items():
+        args = build_parser().parse_args([command, *required])
+        assert args.sample_fields, command
+        for name in args.sample_fields:
+            assert getattr(args, name) == getattr(defaults, name), (command, name)
     page = Demo.load(None, tmp_path).info()["defaults"]
     assert (page["sampler"], page["guidance"]) == (defaults.sampler, defaults.guidance)
 
@@ -64,8 +65,8 @@ def test_a_stochastic_tail_reaches_the_sampler_from_the_command_line_and_python(
     settings = pipe.settings(guidance=1.0, precision="fp32")
     labels = torch.arange(6)
     ode = pipe.generate(6, labels, dataclasses.replace(settings, sampler="dpm++2m"), torch.Generator().manual_seed(2))
-    quiet = pipe.generate(6, labels, dataclasses.replace(settings, sampler="dpm++2m-sde"),
-                          torch.Generator().manual_seed(2), noise_below=1e-9)
+    quiet = pipe.generate(6, labels, dataclasses.replace(settings, sampler="dpm++2m-sde", noise_below=1e-9),
+                          torch.Generator().manual_seed(2))
     torch.testing.assert_close(quiet, ode, atol=1e-5, rtol=1e-5)
 
 
@@ -97,8 +98,59 @@ def test_bad_requests_are_value_errors_that_say_what_is_allowed(pipe: Pipeline) 
         pipe.sample(digit=12)
     with pytest.raises(ValueError, match="give seeds"):
         pipe.interpolate()
-    with pytest.raises(ValueError, match="exceeds the model's 49 timesteps down to 1"):  # T = 50, ending at t = 1
+    with pytest.raises(ValueError, match="exceeds the model's 49 timesteps down to t = 1"):  # T = 50, ending at 1
         pipe.sample(4, steps=51)
+
+
+def test_the_network_batch_has_its_own_name_and_num_is_how_many(pipe: Pipeline) -> None:
+    """diffusers' `batch_size` is how many images; here that is `num`, and the network's batch is
+    `max_batch`, which changes nothing but memory and speed."""
+    steps_seen: list[dict] = []
+    drawn = pipe.sample(num=4, max_batch=3, seed=1, steps=3, callback=steps_seen.append)
+    assert drawn.shape == (4, 28, 28)
+    assert len(steps_seen) == 2 * 3  # two network batches (3 digits, then 1), 3 steps each
+    with pytest.raises(TypeError, match="batch_size is ambiguous"):
+        pipe.sample(batch_size=4)
+    with pytest.raises(TypeError, match="unknown sampling setting"):
+        pipe.sample(4, stepz=3)
+
+
+def test_a_generator_draws_what_its_seed_draws(pipe: Pipeline) -> None:
+    by_seed = pipe.sample(3, seed=5, steps=3)
+    by_generator = pipe.sample(3, generator=torch.Generator().manual_seed(5), steps=3)
+    assert np.array_equal(by_seed, by_generator)
+    with pytest.raises(ValueError, match="seed or generator"):
+        pipe.sample(3, seed=5, generator=torch.Generator())
+
+
+def test_pipeline_picks_threads_as_the_command_line_does(tiny_checkpoint: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with one core taken, `--threads auto` and `Pipeline.load()` both take the idle one."""
+    from mnist_diffusion import devices
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(devices, "_last_reading", None)
+    monkeypatch.setattr(devices, "busy_cores", lambda: 1.0)
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
+    try:
+        Pipeline.load(tiny_checkpoint, device="cpu")
+        assert torch.get_num_threads() == devices.choose_threads("auto") == 1
+        Pipeline.load(tiny_checkpoint, device="cpu", threads=2)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(before)
+        Pipeline.load(tiny_checkpoint, device="cpu", threads=None)
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_to_moves_the_model_and_mps_is_named(pipe: Pipeline) -> None:
+    from mnist_diffusion.devices import choose_device
+
+    assert pipe.to("cpu") is pipe and pipe.device == torch.device("cpu")
+    assert choose_device("mps", {}, 0, mps_available=True) == torch.device("mps")
+    with pytest.raises(ValueError, match="no MPS device"):
+        choose_device("mps", {}, 0, mps_available=False)
 
 
 def test_save_grid_writes_one_png_of_all_digits(tmp_path: Path) -> None:

@@ -5,30 +5,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_diffusion import distributed
+from mnist_diffusion import devices
 from mnist_diffusion.checkpoint import load_checkpoint
-from mnist_diffusion.config import DiffusionConfig, preset
+from mnist_diffusion.config import FEW_STEPS, DiffusionConfig, preset
+from mnist_diffusion.devices import resolve_precision
 from mnist_diffusion.sampling import (
     DEFAULT_SPACING,
-    DEFAULT_STEPS,
-    SAMPLERS,
     SPACINGS,
     Denoiser,
+    Guidance,
     count_passes,
     default_steps,
     generate,
     guided_at,
-    guided_step_count,
     make_timesteps,
-    network_passes_per_digit,
-    resolve_precision,
+)
+from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.solvers import (
+    SAMPLERS,
     sample_ddim,
     sample_ddpm,
     sample_dpm_solver_pp,
     sample_dpm_solver_pp_sde,
 )
-from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.unet import UNet
+
+from conftest import plain
 
 
 def gaussian_denoiser(schedule: NoiseSchedule, mean: float, std: float):
@@ -241,7 +243,7 @@ def test_ddpm_adds_no_noise_at_the_last_step() -> None:
 def test_samples_have_the_size_the_model_was_trained_at() -> None:
     """A model trained on 32x32 must be sampled at 32x32: the size is read from its config, never assumed."""
     model = UNet(preset("tiny", image_size=32))
-    images = generate(model, NoiseSchedule(DiffusionConfig(num_timesteps=20)), 3, steps=4)
+    images = generate(model, NoiseSchedule(DiffusionConfig(num_timesteps=20)), 3, plain(steps=4))
     assert images.shape == (3, 1, 32, 32)
 
 
@@ -251,7 +253,7 @@ def test_same_seed_gives_identical_samples(tiny_checkpoint: Path, name: str) -> 
     model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
 
     def draw(seed: int) -> torch.Tensor:
-        return generate(model, schedule, 6, labels=torch.arange(6), guidance=2.0, sampler=name, steps=5,
+        return generate(model, schedule, 6, plain(guidance=2.0, sampler=name, steps=5), labels=torch.arange(6),
                         generator=torch.Generator().manual_seed(seed))
 
     first, second, other = draw(7), draw(7), draw(8)
@@ -279,7 +281,7 @@ def test_one_seed_starts_every_sampler_from_the_same_noise_in_every_batch() -> N
     schedule, starts = NoiseSchedule(DiffusionConfig(num_timesteps=20)), {}
     for name in sorted(SAMPLERS):
         net = FirstInputs()
-        generate(net, schedule, 5, labels=torch.arange(5), sampler=name, steps=4, batch_size=2,
+        generate(net, schedule, 5, plain(sampler=name, steps=4, max_batch=2), labels=torch.arange(5),
                  generator=torch.Generator().manual_seed(3))
         starts[name] = torch.cat(net.starts)
     expected = torch.randn((5, 1, 28, 28), generator=torch.Generator().manual_seed(3))
@@ -363,11 +365,25 @@ def test_autoguidance_below_a_share_and_class_guidance_above_it() -> None:
         Denoiser(RecordingNet(), schedule, labels, guidance=3.0, guide=ScaledNet(0.5), guide_below=1.5)
 
 
+def test_autoguidance_passes_are_counted_with_the_guide_network() -> None:
+    """The guide network's passes are the cost too: the count is the sum of both networks' batches,
+    and a guide given with nothing to guide is refused instead of dropped."""
+    schedule, interval = NoiseSchedule(DiffusionConfig(num_timesteps=50)), (0.3, 0.7)
+    net, guide = CountingNet(num_classes=10), CountingNet(num_classes=10)
+    settings = plain(guidance=2.0, steps=8, guidance_interval=interval)
+    generate(net, schedule, 4, settings, labels=torch.arange(4), guide=guide)
+    counted = count_passes(schedule, settings, Guidance(True, 2.0, interval, guide=True))
+    assert sum(guide.batch_sizes) > 0
+    assert sum(net.batch_sizes) + sum(guide.batch_sizes) == 4 * counted
+    with pytest.raises(ValueError, match="guide network guides a conditional draw"):
+        generate(net, schedule, 4, plain(guidance=0.0), labels=torch.arange(4), guide=guide)
+
+
 def test_a_guide_for_other_images_is_refused() -> None:
     model, schedule = UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10))
     for other in (preset("tiny", num_classes=5), preset("tiny", image_size=32)):
         with pytest.raises(ValueError, match="guide network"):
-            generate(model, schedule, 2, labels=torch.tensor([1, 2]), guidance=2.0, guide=UNet(other))
+            generate(model, schedule, 2, plain(guidance=2.0), labels=torch.tensor([1, 2]), guide=UNet(other))
 
 
 def test_unconditional_model_refuses_labels() -> None:
@@ -427,13 +443,16 @@ def test_network_passes_are_counted_as_the_network_sees_them(sampler: str, guida
     net = CountingNet(num_classes=10 if labelled else 0)
     schedule, num, steps = NoiseSchedule(DiffusionConfig(num_timesteps=50)), 6, 7
     labels = torch.arange(num) % 10 if labelled else None
-    generate(net, schedule, num, labels=labels, guidance=guidance, sampler=sampler, steps=steps, batch_size=4)
-    assert sum(net.batch_sizes) == num * network_passes_per_digit(steps, labelled, guidance)
-    assert default_steps("ddpm", 50) == 50 and default_steps("dpm++2m", 50) == DEFAULT_STEPS
+    settings = plain(guidance=guidance, sampler=sampler, steps=steps, max_batch=4)
+    generate(net, schedule, num, settings, labels=labels)
+    counted = count_passes(schedule, settings, Guidance(labelled, guidance))
+    assert sum(net.batch_sizes) == num * counted
+    assert counted == steps * (2 if labelled and guidance not in (0.0, 1.0) else 1)
+    assert default_steps("ddpm", 50) == 50 and default_steps("dpm++2m", 50) == FEW_STEPS
 
 
 def test_labels_outside_the_models_classes_are_refused() -> None:
-    with pytest.raises(ValueError, match="digit 10 is not one of this model's 10 classes"):
+    with pytest.raises(ValueError, match="class 10 is not one of this model's 10 classes"):
         Denoiser(UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=10)), torch.tensor([3, 10]))
 
 
@@ -442,13 +461,15 @@ def test_a_guidance_interval_guides_only_there_and_counts_its_passes() -> None:
     the network sees the doubled batch on exactly the counted steps, and the conditional one elsewhere."""
     schedule, steps, num = NoiseSchedule(DiffusionConfig(num_timesteps=50)), 8, 4
     interval = (0.2, 0.7)
-    timesteps = make_timesteps(50, steps, DEFAULT_SPACING["dpm++2m"], schedule.log_snr)
-    guided = guided_step_count(timesteps, 50, interval)
+    timesteps = make_timesteps(50, steps, DEFAULT_SPACING["unipc"], schedule.log_snr)
+    guided = sum(guided_at(t, 50, interval) for t in timesteps.tolist())
     assert 0 < guided < steps
     net = CountingNet(num_classes=10)
-    generate(net, schedule, num, labels=torch.arange(num), guidance=2.0, steps=steps, guidance_interval=interval)
+    settings = plain(guidance=2.0, steps=steps, guidance_interval=interval)
+    generate(net, schedule, num, settings, labels=torch.arange(num))
     assert net.batch_sizes == [2 * num if guided_at(t, 50, interval) else num for t in timesteps.tolist()]
-    assert sum(net.batch_sizes) == num * network_passes_per_digit(steps, True, 2.0, guided)
+    assert sum(net.batch_sizes) == num * count_passes(schedule, settings, Guidance(True, 2.0, interval))
+    assert count_passes(schedule, settings, Guidance(True, 2.0, interval)) == steps + guided
 
 
 def test_an_interval_covering_every_noise_level_is_plain_guidance() -> None:
@@ -461,13 +482,15 @@ def test_an_interval_covering_every_noise_level_is_plain_guidance() -> None:
     schedule = NoiseSchedule(DiffusionConfig(num_timesteps=50))
 
     def draw(interval):
-        return generate(model, schedule, 4, labels=torch.arange(4), guidance=2.0, steps=5, guidance_interval=interval,
-                        generator=torch.Generator().manual_seed(1), clip=False)
+        return generate(model, schedule, 4, plain(guidance=2.0, steps=5, guidance_interval=interval),
+                        labels=torch.arange(4), generator=torch.Generator().manual_seed(1), clip=False)
 
-    assert torch.equal(draw((0.0, 1.0)), draw(None))
-    assert not torch.equal(draw((0.05, 0.95)), draw(None))  # the first (t = T-1) and last (t = 0) steps unguided
-    with pytest.raises(ValueError, match="guidance interval"):
+    assert torch.equal(draw((0.0, 1.0)), draw("all"))
+    assert not torch.equal(draw((0.05, 0.95)), draw("all"))  # the first (t = T-1) and last (t = 0) steps unguided
+    with pytest.raises(ValueError, match="guidance_interval"):
         draw((0.7, 0.2))
+    with pytest.raises(ValueError, match="guidance_interval"):
+        draw(None)  # "no interval" has one spelling, "all"
 
 
 class AutocastSpy(torch.nn.Module):
@@ -495,7 +518,7 @@ def test_bf16_precision_runs_the_network_under_autocast_and_returns_fp32() -> No
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
     for native in (True, False):
-        monkeypatch.setattr(distributed, "bf16_is_native", lambda device, native=native: native)
+        monkeypatch.setattr(devices, "bf16_is_native", lambda device, native=native: native)
         assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
         assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="unknown precision"):
@@ -561,10 +584,9 @@ def test_passes_are_counted_on_the_walk_that_is_run() -> None:
     schedule, steps, num, interval = NoiseSchedule(DiffusionConfig()), 8, 2, (0.3, 0.7)
     for last, floor in ((0, -10.2), (25, -5.0), (100, -3.0)):
         net = CountingNet(num_classes=10)
-        generate(net, schedule, num, labels=torch.arange(num), guidance=2.0, steps=steps, guidance_interval=interval,
-                 last_timestep=last, log_snr_floor=floor)
-        assert sum(net.batch_sizes) == num * count_passes(schedule, "dpm++2m", steps, True, 2.0, interval,
-                                                          last=last, log_snr_floor=floor)
+        settings = plain(guidance=2.0, steps=steps, guidance_interval=interval, last_timestep=last, log_snr_floor=floor)
+        generate(net, schedule, num, settings, labels=torch.arange(num))
+        assert sum(net.batch_sizes) == num * count_passes(schedule, settings, Guidance(True, 2.0, interval))
 
 
 def test_the_last_timestep_scales_with_the_schedule() -> None:

@@ -14,6 +14,8 @@ from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.sampling import DEFAULT_SPACING, generate, make_timesteps
 from mnist_diffusion.schedule import NoiseSchedule
 
+from conftest import plain
+
 GUIDANCE, INTERVAL, STEPS = 2.0, (0.2, 0.6), 6
 
 
@@ -100,10 +102,9 @@ def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str
         x, t = torch.randn(4, 1, 28, 28), torch.full((4,), 20)
         null = torch.full_like(labels, model.config.num_classes)
         assert (model(x, t, labels) - model(x, t, null)).abs().max() > 1e-2
-    drawn = generate(model, schedule, 4, labels=labels, guidance=GUIDANCE, sampler=sampler, steps=STEPS,
-                     guidance_interval=INTERVAL, generator=torch.Generator().manual_seed(5),
-                     sampler_kwargs={name: value for name, value in (("eta", eta), ("noise_below", noise_below))
-                                     if value is not None})
+    stochastic = {name: value for name, value in (("eta", eta), ("noise_below", noise_below)) if value is not None}
+    settings = plain(guidance=GUIDANCE, sampler=sampler, steps=STEPS, guidance_interval=INTERVAL, **stochastic)
+    drawn = generate(model, schedule, 4, settings, labels=labels, generator=torch.Generator().manual_seed(5))
     expected = reference(model, schedule, labels, sampler, seed=5, eta=eta or 0.0, noise_below=noise_below)
     timesteps = make_timesteps(schedule.num_timesteps, STEPS, DEFAULT_SPACING[sampler], schedule.log_snr)
     shares = timesteps.double() / (schedule.num_timesteps - 1)

@@ -244,9 +244,9 @@ def test_bf16_training_runs_the_network_in_bf16_and_keeps_fp32_weights(tmp_path:
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_trains_in_bf16_only_where_the_device_computes_it(tmp_path: Path, native: bool,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnist_diffusion import distributed
+    from mnist_diffusion import devices
 
-    monkeypatch.setattr(distributed, "bf16_is_native", lambda device: native)
+    monkeypatch.setattr(devices, "bf16_is_native", lambda device: native)
     assert TrainConfig().precision == "auto"
     assert make_trainer(tmp_path / "run").precision == ("bf16" if native else "fp32")
 

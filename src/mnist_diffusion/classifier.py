@@ -93,8 +93,11 @@ class ClassifierResult:
 
 def train_classifier(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                      out: str | Path, *, epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                     on_epoch: Callable[[int, float], None] | None = None) -> ClassifierResult:
-    """Adam with one-cycle decay and random shifts of up to 2 pixels; saves safetensors to `out`."""
+                     on_epoch: Callable[[int, float], None] | None = None,
+                     on_step: Callable[[], None] | None = None) -> ClassifierResult:
+    """Adam with one-cycle decay and random shifts of up to 2 pixels; saves safetensors to `out`.
+    `on_step` is told of every optimizer step (`classifier_steps` in all), `on_epoch` of each epoch's
+    test accuracy."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     images, labels = train
@@ -117,6 +120,8 @@ def train_classifier(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if on_step:
+                on_step()
         accuracy = evaluate_accuracy(model, *test)
         if on_epoch:
             on_epoch(epoch + 1, accuracy)
@@ -126,6 +131,11 @@ def train_classifier(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
 
     atomic_write(Path(out), lambda tmp: save_file(state, str(tmp), metadata={"test_accuracy": f"{accuracy:.4f}"}))
     return ClassifierResult(accuracy, epochs, time.monotonic() - start)
+
+
+def classifier_steps(num_images: int, epochs: int, batch_size: int = 128) -> int:
+    """Optimizer steps `train_classifier` takes on `num_images` images."""
+    return epochs * (num_images // batch_size)
 
 
 @torch.no_grad()

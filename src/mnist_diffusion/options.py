@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .config import ALL_STEPS
 from .data import NUM_CLASSES
 
 
@@ -76,10 +77,10 @@ def pair(parse: Callable[[str], int]) -> Callable[[str], list[int]]:
     return parse_pair
 
 
-def guidance_interval(text: str) -> tuple[float, float] | None:
-    """'LOW,HIGH' (shares of T, 0 <= LOW <= HIGH <= 1) or 'all' (None: guide every step)."""
-    if text.strip() == "all":
-        return None
+def guidance_interval(text: str) -> tuple[float, float] | str:
+    """'LOW,HIGH' (shares of T, 0 <= LOW <= HIGH <= 1) or 'all' (guide every step)."""
+    if text.strip() == ALL_STEPS:
+        return ALL_STEPS
     parts = text.split(",")
     if len(parts) != 2:
         raise ValueError(f"expected LOW,HIGH (shares of T, e.g. 0.1,0.6) or all, got {text!r}")
@@ -89,9 +90,9 @@ def guidance_interval(text: str) -> tuple[float, float] | None:
     return low, high
 
 
-def format_interval(interval: tuple[float, float] | None) -> str:
+def format_interval(interval: tuple[float, float] | str) -> str:
     """The text `guidance_interval` reads back as `interval`."""
-    return "all" if interval is None else f"{interval[0]:g},{interval[1]:g}"
+    return ALL_STEPS if interval == ALL_STEPS else f"{interval[0]:g},{interval[1]:g}"
 
 
 def threads(text: str) -> str | int:

@@ -6,14 +6,17 @@
     digits = pipe.sample(digits=range(10), per_digit=8)     # uint8 (80, 28, 28), one row per digit
     save_grid(digits, "digits.png", nrow=8)
 
-Every method takes the defaults of `config.SampleConfig` (the ones the command line and the page
-use) unless told otherwise, returns uint8 numpy arrays of 28x28 digits, and is what the command
-line itself calls: the same seed gives the same digits here and there.
+Every method draws with `pipe.defaults` (a `SampleConfig`: the settings the command line and the page
+use), any of whose fields a call may override by name (`pipe.sample(8, steps=16, guidance_interval="all")`),
+returns uint8 numpy arrays of 28x28 digits, and is what the command line itself calls: the same seed
+gives the same digits here and there. Arguments are checked at the door: a wrong one is a
+`TypeError` or `ValueError` that names it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,25 +30,72 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .completion import DEFAULT_METHOD, complete, guess_digit, model_inputs, region_mask
 from .config import SampleConfig
 from .data import to_uint8
-from .distributed import pick_device
+from .devices import choose_threads, pick_device, resolve_precision
 from .interpolation import interpolate_digits, interpolate_seeds
-from .sampling import Callback, count_passes, default_steps, generate, last_timestep_for, resolve_precision
+from .sampling import Callback, Guidance, count_passes, generate, last_timestep_for, timesteps_for
 from .schedule import NoiseSchedule
 
-
-def _stochastic_kwargs(eta: float | None, noise_below: float | None) -> dict[str, float] | None:
-    """The sampler keyword arguments a stochastic sampler takes, those given (None: none given)."""
-    given = {name: value for name, value in (("eta", eta), ("noise_below", noise_below)) if value is not None}
-    return given or None
-
-
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
+MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
+MAX_CLASS = 2**31 - 1
+DEFAULT_NUM = 256  # digits `sample` draws when neither a number nor classes are asked for
+
+
+def whole(name: str, value: Any, low: int, high: int) -> int:
+    """`value` as an int in [low, high]; `TypeError` or `ValueError` naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name} must be from {low:,} to {high:,}, got {int(value):,}")
+    return int(value)
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The generator a call draws from: `generator` as given, or a new one seeded with `seed` (0 by default)."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("give seed or generator, not both")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError("generator must be a CPU torch.Generator (noise is drawn on the CPU, so a seed gives the "
+                            "same digits on every device)")
+        return generator
+    return torch.Generator().manual_seed(whole("seed", 0 if seed is None else seed, 0, MAX_SEED))
+
+
+def _pixels(name: str, images: Any) -> torch.Tensor:
+    """uint8 digits `(N, 28, 28)` from an array of whole numbers in [0, 255] (or one `(28, 28)`)."""
+    array = np.asarray(images)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must be an array of pixel values, got {array.dtype}")
+    array = array[None] if array.ndim == 2 else array
+    if array.ndim != 3 or array.shape[1:] != (28, 28) or len(array) == 0:
+        raise ValueError(f"{name} must be shaped (N, 28, 28) or (28, 28) with N >= 1, got {np.shape(images)}")
+    if not (np.isfinite(array).all() and (array == np.round(array)).all() and array.min() >= 0 and array.max() <= 255):
+        raise ValueError(f"{name} must hold whole pixel values from 0 to 255")
+    return torch.from_numpy(array.astype(np.uint8))
+
+
+def _keep_mask(mask: Any) -> torch.Tensor:
+    """A region name, or a bool keep-mask `(28, 28)` (True = known)."""
+    if isinstance(mask, str):
+        return region_mask(mask)
+    array = np.asarray(mask)
+    if array.dtype != bool:
+        raise TypeError(f"mask must be a region name or a bool array (True = known), got {array.dtype}")
+    if array.shape != (28, 28):
+        raise ValueError(f"mask must be shaped (28, 28), got {array.shape}")
+    return torch.from_numpy(array.copy())
 
 
 @dataclass
 class Pipeline:
-    """A loaded model, its noise schedule and the sampling settings its methods use by default."""
+    """A loaded model, its noise schedule, its device and the sampling settings its methods use by default.
+
+    `Pipeline.load()` loads the shipped model; `sample`, `complete` and `interpolate` draw digits;
+    `settings(**overrides)` is `defaults` with fields replaced and checked; `passes` says what a digit
+    costs; `to(device)` moves the model.
+    """
 
     checkpoint: Checkpoint
     model: nn.Module
@@ -55,9 +105,17 @@ class Pipeline:
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, *, device: str | None = "auto", use_ema: bool = True,
-             defaults: SampleConfig | None = None) -> Pipeline:
+             defaults: SampleConfig | None = None, threads: int | str | None = "auto") -> Pipeline:
         """The shipped model (`checkpoint=None`), or a checkpoint or exported model written by this
-        package; on CUDA when present unless `device` says otherwise; EMA weights unless `use_ema=False`."""
+        package; on CUDA when present unless `device` says otherwise (`cpu`, `cuda`, `cuda:N`, `mps`);
+        EMA weights unless `use_ema=False`. `threads` sets torch's CPU threads as the command line's
+        `--threads` does: "auto" uses the cores other programs leave idle now (on a busy machine,
+        threads that wait for a taken core slow everything down), a number as given, None leaves
+        torch's setting alone."""
+        if defaults is not None and not isinstance(defaults, SampleConfig):
+            raise TypeError(f"defaults must be a SampleConfig, got {type(defaults).__name__}")
+        if threads is not None and threads != "auto":
+            whole("threads", threads, 1, 1024)
         loaded = load_checkpoint(checkpoint)
         config = loaded.model_config
         if config.in_channels != 1 or config.image_size not in IMAGE_SIZES:
@@ -65,53 +123,86 @@ class Pipeline:
                              f"{config.image_size}px images; MNIST models here are 1-channel at "
                              f"{' or '.join(map(str, IMAGE_SIZES))}px")
         chosen = pick_device(device)
+        if threads is not None:
+            torch.set_num_threads(choose_threads(threads))
         return cls(loaded, loaded.build_model(use_ema=use_ema).to(chosen), NoiseSchedule(loaded.diffusion_config),
                    chosen, defaults or SampleConfig())
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Move the model to `device` (as `load` reads it) and return this pipeline."""
+        self.device = pick_device(str(device))
+        self.model.to(self.device)
+        return self
+
+    def load_guide(self, checkpoint: str | Path) -> nn.Module:
+        """A weaker network of the same data for autoguidance (`generate(guide=...)`): refused unless its
+        images, classes, noise schedule and prediction type are this model's."""
+        guide = load_checkpoint(checkpoint)
+        if guide.diffusion_config != self.checkpoint.diffusion_config:
+            raise ValueError(f"the guide {checkpoint} was trained with {guide.diffusion_config}, the model with "
+                             f"{self.checkpoint.diffusion_config}: a guide must share the schedule and prediction")
+        network = guide.build_model().to(self.device)
+        for name in ("image_size", "in_channels", "num_classes"):
+            if getattr(guide.model_config, name) != getattr(self.checkpoint.model_config, name):
+                raise ValueError(f"the guide's {name} is {getattr(guide.model_config, name)}, the model's "
+                                 f"{getattr(self.checkpoint.model_config, name)}")
+        return network
 
     @property
     def num_classes(self) -> int:
         return self.checkpoint.model_config.num_classes
 
     def settings(self, **overrides: Any) -> SampleConfig:
-        """The defaults with the given fields replaced (None keeps a default)."""
-        return dataclasses.replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
+        """`defaults` with the named fields replaced, checked by `SampleConfig` (every value means what it
+        means there: `steps=None` is the sampler's default, `guidance_interval="all"` guides every step)."""
+        if "batch_size" in overrides:
+            raise TypeError("batch_size is ambiguous here: num= says how many digits to draw, max_batch= how many "
+                            "one network pass may hold")
+        unknown = set(overrides) - {field.name for field in dataclasses.fields(SampleConfig)}
+        if unknown:
+            raise TypeError(f"unknown sampling setting {', '.join(sorted(unknown))}; SampleConfig has "
+                            f"{', '.join(field.name for field in dataclasses.fields(SampleConfig))}")
+        return dataclasses.replace(self.defaults, **overrides)
 
     def steps_for(self, settings: SampleConfig) -> int:
-        """The steps `settings` asks for: DDPM takes every timestep unless told otherwise."""
-        last = self.last_timestep(settings)
-        room = self.schedule.num_timesteps - last  # timesteps from T-1 down to the last
-        steps = settings.steps or min(default_steps(settings.sampler, self.schedule.num_timesteps), room)
-        if steps > room:
-            raise ValueError(f"steps {steps} exceeds the model's {room} timesteps down to {last}")
-        return steps
+        """The steps `settings` take on this model (`sampling.timesteps_for`)."""
+        return len(timesteps_for(settings, self.schedule))
 
     def last_timestep(self, settings: SampleConfig) -> int:
         """Where `settings` end the walk on this model's schedule."""
         return last_timestep_for(settings.last_timestep, self.schedule.num_timesteps)
 
-    def passes(self, settings: SampleConfig, conditional: bool) -> int:
-        """Network passes per digit that `settings` cost on this model (`sampling.count_passes`)."""
-        return count_passes(self.schedule, settings.sampler, self.steps_for(settings), conditional, settings.guidance,
-                            settings.guidance_interval, self.checkpoint.model_config.guidance_input,
-                            last=self.last_timestep(settings), log_snr_floor=settings.log_snr_floor)
+    def guidance(self, settings: SampleConfig, conditional: bool, *, guide: bool = False,
+                 guide_weight: float | None = None, guide_below: float | None = None) -> Guidance:
+        """Which branches each step of `settings` evaluates on this model (`sampling.Guidance`)."""
+        return Guidance(conditional and self.num_classes > 0, settings.guidance, settings.guidance_interval,
+                        self.checkpoint.model_config.guidance_input, guide, guide_weight, guide_below)
+
+    def passes(self, settings: SampleConfig, conditional: bool, **guide: Any) -> int:
+        """Network passes per digit that `settings` cost on this model, counted by the decision the
+        denoiser runs (`sampling.count_passes`); `guide`: as `guidance` takes it."""
+        return count_passes(self.schedule, settings, self.guidance(settings, conditional, **guide))
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
-                 eta: float | None = None, callback: Callback = None, guide: nn.Module | None = None,
-                 guide_weight: float | None = None, guide_below: float | None = None,
-                 noise_below: float | None = None) -> torch.Tensor:
-        """`sampling.generate` with every field of `settings` applied: `(num, 1, S, S)` in [-1, 1]. The one
-        place `sample` and the scoring draw go through, so a new setting reaches both. `guide`: a weaker
-        network to guide with instead of the unconditional branch (autoguidance, with `guide_weight` and
-        `guide_below`: see `sampling.Denoiser`). `eta` and `noise_below` go to the stochastic samplers
-        (`noise_below`: `dpm++2m-sde` only, see `solvers.sample_dpm_solver_pp_sde`)."""
-        return generate(self.model, self.schedule, num, labels=labels, guidance=settings.guidance,
-                        sampler=settings.sampler, steps=self.steps_for(settings), generator=generator,
-                        batch_size=settings.batch_size, device=self.device,
-                        guidance_interval=settings.guidance_interval, callback=callback,
-                        sampler_kwargs=_stochastic_kwargs(eta, noise_below),
-                        precision=resolve_precision(settings.precision, self.device),
-                        last_timestep=self.last_timestep(settings), guide=guide,
-                        log_snr_floor=settings.log_snr_floor, guide_weight=guide_weight, guide_below=guide_below)
+                 callback: Callback = None, noise: torch.Tensor | None = None, guide: nn.Module | None = None,
+                 guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
+        """`sampling.generate` on this model and device: `(num, 1, S, S)` in [-1, 1]. The one place
+        `sample`, the page and the scoring draw go through. `guide`: a weaker network to guide with
+        instead of the unconditional branch (autoguidance, see `load_guide` and `sampling.Denoiser`)."""
+        return generate(self.model, self.schedule, num, settings, labels=labels, generator=generator,
+                        device=self.device, callback=callback, noise=noise, guide=guide, guide_weight=guide_weight,
+                        guide_below=guide_below)
+
+    def check_classes(self, name: str, values: Any) -> list[int]:
+        """The classes asked for as `name`, each a whole number this model knows; an error names `name`."""
+        if self.num_classes == 0:
+            raise ValueError(f"this model is unconditional: {name} cannot choose a class")
+        chosen = [whole(name, value, 0, MAX_CLASS) for value in values]
+        for value in chosen:
+            if value >= self.num_classes:
+                raise ValueError(f"{name} {value} is not one of this model's {self.num_classes} classes "
+                                 f"(0-{self.num_classes - 1})")
+        return chosen
 
     def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
                per_digit: int = 10, guidance: float | None = None,
@@ -119,116 +210,131 @@ class Pipeline:
         """The labels to draw and how many digits: `per_digit` of each of `digits` in order, `num` of
         `digit`, or (neither asked) `num` digits (default 256) in an even mix of the classes in random
         order, which is unconditional for an unconditional model or guidance 0."""
-        asked = list(digits) if digits is not None else ([digit] if digit is not None else [])
-        if asked and self.num_classes == 0:
-            raise ValueError("this model is unconditional: it cannot draw a chosen digit")
-        if any(not 0 <= d < self.num_classes for d in asked):
-            raise ValueError(f"digit {max(asked)} is not one of this model's {self.num_classes} classes "
-                             f"(0-{self.num_classes - 1})")
+        if digit is not None and digits is not None:
+            raise ValueError("give digit (with num) or digits (with per_digit), not both")
         if digits is not None:
+            if isinstance(digits, (str, bytes)) or not isinstance(digits, Iterable):
+                raise TypeError(f"digits must be a sequence of classes, got {type(digits).__name__}")
+            asked = self.check_classes("digits", list(digits))
+            if not asked:
+                raise ValueError("digits names no class")
+            if num is not None:
+                raise ValueError("with digits, per_digit says how many of each: leave num out")
+            per_digit = whole("per_digit", per_digit, 1, MAX_DIGITS)
             if len(asked) * per_digit > MAX_DIGITS:
                 raise ValueError(f"{len(asked)} digits x {per_digit} per digit is more than the {MAX_DIGITS:,} "
                                  f"digits one call may draw")
             return torch.tensor(asked).repeat_interleave(per_digit), len(asked) * per_digit
-        num = num or 256
-        if not 1 <= num <= MAX_DIGITS:
-            raise ValueError(f"num must be from 1 to {MAX_DIGITS:,}, got {num}")
+        num = DEFAULT_NUM if num is None else whole("num", num, 1, MAX_DIGITS)
         if digit is not None:
-            return torch.full((num,), digit), num
+            return torch.full((num,), self.check_classes("digit", [digit])[0]), num
         if self.num_classes and (guidance if guidance is not None else self.defaults.guidance) > 0:
             labels = torch.arange(num) % self.num_classes
             return labels[torch.randperm(num, generator=generator)], num
         return None, num
 
     def sample(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
-               per_digit: int = 10, seed: int = 0, eta: float | None = None, noise_below: float | None = None,
+               per_digit: int = 10, seed: int | None = None, generator: torch.Generator | None = None,
                callback: Callback = None, **settings: Any) -> np.ndarray:
-        """Draw digits, uint8 `(N, 28, 28)`: see `labels` for which; `settings` overrides fields of
-        `SampleConfig` (sampler, steps, guidance, guidance_interval, precision, batch_size); `eta` and
-        `noise_below` are the stochastic samplers' (see `generate`)."""
-        return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, seed=seed, eta=eta,
-                                       noise_below=noise_below, callback=callback, **settings)[0]
+        """Draw digits, uint8 `(N, 28, 28)`: `num` of `digit`; `per_digit` of each of `digits`, in order;
+        or `num` (default 256) in an even mix of the classes. `seed` (default 0) or a CPU `generator`
+        draws the noise; `settings` override fields of `defaults` (`SampleConfig`: sampler, steps,
+        guidance, guidance_interval, precision, max_batch, last_timestep, log_snr_floor, eta, noise_below).
+        `callback` gets each sampler step."""
+        return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, seed=seed,
+                                       generator=generator, callback=callback, **settings)[0]
 
     def sample_with_labels(self, num: int | None = None, *, digit: int | None = None,
-                           digits: Iterable[int] | None = None, per_digit: int = 10, seed: int = 0,
-                           eta: float | None = None, noise_below: float | None = None, callback: Callback = None,
+                           digits: Iterable[int] | None = None, per_digit: int = 10, seed: int | None = None,
+                           generator: torch.Generator | None = None, callback: Callback = None,
                            **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """`sample`, and the digits asked for (int64 `(N,)`, None when drawn unconditionally)."""
+        """`sample`, and the classes asked for (int64 `(N,)`, None when drawn unconditionally)."""
         config = self.settings(**settings)
         # The same generator shuffles the labels and draws the noise: a seed names one set of digits.
-        generator = torch.Generator().manual_seed(seed)
+        generator = _generator(seed, generator)
         labels, num = self.labels(num, digit=digit, digits=digits, per_digit=per_digit, guidance=config.guidance,
                                   generator=generator)
-        images = self.generate(num, labels, config, generator, eta=eta, noise_below=noise_below, callback=callback)
+        images = self.generate(num, labels, config, generator, callback=callback)
         return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
 
-    def complete(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower", *,
-                 digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD, seed: int = 0,
-                 steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                 eta: float | None = None, noise_below: float | None = None, batch_size: int | None = None,
-                 guess: bool = True, callback: Callback = None) -> np.ndarray:
+    def complete(self, images: Any, mask: str | Any = "lower", *, digit: int | None = None, num_per_image: int = 8,
+                 method: str = DEFAULT_METHOD, seed: int | None = None, generator: torch.Generator | None = None,
+                 guess: bool = True, callback: Callback = None, **settings: Any) -> np.ndarray:
         """Draw the erased part of uint8 digits `(N, 28, 28)` (or one `(28, 28)`): `mask` is a region
-        name (`completion.MASK_REGIONS`) or a bool keep-mask `(28, 28)`, True = known. Returns
-        `num_per_image` completions of each, input-major: uint8 `(N * num_per_image, 28, 28)`. With
-        `digit`, each completes as that digit (guided). Without, a conditional model first guesses the
-        digit the known strokes begin (`completion.guess_digit`) and completes as that one (unguided:
-        the label alone steers); `guess=False` completes as whatever the strokes become."""
+        name (`completion.MASK_REGIONS`) or a bool keep-mask `(28, 28)`, True = known; erased pixels
+        are never read. Returns `num_per_image` completions of each, input-major: uint8
+        `(N * num_per_image, 28, 28)`. With `digit`, each completes as that digit (guided). Without, a
+        conditional model first guesses the digit the known strokes begin (`completion.guess_digit`)
+        and completes as that one (unguided: the label alone steers); `guess=False` completes as
+        whatever the strokes become. `settings`: fields of `SampleConfig` (RePaint takes steps,
+        guidance, guidance_interval, precision and max_batch; `method="replace"` the sampler's too)."""
         return self.complete_with_digits(images, mask, digit=digit, num_per_image=num_per_image, method=method,
-                                         seed=seed, steps=steps, sampler=sampler, guidance=guidance, eta=eta,
-                                         noise_below=noise_below, batch_size=batch_size, guess=guess,
-                                         callback=callback)[0]
+                                         seed=seed, generator=generator, guess=guess, callback=callback,
+                                         **settings)[0]
 
-    def complete_with_digits(self, images: np.ndarray | torch.Tensor, mask: str | np.ndarray | torch.Tensor = "lower",
-                             *, digit: int | None = None, num_per_image: int = 8, method: str = DEFAULT_METHOD,
-                             seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                             guidance: float | None = None, eta: float | None = None,
-                             noise_below: float | None = None, batch_size: int | None = None, guess: bool = True,
-                             callback: Callback = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def complete_with_digits(self, images: Any, mask: str | Any = "lower", *, digit: int | None = None,
+                             num_per_image: int = 8, method: str = DEFAULT_METHOD, seed: int | None = None,
+                             generator: torch.Generator | None = None, guess: bool = True, callback: Callback = None,
+                             **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """`complete`, and the digit each input was completed as, `(N,)` (None: as whatever it becomes)."""
-        pixels = torch.as_tensor(np.asarray(images, dtype=np.uint8))
-        pixels = pixels[None] if pixels.ndim == 2 else pixels
-        keep = region_mask(mask) if isinstance(mask, str) else torch.as_tensor(np.asarray(mask, dtype=bool))
+        pixels, keep = _pixels("images", images), _keep_mask(mask)
+        num_per_image = whole("num_per_image", num_per_image, 1, MAX_DIGITS)
         if len(pixels) * num_per_image > MAX_DIGITS:
             raise ValueError(f"{len(pixels)} images x {num_per_image} completions is more than the {MAX_DIGITS:,} "
                              f"digits one call may draw")
-        keep_all = keep.expand(len(pixels), 28, 28)
-        model_images, model_mask = model_inputs(pixels, keep_all, self.checkpoint.model_config.image_size)
-        config = self.settings(sampler=sampler, guidance=guidance, batch_size=batch_size)
-        generator = torch.Generator().manual_seed(seed)
+        if not isinstance(guess, bool):
+            raise TypeError(f"guess must be True or False, got {guess!r}")
+        config = self.settings(**settings)
+        model_images, model_mask = model_inputs(pixels, keep.expand(len(pixels), 28, 28),
+                                                self.checkpoint.model_config.image_size)
+        generator = _generator(seed, generator)
         if digit is not None:
-            labels, weight = torch.full((len(pixels),), digit), config.guidance
+            labels = torch.full((len(pixels),), self.check_classes("digit", [digit])[0])
         elif guess and self.num_classes:
             labels = guess_digit(self.model, self.schedule, model_images, model_mask, generator=generator,
-                                 batch_size=config.batch_size, device=self.device)
-            weight = 1.0
+                                 max_batch=config.max_batch, device=self.device,
+                                 precision=resolve_precision(config.precision, self.device))
+            config = dataclasses.replace(config, guidance=1.0)  # the guessed label alone steers
         else:
-            labels, weight = None, 1.0
-        completed = complete(self.model, self.schedule, model_images, model_mask, num_per_image=num_per_image,
-                             labels=labels, guidance=weight, method=method, sampler=config.sampler, steps=steps,
-                             generator=generator, batch_size=config.batch_size, device=self.device,
-                             callback=callback, sampler_kwargs=_stochastic_kwargs(eta, noise_below))
+            labels, config = None, dataclasses.replace(config, guidance=1.0)
+        completed = complete(self.model, self.schedule, model_images, model_mask, config,
+                             num_per_image=num_per_image, labels=labels, method=method, generator=generator,
+                             device=self.device, callback=callback)
         return to_uint8(completed).numpy(), labels.numpy() if labels is not None else None
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,
-                    digits: tuple[int, int] | None = None, frames: int = 8, seed: int = 0, sampler: str | None = None,
-                    steps: int | None = None, guidance: float | None = None) -> np.ndarray:
-        """`frames` digits, uint8 `(frames, 28, 28)`: a walk between two seeds' noise (of `digit`,
-        when given), or between two `digits` drawn from one `seed`'s noise."""
+                    digits: tuple[int, int] | None = None, frames: int = 8, seed: int | None = None,
+                    callback: Callback = None, **settings: Any) -> np.ndarray:
+        """`frames` digits, uint8 `(frames, 28, 28)`: a walk between two seeds' noise (of `digit`, when
+        given), or between two `digits` drawn from one `seed`'s noise. The end frames are the digits
+        `sample` draws for the same seed, class and settings (`settings`: fields of `SampleConfig`)."""
         if (seeds is None) == (digits is None):
             raise ValueError("give seeds=(a, b) (with digit=d on a conditional model) or digits=(a, b)")
         if digits is not None and digit is not None:
             raise ValueError("digit applies to a walk between seeds; a walk between digits names both in digits")
-        config = self.settings(sampler=sampler, guidance=guidance)
-        common = {"guidance": config.guidance, "sampler": config.sampler, "steps": steps, "device": self.device}
+        pair = seeds if seeds is not None else digits
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(list(pair)) != 2:
+            raise ValueError(f"{'seeds' if seeds is not None else 'digits'} must be a pair (a, b), got {pair!r}")
+        frames = whole("frames", frames, 2, 64)
+        config = self.settings(**settings)
+        common = {"device": self.device, "callback": callback}
         if seeds is not None:
-            walk = interpolate_seeds(self.model, self.schedule, tuple(seeds), frames, digit=digit, **common)
+            ends = tuple(whole("seeds", value, 0, MAX_SEED) for value in seeds)
+            chosen = None if digit is None else self.check_classes("digit", [digit])[0]
+            walk = interpolate_seeds(self.model, self.schedule, ends, frames, config, digit=chosen, **common)
         else:
-            walk = interpolate_digits(self.model, self.schedule, tuple(digits), frames, seed=seed, **common)
+            ends = tuple(self.check_classes("digits", list(digits)))  # type: ignore[arg-type]
+            start = whole("seed", 0 if seed is None else seed, 0, MAX_SEED)
+            walk = interpolate_digits(self.model, self.schedule, ends, frames, config, seed=start, **common)
         return to_uint8(walk).numpy()
 
 
-def save_grid(images: np.ndarray | torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+def save_grid(images: Any, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
     """Write uint8 digits `(N, 28, 28)` as one PNG grid of `nrow` per row (square by default), atomically."""
     from .figures import save_grid as save_tensor_grid
 
-    return save_tensor_grid(torch.as_tensor(np.asarray(images, dtype=np.uint8)), path, nrow=nrow, scale=scale)
+    pixels = _pixels("images", images)
+    if nrow is not None:
+        whole("nrow", nrow, 1, 10_000)
+    whole("scale", scale, 1, 16)
+    return save_tensor_grid(pixels, path, nrow=nrow, scale=scale)

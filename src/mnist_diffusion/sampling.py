@@ -1,35 +1,21 @@
 """The walk a sampler takes and what it calls at each step: the timesteps (`make_timesteps`), the
 guided denoiser (`Denoiser`), what a digit costs (`count_passes`) and `generate`, which runs one of the
-update rules of `solvers.py` (re-exported here) over batches of digits.
+update rules of `solvers.py` over batches of digits. Every setting comes from one `SampleConfig`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import FEW_STEPS, SampleConfig
-from .distributed import PRECISIONS, bf16_is_native, resolve_precision  # noqa: F401  (part of this module's API)
+from .config import ALL_STEPS, FEW_STEPS, MAX_GUIDANCE, SampleConfig, check_interval
+from .devices import PRECISIONS, resolve_precision
 from .schedule import NoiseSchedule, timestep_share
-from .solvers import (  # noqa: F401  (the update rules are part of this module's API)
-    SAMPLERS,
-    Callback,
-    DenoiseFn,
-    Prediction,
-    Sampler,
-    ddpm_posterior,
-    noise_levels,
-    noise_like,
-    sample_ddim,
-    sample_ddpm,
-    sample_dpm_solver_pp,
-    sample_dpm_solver_pp_sde,
-    sample_unipc,
-    unic_weights,
-)
+from .solvers import SAMPLERS, Callback, Prediction
 
 SPACINGS: tuple[str, ...] = ("quadratic", "linear", "logsnr")
 # Where the "logsnr" spacing starts spreading its steps (`SampleConfig.log_snr_floor`): the first step
@@ -122,85 +108,109 @@ def _strictly_descending(steps: torch.Tensor, num_timesteps: int) -> torch.Tenso
     return torch.tensor(result)
 
 
-# The defaults live in `config.SampleConfig`, the one place the CLI, the page and the API read.
-DEFAULT_SAMPLER = SampleConfig.sampler
-# DDPM's ancestral steps are first order with fresh noise each step, so it takes every timestep by
-# default (`default_steps`); the few-step samplers take `DEFAULT_STEPS`.
-DEFAULT_STEPS = FEW_STEPS
-DEFAULT_GUIDANCE = SampleConfig.guidance
-# Largest guidance weight accepted: far past any useful value (the sweep above found w = 3 already
-# costs much variety) while refusing nonsense such as 1e308, which drew pure noise.
-MAX_GUIDANCE = 20.0
-DEFAULT_BATCH_SIZE = SampleConfig.batch_size
 # Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
 DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr",
                                    "dpm++2m-sde": "logsnr", "unipc": "logsnr"}
 
 
 def default_steps(sampler: str, num_timesteps: int) -> int:
-    """Steps a sampler takes when none are asked for: every timestep for ddpm, else `DEFAULT_STEPS`."""
-    return num_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, num_timesteps)
+    """Steps a sampler takes when none are asked for: every timestep for ddpm, else `FEW_STEPS`."""
+    return num_timesteps if sampler == "ddpm" else min(FEW_STEPS, num_timesteps)
 
 
-GuidanceInterval = tuple[float, float]
+def timesteps_for(settings: SampleConfig, schedule: NoiseSchedule, spacing: str | None = None) -> torch.Tensor:
+    """The timesteps `settings` visit on this schedule `(N,)`, descending: `settings.steps` (or the
+    sampler's default, at most the room above the end point) from T-1 down to `settings.last_timestep`
+    scaled to T, in the sampler's spacing unless `spacing` names another. `ValueError` naming the
+    setting when the model cannot take it."""
+    num_timesteps = schedule.num_timesteps
+    last = last_timestep_for(settings.last_timestep, num_timesteps)
+    room = num_timesteps - last  # timesteps from T-1 down to the last
+    steps = settings.steps or min(default_steps(settings.sampler, num_timesteps), room)
+    if steps > room:
+        raise ValueError(f"steps {steps} exceeds the model's {room} timesteps down to t = {last}")
+    spacing = spacing or DEFAULT_SPACING[settings.sampler]
+    if spacing == "logsnr" and settings.log_snr_floor >= float(schedule.log_snr[last]):
+        above = (schedule.log_snr > settings.log_snr_floor).nonzero()
+        highest = round(int(above.max()) * 1000 / num_timesteps) if len(above) else 0
+        raise ValueError(f"last_timestep {settings.last_timestep} ends the walk below the log-SNR floor "
+                         f"{settings.log_snr_floor:g} where {settings.sampler}'s first step lands; on this model it "
+                         f"must be at most {max(highest - 1, 0)}")
+    return make_timesteps(num_timesteps, steps, spacing, schedule.log_snr, last, settings.log_snr_floor)
 
 
-# Guidance matters where the digit's identity forms; at the noisiest levels it costs variety and at
-# the cleanest it does little (Kynkaanniemi et al. 2024). With 8 steps the default interval guides
-# t/T = 0.674 and 0.440: 10 network passes per digit.
-DEFAULT_GUIDANCE_INTERVAL: GuidanceInterval | None = SampleConfig.guidance_interval
+GuidanceInterval = tuple[float, float] | str  # (low, high) shares of T, or "all"
 
 
-def guided_at(t: int, num_timesteps: int, interval: GuidanceInterval | None) -> bool:
-    """Whether guidance applies at timestep `t`: always without an interval, else when t / (T - 1)
-    lies in [low, high] (guidance in a limited interval of noise levels, Kynkaanniemi et al. 2024)."""
-    if interval is None:
+def guided_at(t: int, num_timesteps: int, interval: GuidanceInterval) -> bool:
+    """Whether guidance applies at timestep `t`: at every step for "all", else when t / (T - 1) lies
+    in [low, high] (guidance in a limited interval of noise levels, Kynkaanniemi et al. 2024)."""
+    if interval == ALL_STEPS:
         return True
     return interval[0] <= timestep_share(t, num_timesteps) <= interval[1]
 
 
-def check_interval(interval: GuidanceInterval | None) -> None:
-    if interval is not None and not 0.0 <= interval[0] <= interval[1] <= 1.0:
-        raise ValueError(f"a guidance interval is (low, high) with 0 <= low <= high <= 1 (shares of T), "
-                         f"got {interval}")
+# What a step evaluates, and its cost in network passes per digit.
+BRANCH_PASSES: dict[str, int] = {
+    "unconditional": 1,  # the null label
+    "conditional": 1,  # the label alone (w = 1, or outside the guidance interval)
+    "learned": 1,  # a network with a guidance input (`ModelConfig.guidance_input`) given w >= 1
+    "classifier-free": 2,  # conditional and unconditional branch in one batched call
+    "autoguidance": 2,  # the model's and the guide network's conditional outputs
+}
 
 
-def uses_two_branches(conditional: bool, guidance: float, learned_guidance: bool = False) -> bool:
-    """Whether guidance mixes a conditional and an unconditional branch: w other than 0 and 1, and
-    not a w >= 1 that a network with a guidance input (`ModelConfig.guidance_input`) takes directly."""
-    if learned_guidance and guidance >= 1.0:
-        return False
-    return conditional and guidance not in (0.0, 1.0)
+@dataclass(frozen=True)
+class Guidance:
+    """How each step of a walk is guided: the one decision of which branches a step evaluates
+    (`branches`), read by `Denoiser` to run them and by `count_passes` to count them.
 
-
-def network_passes_per_digit(steps: int, conditional: bool, guidance: float, guided_steps: int | None = None,
-                             learned_guidance: bool = False) -> int:
-    """What one digit costs, counted honestly: each step is one network evaluation per branch.
-
-    Every sampler here evaluates the network once per visited timestep, the last (t = 0) included:
-    for DDIM and DPM-Solver++ that last evaluation is the final denoise to the clean image. Guidance
-    runs the conditional and the unconditional branch in one batched call, which is two passes, on
-    `guided_steps` of the steps (all of them unless a guidance interval limits it). A network trained
-    with guidance as an input (`learned_guidance`) draws w >= 1 in one pass.
+    `conditional`: labels are given to a class-conditional model. `learned`: the network takes the
+    guidance weight as an input. `guide`: an autoguidance network is given, with `guide_weight`
+    (default: `weight`) and `guide_below` (a share of T: only guided steps below it are autoguided).
     """
-    if not uses_two_branches(conditional, guidance, learned_guidance):
-        return steps
-    return steps + (steps if guided_steps is None else guided_steps)
+
+    conditional: bool
+    weight: float
+    interval: GuidanceInterval = ALL_STEPS
+    learned: bool = False
+    guide: bool = False
+    guide_weight: float | None = None
+    guide_below: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, weight in (("guidance", self.weight), ("guide_weight", self.guide_weight)):
+            if weight is not None and not 0 <= weight <= MAX_GUIDANCE:
+                raise ValueError(f"{name} must be in [0, {MAX_GUIDANCE:g}], got {weight}")
+        if not self.guide and (self.guide_weight is not None or self.guide_below is not None):
+            raise ValueError("a guide weight or a guide_below share needs a guide network")
+        if self.guide and (not self.conditional or self.weight == 0):
+            raise ValueError("a guide network guides a conditional draw: give labels and a guidance weight above 0")
+        if self.guide_below is not None and not 0 < self.guide_below <= 1:
+            raise ValueError(f"guide_below is a share of T in (0, 1], got {self.guide_below}")
+
+    def branches(self, t: int, num_timesteps: int) -> str:
+        """What step `t` evaluates: a key of `BRANCH_PASSES`."""
+        if not self.conditional or self.weight == 0:
+            return "unconditional"
+        if not guided_at(t, num_timesteps, self.interval):
+            return "conditional"
+        if self.guide and (self.guide_below is None or timestep_share(t, num_timesteps) < self.guide_below):
+            return "conditional" if self.guide_weight_or_weight == 1 else "autoguidance"
+        if self.weight == 1:
+            return "conditional"
+        return "learned" if self.learned and self.weight > 1 else "classifier-free"
+
+    @property
+    def guide_weight_or_weight(self) -> float:
+        return self.weight if self.guide_weight is None else self.guide_weight
 
 
-def guided_step_count(timesteps: torch.Tensor, num_timesteps: int, interval: GuidanceInterval | None) -> int:
-    return sum(guided_at(t, num_timesteps, interval) for t in timesteps.tolist())
-
-
-def count_passes(schedule: NoiseSchedule, sampler: str, steps: int, conditional: bool, guidance: float,
-                 interval: GuidanceInterval | None, learned_guidance: bool = False, *, last: int = 0,
-                 log_snr_floor: float = LOG_SNR_FLOOR) -> int:
-    """`network_passes_per_digit` for what `generate` would run: the sampler's own timesteps (ending at
-    `last`) decide how many steps fall in the guidance interval."""
-    timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[sampler], schedule.log_snr, last,
-                               log_snr_floor)
-    guided = guided_step_count(timesteps, schedule.num_timesteps, interval)
-    return network_passes_per_digit(steps, conditional, guidance, guided, learned_guidance)
+def count_passes(schedule: NoiseSchedule, settings: SampleConfig, guidance: Guidance) -> int:
+    """Network passes per digit that `settings` cost: `guidance.branches` summed over the timesteps
+    `timesteps_for` gives, the same decision `Denoiser` runs (a test counts the calls)."""
+    timesteps = timesteps_for(settings, schedule)
+    return sum(BRANCH_PASSES[guidance.branches(t, schedule.num_timesteps)] for t in timesteps.tolist())
 
 
 def describe_passes(steps: int, passes: int, learned_guidance: bool = False) -> str:
@@ -215,51 +225,40 @@ def describe_passes(steps: int, passes: int, learned_guidance: bool = False) -> 
 
 
 class Denoiser:
-    """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`.
+    """Turn a network into `denoise(x_t, t) -> (x0_hat, eps_hat)`, evaluating at each step the branches
+    `Guidance.branches` names.
 
     Classifier-free guidance (Ho & Salimans 2022, eq. 6, written with the unconditional output as
     the base): out = out_uncond + w (out_cond - out_uncond), so w = 0 is unconditional and w = 1
-    purely conditional; both branches run in one batched forward pass. With `guidance_interval`
-    the guided output is used only at those noise levels (`guided_at`) and the conditional branch
-    alone elsewhere, one pass instead of two. A network trained with guidance as an input
-    (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
-    guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the data range) and
-    re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"` runs the network
-    under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`).
+    purely conditional; both branches run in one batched forward pass. Outside the guidance interval
+    the conditional branch alone runs, one pass instead of two. A network trained with guidance as an
+    input (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
+    guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the
+    data range) and re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"`
+    runs the network under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`).
 
     Autoguidance (Karras et al. 2024): with a `guide` network, a weaker model of the same data (an
     earlier snapshot of the same run, or a smaller net), the base of the guided output is the
     guide's conditional output instead of the unconditional one: out = guide + w (cond - guide).
     It pushes away from what the weak model gets wrong rather than towards the class. `guide_weight`
     is its w (default: `guidance`); with `guide_below`, only the guided steps with t / (T - 1) below
-    that share are autoguided and the others get classifier-free guidance at `guidance`: the class
-    settled where the digit's identity forms, the shape corrected below, at the same passes.
+    that share are autoguided and the others get classifier-free guidance at `guidance`.
     """
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
-                 guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval | None = None,
+                 guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval = ALL_STEPS,
                  precision: str = "fp32", guide: nn.Module | None = None, guide_weight: float | None = None,
                  guide_below: float | None = None) -> None:
-        for name, weight in (("guidance", guidance), ("guide weight", guide_weight)):
-            if weight is not None and not 0 <= weight <= MAX_GUIDANCE:
-                raise ValueError(f"{name} must be in [0, {MAX_GUIDANCE:g}], got {weight}")
-        if guide is None and (guide_weight is not None or guide_below is not None):
-            raise ValueError("a guide weight or a guide_below share needs a guide network")
-        if guide_below is not None and not 0 < guide_below <= 1:
-            raise ValueError(f"guide_below is a share of T in (0, 1], got {guide_below}")
-        self.guide_weight = guidance if guide_weight is None else guide_weight
-        self.guide_below = guide_below
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        check_interval(guidance_interval)
-        self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
-        self.guidance_interval, self.guide = guidance_interval, guide
-        num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
-        self.learned_guidance = getattr(getattr(model, "config", None), "guidance_input", False)
-        self.null_label = num_classes
+        config = getattr(model, "config", None)
+        num_classes = getattr(config, "num_classes", 0)
         if labels is not None:
             check_labels(labels, num_classes)
+        self.plan = Guidance(labels is not None, guidance, check_interval(guidance_interval),
+                             getattr(config, "guidance_input", False), guide is not None, guide_weight, guide_below)
+        self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
+        self.precision, self.guide, self.null_label = precision, guide, num_classes
 
     def _null_labels(self, like: torch.Tensor) -> torch.Tensor:
         """"No label" for each row of `like`: the null index, or its one-hot row for label weights."""
@@ -269,23 +268,17 @@ class Denoiser:
         return torch.full_like(like, self.null_label)
 
     def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.labels is None or self.guidance == 0:
-            null = torch.full_like(t, self.null_label) if self.null_label else None
-            return self.model(x, t, null)
-        step, num_timesteps = int(t[0]), self.schedule.num_timesteps
-        if not guided_at(step, num_timesteps, self.guidance_interval):
+        branches = self.plan.branches(int(t[0]), self.schedule.num_timesteps)
+        if branches == "unconditional":
+            return self.model(x, t, torch.full_like(t, self.null_label) if self.null_label else None)
+        if branches == "conditional":
             return self.model(x, t, self.labels)
-        if self.guide is not None and (self.guide_below is None
-                                       or timestep_share(step, num_timesteps) < self.guide_below):
-            if self.guide_weight == 1:
-                return self.model(x, t, self.labels)
-            base = self.guide(x, t, self.labels)
-            return base + self.guide_weight * (self.model(x, t, self.labels) - base)
-        if self.guidance == 1:
-            return self.model(x, t, self.labels)
-        if self.learned_guidance and self.guidance > 1:
+        if branches == "learned":
             return self.model(x, t, self.labels, torch.full(t.shape, 1 / self.guidance, device=x.device))
-        null = self._null_labels(self.labels)
+        if branches == "autoguidance":
+            base = self.guide(x, t, self.labels)  # type: ignore[misc]
+            return base + self.plan.guide_weight_or_weight * (self.model(x, t, self.labels) - base)
+        null = self._null_labels(self.labels)  # type: ignore[arg-type]
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, null]))
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)
@@ -304,7 +297,7 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
     """`ValueError` unless `labels` is a 1-D integer tensor of classes this model knows, or finite
     label weights shaped `(B, num_classes + 1)` (see `UNet.forward`)."""
     if num_classes == 0:
-        raise ValueError("this model is unconditional; it cannot be asked for a digit")
+        raise ValueError("this model is unconditional; it cannot be asked for a class")
     if labels.is_floating_point():
         if labels.ndim != 2 or labels.shape[1] != num_classes + 1 or not torch.isfinite(labels).all():
             raise ValueError(f"label weights must be finite and shaped (B, {num_classes + 1}), "
@@ -314,11 +307,12 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"labels must be a 1-D tensor of integers, got {labels.dtype} {tuple(labels.shape)}")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
         bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
-        raise ValueError(f"digit {bad} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
+        raise ValueError(f"class {bad} is not one of this model's {num_classes} classes (0-{num_classes - 1})")
 
 
 def check_guide(guide: nn.Module, model: nn.Module) -> None:
-    """`ValueError` unless `guide` draws the images and classes `model` does (autoguidance)."""
+    """`ValueError` unless `guide` draws the images and classes `model` does (autoguidance; the noise
+    schedule and prediction type are the checkpoints', checked by `Pipeline.load_guide`)."""
     mine, theirs = model.config, guide.config  # type: ignore[attr-defined]
     for name in ("image_size", "in_channels", "num_classes"):
         if getattr(mine, name) != getattr(theirs, name):
@@ -326,61 +320,51 @@ def check_guide(guide: nn.Module, model: nn.Module) -> None:
                              f"the model's {getattr(mine, name)}")
 
 
-def _check_request(config: Any, num: int, sampler: str, batch_size: int, labels: torch.Tensor | None,
-                   noise: torch.Tensor | None) -> None:
+def _check_request(config: Any, num: int, labels: torch.Tensor | None, noise: torch.Tensor | None) -> None:
     """`ValueError` naming the first of `generate`'s arguments that cannot be drawn."""
     if num < 1:
         raise ValueError(f"number of samples must be at least 1, got {num}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if labels is not None and len(labels) != num:
         raise ValueError(f"got {len(labels)} labels for {num} samples")
     if noise is not None and tuple(noise.shape) != (num, config.in_channels, config.image_size, config.image_size):
         raise ValueError(f"noise must be shaped like the {num} images, got {tuple(noise.shape)}")
 
 
-def generate(model: nn.Module, schedule: NoiseSchedule, num: int, *, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
-             spacing: str | None = None, generator: torch.Generator | None = None,
-             batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str = "cpu",
-             callback: Callback = None, clip: bool = True, sampler_kwargs: dict[str, Any] | None = None,
-             noise: torch.Tensor | None = None, guidance_interval: GuidanceInterval | None = None,
-             precision: str = "fp32", last_timestep: int = 0, guide: nn.Module | None = None,
-             log_snr_floor: float = LOG_SNR_FLOOR, guide_weight: float | None = None,
-             guide_below: float | None = None) -> torch.Tensor:
-    """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at.
+def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: SampleConfig | None = None, *,
+             labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             device: torch.device | str = "cpu", callback: Callback = None, noise: torch.Tensor | None = None,
+             clip: bool = True, spacing: str | None = None, guide: nn.Module | None = None,
+             guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
+    """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at, drawn as
+    `settings` say (default: `SampleConfig()`, the product's defaults).
 
-    `labels` `(num,)` asks for digits (conditional models); `None` samples unconditionally.
-    `steps=None` means the sampler's default (`default_steps`); `spacing=None` its own spacing. Initial noise
-    comes from `generator` (CPU by default) so the same seed gives the same digits on any device,
-    unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds' noise). All of
-    it is drawn before the first step, so one seed starts every sampler from the same noise and a
-    stochastic sampler's fresh noise (drawn from `generator` too) comes after it.
-    `precision` is the network's arithmetic, "fp32" or "bf16" (`PRECISIONS`; `resolve_precision` picks for a device).
-    `guide` is autoguidance's weaker network (see `Denoiser`, with `guide_weight` and `guide_below`), of
-    the same image size and classes.
+    `labels` `(num,)` asks for classes (conditional models); `None` samples unconditionally. Initial
+    noise comes from `generator` (CPU by default) so the same seed gives the same images on any
+    device, unless `noise` `(num, C, S, S)` gives it (interpolation does, to walk between two seeds'
+    noise). All of it is drawn before the first step, so one seed starts every sampler from the same
+    noise and a stochastic sampler's fresh noise (drawn from `generator` too) comes after it.
+    `spacing` overrides the sampler's own (`DEFAULT_SPACING`). `guide` is autoguidance's weaker
+    network (see `Denoiser`, with `guide_weight` and `guide_below`), of the same image size and classes.
     """
+    settings = settings or SampleConfig()
     config = model.config  # type: ignore[attr-defined]
-    _check_request(config, num, sampler, batch_size, labels, noise)
+    _check_request(config, num, labels, noise)
     if guide is not None:
         check_guide(guide, model)
         guide = guide.to(device).eval()
-    timesteps = make_timesteps(schedule.num_timesteps, steps or default_steps(sampler, schedule.num_timesteps),
-                               spacing or DEFAULT_SPACING[sampler], schedule.log_snr, last=last_timestep,
-                               log_snr_floor=log_snr_floor)
-    sample_fn = SAMPLERS[sampler]
+    timesteps = timesteps_for(settings, schedule, spacing)
+    precision = resolve_precision(settings.precision, device)
+    sample_fn = SAMPLERS[settings.sampler]
     model = model.to(device).eval()
     if noise is None:
         noise = torch.randn((num, config.in_channels, config.image_size, config.image_size), generator=generator)
     outputs = []
-    for start in range(0, num, batch_size):
-        count = min(batch_size, num - start)
+    for start in range(0, num, settings.max_batch):
+        count = min(settings.max_batch, num - start)
         x = noise[start:start + count].to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, guidance, clip, guidance_interval, precision, guide,
-                           guide_weight, guide_below)
+        denoise = Denoiser(model, schedule, batch_labels, settings.guidance, clip, settings.guidance_interval,
+                           precision, guide, guide_weight, guide_below)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
-                                 **(sampler_kwargs or {})).cpu())
+                                 **settings.sampler_kwargs()).cpu())
     return torch.cat(outputs)

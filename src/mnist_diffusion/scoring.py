@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from .config import SampleConfig
+from .config import ALL_STEPS, SampleConfig
 from .data import to_uint8
+from .devices import resolve_precision
 from .evaluate import Evaluator, Memorization, ScoreRow, fid, write_report
-from .sampling import Callback, resolve_precision
+from .sampling import Callback
 
 FLOOR_COUNT = 10_000  # training digits in the floor row: what a perfect generator reaches at that N
 
@@ -57,25 +58,23 @@ def scoring_labels(num: int, num_classes: int, guidance: float) -> torch.Tensor 
 
 def row_name(settings: SampleConfig, steps: int, conditional: bool) -> str:
     interval = settings.guidance_interval
-    where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval is not None and conditional else ""
+    where = f" on t/T {interval[0]:g}-{interval[1]:g}" if interval != ALL_STEPS and conditional else ""
     guided = f", w={settings.guidance:g}{where}" if conditional else ", unconditional"
     return f"model ({settings.sampler}, {steps} steps{guided})"
 
 
-def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, eta: float | None = None,
-                     noise_below: float | None = None, callback: Callback = None,
+def draw_for_scoring(pipe, num: int, settings: SampleConfig, *, seed: int = 0, callback: Callback = None,
                      checkpoint_name: str = "shipped default", ema: bool = True) -> Drawn:
     """`num` digits of `pipe` (a `Pipeline`) with `settings`, in an even mix of its classes."""
     labels = scoring_labels(num, pipe.num_classes, settings.guidance)
     steps = pipe.steps_for(settings)
     started = time.monotonic()
-    images = pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), eta=eta,
-                           noise_below=noise_below, callback=callback)
+    images = pipe.generate(num, labels, settings, torch.Generator().manual_seed(seed), callback=callback)
     recorded = {"checkpoint": checkpoint_name, "sampler": settings.sampler, "steps": steps,
                 "network_passes_per_digit": pipe.passes(settings, labels is not None), "guidance": settings.guidance,
                 "guidance_interval": settings.guidance_interval, "last_timestep": pipe.last_timestep(settings),
                 "seed": seed, "ema": ema, "precision": resolve_precision(settings.precision, pipe.device),
-                "generation_s": round(time.monotonic() - started, 1)}
+                **settings.sampler_kwargs(), "generation_s": round(time.monotonic() - started, 1)}
     return Drawn(to_uint8(images), labels, row_name(settings, steps, labels is not None), recorded)
 
 

@@ -35,7 +35,8 @@ from torch import nn
 from .checkpoint import Checkpoint, CheckpointError
 from .config import DiffusionConfig, ModelConfig, TrainConfig, to_dict
 from .data import load_mnist, to_model_space
-from .distributed import join_process_group, pick_device, resolve_precision
+from .devices import pick_device, resolve_precision
+from .distributed import join_process_group
 from .rundir import RunDirectory, RunDirError, RunLock
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters

@@ -163,7 +163,11 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full_like(t, self.config.num_classes)
             if labels.is_floating_point():
-                emb = emb + labels.to(emb.dtype) @ self.label_emb.weight  # (B, K+1) @ (K+1, 4*base)
+                # In fp32 whatever the autocast: a one-hot row then gives its class's embedding exactly, as
+                # the lookup below does, so a walk between digits ends on the digits `sample` draws.
+                with torch.autocast(x.device.type, enabled=False):
+                    mixed = labels.float() @ self.label_emb.weight.float()  # (B, K+1) @ (K+1, 4*base)
+                emb = emb + mixed
             else:
                 emb = emb + self.label_emb(labels)
         h = self.stem(x)  # (B, base, H, W)

@@ -1,0 +1,141 @@
+"""Where a process computes and how: its device (`pick_device`), its CPU threads (`choose_threads`)
+and the network's arithmetic (`resolve_precision`). Sampling, the page and training all read these;
+the `torchrun` process group lives in `distributed.py`.
+
+`choose_device` is a pure function of the request, the environment and the devices present, so
+every rule is testable without a GPU. Under `torchrun` each process owns the GPU of its
+`LOCAL_RANK` (`cuda:LOCAL_RANK`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+
+import torch
+
+
+def choose_device(requested: str | None, env: Mapping[str, str], cuda_devices: int,
+                  mps_available: bool = False) -> torch.device:
+    """The device this process should use.
+
+    requested: None or "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or "mps"
+        (Apple's GPU, where this torch has it; never chosen by "auto", whose bf16 it lacks).
+    env: the process environment; `WORLD_SIZE` > 1 means a `torchrun` job, `LOCAL_RANK` this
+        process's index on its machine.
+    cuda_devices: how many CUDA devices this process sees.
+    """
+    if requested in (None, "auto"):
+        device = torch.device("cuda" if cuda_devices > 0 else "cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unsupported device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cpu":
+        return device
+    if device.type == "mps":
+        if not mps_available:
+            raise ValueError(f"device {requested} was asked for, but this torch has no MPS device here")
+        if world_size(env) > 1:
+            raise ValueError("torchrun jobs run on cpu or cuda, not mps")
+        return device
+    if cuda_devices == 0:
+        raise ValueError(f"--device {requested} was asked for, but no CUDA device is available")
+    if world_size(env) > 1:
+        if device.index is not None:
+            raise ValueError(f"--device {requested}: under torchrun every process uses the GPU of its "
+                             f"LOCAL_RANK; pass --device cuda (or auto)")
+        local_rank = int(env.get("LOCAL_RANK", "0"))
+        if local_rank >= cuda_devices:
+            raise ValueError(f"LOCAL_RANK is {local_rank} but this process sees {cuda_devices} CUDA "
+                             f"device(s): start at most {cuda_devices} processes per machine")
+        return torch.device("cuda", local_rank)
+    if device.index is not None and device.index >= cuda_devices:
+        raise ValueError(f"--device {requested}: this machine has {cuda_devices} CUDA device(s)")
+    return device
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`choose_device` for this process: its environment and its visible GPUs."""
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None)
+    return choose_device(requested, os.environ, cuda_devices, bool(mps and mps.is_available()))
+
+
+def world_size(env: Mapping[str, str]) -> int:
+    try:
+        return int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE must be a whole number, got {env.get('WORLD_SIZE')!r}") from None
+
+
+# -- CPU threads ------------------------------------------------------------------------------------
+# Measured on 2 cores (benchmarks/results/threads.md): beside one busy core, torch with 2 threads
+# sampled 4x slower than with 1 (its threads wait for each other at every operation), while on an
+# idle machine 2 threads were 1.5x faster than 1. So "auto" uses the cores that are idle now.
+
+def busy_cores(interval_s: float = 0.05, stat_path: str = "/proc/stat") -> float:
+    """How many cores other programs keep busy: from two readings of the kernel's CPU counters
+    `interval_s` apart, else (no /proc, as on macOS) the one-minute load average."""
+    def totals() -> tuple[int, int]:
+        with open(stat_path) as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_before, total_before = totals()
+        time.sleep(interval_s)
+        busy_after, total_after = totals()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    share = (busy_after - busy_before) / max(total_after - total_before, 1)
+    return share * (os.cpu_count() or 1)
+
+
+_last_reading: tuple[float, float] | None = None  # (when, busy cores): one reading serves a few seconds
+READING_LIFETIME_S = 10.0
+
+
+def choose_threads(requested: str | int, cores: int | None = None, busy: float | None = None) -> int:
+    """Torch threads for this process: a number as asked, or for "auto" the cores not busy now (at
+    least 1). `cores` and `busy` default to this machine's (a reading is reused for
+    `READING_LIFETIME_S`, so a program calling many commands measures once); tests give their own."""
+    global _last_reading
+    if requested != "auto":
+        return int(requested)
+    cores = cores or os.cpu_count() or 1
+    if busy is None:
+        now = time.monotonic()
+        if _last_reading is None or now - _last_reading[0] > READING_LIFETIME_S:
+            _last_reading = (now, busy_cores())
+        busy = _last_reading[1]
+    return max(1, min(cores, round(cores - busy)))
+
+
+# Arithmetic of the network's forward pass: "fp32", or "bf16" (bfloat16 autocast: convolutions and
+# matrix products in bf16, the rest, the loss and the sampler's own arithmetic in fp32).
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU that supports them, or a
+    CPU whose oneDNN has bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """"auto" -> "bf16" where `bf16_is_native(device)`, else "fp32"; "fp32" and "bf16" as they are."""
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return precision

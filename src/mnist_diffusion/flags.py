@@ -1,0 +1,120 @@
+"""Command-line flags made from the config dataclasses: one flag per field, with the field's help,
+default and choices, so a setting is defined, validated and documented once, where its flag comes
+from (`TrainConfig` for `train`, `SampleConfig` for the commands that draw). The dataclass's own
+validator checks the values; its messages name the field, and `sample_settings` names the flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import options
+from .config import SAMPLER_NAMES, SampleConfig
+
+MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
+
+
+class UsageError(ValueError):
+    """Bad input from the user."""
+
+
+def argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An option type from a parser of `options`: its `ValueError` becomes argparse's one-line error."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    return argument(options.whole_number(low, high))
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of a config dataclass (`--max-steps` for `max_steps`), help from its metadata."""
+    for field in dataclasses.fields(config_class):
+        default = field.default
+        shown = f" (default: {default})" if default is not None else ""
+        spec: dict[str, Any] = {"default": default, "help": field.metadata["help"] + shown}
+        if field.metadata.get("choices"):
+            spec["choices"] = field.metadata["choices"]
+        else:
+            spec["type"] = argument(options.config_value(str(field.type)))
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **spec)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a `SampleConfig` field."""
+    field = {f.name: f for f in dataclasses.fields(SampleConfig)}[name]
+    return field.metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def _sample_help(field: dataclasses.Field, steps_default: str | None) -> str:
+    help_text = field.metadata["help"]
+    if field.name == "steps" and steps_default:
+        return f"{help_text.split(' (default:')[0]} (default: {steps_default})"
+    if field.name == "steps" or field.default is None:
+        return help_text  # says its default in its own words
+    shown = options.format_interval(field.default) if field.name == "guidance_interval" else field.default
+    return f"{help_text} (default: {shown})"
+
+
+# The `SampleConfig` fields each drawing command takes as flags (sample and evaluate: all of them).
+COMPLETE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "max_batch", "eta", "noise_below")
+INTERPOLATE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "last_timestep",
+                      "log_snr_floor")
+
+
+def add_sampling(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None, *,
+                 samplers: Sequence[str] = SAMPLER_NAMES, steps_default: str | None = None) -> None:
+    """One flag per `SampleConfig` field in `fields` (all by default), then --seed and --no-ema."""
+    chosen = [f for f in dataclasses.fields(SampleConfig) if fields is None or f.name in fields]
+    for field in chosen:
+        meta = field.metadata
+        spec: dict[str, Any] = {"dest": field.name, "default": field.default,
+                                "help": _sample_help(field, steps_default)}
+        if meta["metavar"]:
+            spec["metavar"] = meta["metavar"]
+        if field.name == "sampler":
+            spec["choices"] = samplers
+        elif meta["choices"]:
+            spec["choices"] = meta["choices"]
+        elif field.name == "guidance_interval":
+            spec["type"] = argument(options.guidance_interval)
+        else:
+            spec["type"] = argument(options.config_value(str(field.type)))
+        parser.add_argument(flag(field.name), *meta["aliases"], **spec)
+    parser.set_defaults(sample_fields=tuple(f.name for f in chosen))
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0,
+                        help=f"random seed in [0, {MAX_SEED}]; the same seed gives the same digits")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+
+
+def _name_the_flag(error: ValueError, fields: Sequence[str]) -> UsageError:
+    """`error` (whose message begins with a field's name) as the flag's error."""
+    message = str(error)
+    for name in fields:
+        if message.startswith(name + " "):
+            return UsageError(flag(name) + message[len(name):])
+    return UsageError(message)
+
+
+def sample_settings(args: argparse.Namespace) -> SampleConfig:
+    """The `SampleConfig` of this command's sampling flags, checked by its validator before any work."""
+    try:
+        return SampleConfig(**{name: getattr(args, name) for name in args.sample_fields})
+    except ValueError as error:
+        raise _name_the_flag(error, args.sample_fields) from None
+
+
+def fits_model(pipe: Any, settings: SampleConfig, args: argparse.Namespace) -> None:
+    """What only the model can check (steps beyond its T, an end point below its log-SNR floor)."""
+    try:
+        pipe.steps_for(settings)
+    except ValueError as error:
+        raise _name_the_flag(error, args.sample_fields) from None

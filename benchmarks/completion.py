@@ -1,10 +1,12 @@
 """Completion benchmark: how often a completed digit is read as the right one, per method and mask.
 
-On the first N MNIST test digits with the lower half, the right half and the centre 12x12 erased,
-the shipped classifier reads (a) the erased input, (b) completions without a label, (c) completions
-with the true label and the default guidance, for x0-replacement (dpm++2m, 10 steps) and RePaint
-(50 steps x 3 resamples). It also times each completion, and draws docs/images/completion.png
-(inputs, masks, 8 completions each) and docs/images/interpolation.png.
+On the first N MNIST test digits with the lower half, the right half and the centre 12x12 erased
+(the erased pixels set to black, as a user gives them), the shipped classifier reads (a) the erased
+input, (b) completions without a label (and without a guess), (c) completions with the true label and
+the default guidance, for x0-replacement (the default sampler's walk) and RePaint (50 levels x 3
+resamples), each drawn by `Pipeline.complete` as the command line draws it. It also times each
+completion, and draws docs/images/completion.png (inputs, masks, 8 completions each) and
+docs/images/interpolation.png.
 
     python benchmarks/completion.py --num 1000          # writes benchmarks/results/completion.{md,json}
 """
@@ -20,17 +22,14 @@ from pathlib import Path
 import torch
 from report import markdown_table, write_report
 
-from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.classifier import embed, load_classifier
-from mnist_diffusion.completion import REPAINT_RESAMPLES, REPAINT_STEPS, complete, model_inputs, region_mask
-from mnist_diffusion.data import load_mnist, to_uint8
-from mnist_diffusion.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, network_passes_per_digit
-from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.completion import completion_cost, region_mask
+from mnist_diffusion.data import load_mnist
+from mnist_diffusion.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 MASKS = ("lower", "right", "center")
-METHODS = {"replace": {"method": "replace", "sampler": "dpm++2m", "steps": DEFAULT_STEPS},
-           "repaint": {"method": "repaint", "steps": REPAINT_STEPS, "resamples": REPAINT_RESAMPLES}}
+METHODS = ("replace", "repaint")
 
 
 def main() -> None:
@@ -41,12 +40,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "completion"))
     parser.add_argument("--figures-only", action="store_true", help="only draw the two figures")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    checkpoint = load_checkpoint()
-    model, schedule = checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config)
+    pipe = Pipeline.load(device="cpu", threads=args.threads)
     images, labels = load_mnist(args.data_root, "test")
-    _completion_figure(model, schedule, images[:4])
-    _interpolation_figure(model, schedule)
+    _completion_figure(pipe, images[:4])
+    _interpolation_figure(pipe)
     if args.figures_only:
         return
     classifier = load_classifier()
@@ -57,10 +54,9 @@ def main() -> None:
         erased = torch.where(keep, pixels, torch.zeros_like(pixels))
         rows.append({"mask": mask_name, "method": "erased input", "label": "-", "accuracy": _accuracy(
             classifier, erased, truth), "seconds_per_digit": 0.0, "passes_per_digit": 0})
-        for name, options in METHODS.items():
+        for method in METHODS:
             for given in (False, True):
-                rows.append(_measure(model, schedule, classifier, pixels, keep, truth, mask_name, name, options,
-                                     given))
+                rows.append(_measure(pipe, classifier, erased, keep, truth, mask_name, method, given))
                 print(json.dumps(rows[-1]), flush=True)
     _write(rows, args)
 
@@ -70,31 +66,39 @@ def _accuracy(classifier, pixels: torch.Tensor, truth: torch.Tensor) -> float:
     return round((probabilities.argmax(1) == truth).double().mean().item(), 4)
 
 
-def _measure(model, schedule, classifier, pixels, keep, truth, mask_name: str, name: str, options: dict,
-             given: bool) -> dict:
-    images, mask = model_inputs(pixels, keep, model.config.image_size)
-    guidance = DEFAULT_GUIDANCE if given else 1.0
+def _measure(pipe: Pipeline, classifier, erased, keep, truth, mask_name: str, method: str, given: bool) -> dict:
+    guidance = pipe.defaults.guidance if given else 1.0
     started = time.perf_counter()
-    out = complete(model, schedule, images, mask, labels=truth if given else None, guidance=guidance,
-                   generator=torch.Generator().manual_seed(0), **options)
+    out = torch.from_numpy(pipe.complete(erased.numpy(), keep[0].numpy(), digit=None, num_per_image=1,
+                                         method=method, seed=0, guess=False) if not given else
+                           _complete_as(pipe, erased, keep, truth, method))
     seconds = time.perf_counter() - started
-    evaluations = options["steps"] * options.get("resamples", 1)
-    return {"mask": mask_name, "method": name, "label": f"true label, w={DEFAULT_GUIDANCE:g}" if given else "none",
-            "accuracy": _accuracy(classifier, to_uint8(out), truth),
-            "seconds_per_digit": round(seconds / len(pixels), 3),
-            "passes_per_digit": network_passes_per_digit(evaluations, given, guidance)}
+    settings = pipe.settings(guidance=guidance)
+    cost = completion_cost(pipe.schedule, settings, pipe.guidance(settings, given), method)
+    return {"mask": mask_name, "method": method, "label": f"true label, w={guidance:g}" if given else "none",
+            "accuracy": _accuracy(classifier, out, truth), "seconds_per_digit": round(seconds / len(erased), 3),
+            "passes_per_digit": cost.passes}
 
 
-def _completion_figure(model, schedule, pixels: torch.Tensor) -> None:
+def _complete_as(pipe: Pipeline, erased, keep, truth, method: str):
+    """Each digit completed as its true label (one call per label, as a user asking for it would)."""
+    out = torch.zeros_like(erased)
+    for digit in truth.unique().tolist():
+        chosen = (truth == digit).nonzero().flatten()
+        out[chosen] = torch.from_numpy(pipe.complete(erased[chosen].numpy(), keep[0].numpy(), digit=digit,
+                                                     num_per_image=1, method=method, seed=0))
+    return out.numpy()
+
+
+def _completion_figure(pipe: Pipeline, pixels: torch.Tensor) -> None:
     """Four test digits, each with three masks: input, masked input, then 8 unlabelled RePaint completions."""
     from mnist_diffusion.figures import strip_figure
 
     rows, names = [], []
     for mask_name in ("lower", "right", "center"):
         keep = region_mask(mask_name).expand(len(pixels), 28, 28)
-        images, mask = model_inputs(pixels, keep, model.config.image_size)
-        out = to_uint8(complete(model, schedule, images, mask, num_per_image=8,
-                                generator=torch.Generator().manual_seed(1)))
+        erased = torch.where(keep, pixels, torch.zeros_like(pixels))
+        out = torch.from_numpy(pipe.complete(erased.numpy(), keep[0].numpy(), num_per_image=8, seed=1, guess=False))
         masked = torch.where(keep, pixels, torch.full_like(pixels, 60))  # erased pixels shown dark grey
         for i in range(len(pixels)):
             rows.append(torch.cat([pixels[i:i + 1], masked[i:i + 1], out[8 * i:8 * i + 8]]))
@@ -105,15 +109,14 @@ def _completion_figure(model, schedule, pixels: torch.Tensor) -> None:
     print(f"wrote {path}")
 
 
-def _interpolation_figure(model, schedule) -> None:
+def _interpolation_figure(pipe: Pipeline) -> None:
     from mnist_diffusion.figures import strip_figure
-    from mnist_diffusion.interpolation import interpolate_digits, interpolate_seeds
 
     frames = 9
-    rows = [to_uint8(interpolate_seeds(model, schedule, (1, 2), frames, digit=7, guidance=DEFAULT_GUIDANCE)),
-            to_uint8(interpolate_seeds(model, schedule, (3, 4), frames, digit=2, guidance=DEFAULT_GUIDANCE)),
-            to_uint8(interpolate_digits(model, schedule, (3, 8), frames, seed=0, guidance=DEFAULT_GUIDANCE)),
-            to_uint8(interpolate_digits(model, schedule, (1, 7), frames, seed=5, guidance=DEFAULT_GUIDANCE))]
+    rows = [torch.from_numpy(pipe.interpolate(seeds=(1, 2), digit=7, frames=frames)),
+            torch.from_numpy(pipe.interpolate(seeds=(3, 4), digit=2, frames=frames)),
+            torch.from_numpy(pipe.interpolate(digits=(3, 8), seed=0, frames=frames)),
+            torch.from_numpy(pipe.interpolate(digits=(1, 7), seed=5, frames=frames))]
     path = strip_figure(rows, [f"{k}/{frames - 1}" for k in range(frames)],
                         "Interpolation: between two seeds (rows 1-2) and between two digits (rows 3-4)",
                         ROOT / "docs" / "images" / "interpolation.png",
@@ -132,8 +135,9 @@ def _write(rows: list[dict], args: argparse.Namespace) -> None:
         "# Completion benchmark", "",
         f"Made by `python benchmarks/completion.py --num {args.num} --threads {meta['threads']}` on the shipped "
         f"model, {meta['date']}, torch {meta['torch']}. The first {args.num} MNIST test digits per mask; the shipped "
-        "classifier (99.53% on the full test set) reads each completion. 'erased input' is the classifier on the "
-        "digit with the region blacked out. Seconds per digit are wall time on "
+        "classifier (99.53% on the full test set) reads each completion. Every method is given the digit with the "
+        "region blacked out, as a user gives it; 'erased input' is the classifier on that input. Seconds per digit "
+        "are wall time on "
         f"{meta['threads']} thread(s), in batches of 64 digits.", "", *table])
 
 

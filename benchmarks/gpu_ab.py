@@ -35,21 +35,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from train_budget import RECIPES, _evaluator, train_flops_per_image
+from train_budget import RECIPES, evaluator_and_train_images, train_flops_per_image
 
 from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import export_model, load_checkpoint
+from mnist_diffusion.config import FEW_STEPS, SampleConfig
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
-from mnist_diffusion.distributed import pick_device
+from mnist_diffusion.devices import pick_device
 from mnist_diffusion.evaluate import Evaluator, ScoreRow
-from mnist_diffusion.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    count_passes,
-    generate,
-)
+from mnist_diffusion.sampling import Guidance, count_passes, generate
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer
 from mnist_diffusion.unet import UNet
@@ -63,22 +57,25 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _score(evaluator: Evaluator, model: UNet, schedule: NoiseSchedule, num: int, steps: int, device: torch.device,
-           *, sampler: str = DEFAULT_SAMPLER, guidance: float = DEFAULT_GUIDANCE,
-           interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL, batch_size: int = 500,
-           sampler_kwargs: dict | None = None, precision: str = "fp32") -> dict:
-    """`num` digits (1/10 of each) from `sampler` at `steps` steps (the default sampler unless told),
-    scored: metrics, network passes per digit and seconds to generate."""
+def _score(evaluator: Evaluator, model: UNet, schedule: NoiseSchedule, num: int, settings: SampleConfig,
+           device: torch.device) -> dict:
+    """`num` digits (1/10 of each) drawn with `settings`, scored: metrics, network passes per digit and
+    seconds to generate."""
     labels = torch.arange(num) % NUM_CLASSES
     start = time.perf_counter()
-    images = to_uint8(generate(model, schedule, num, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
-                               guidance_interval=interval, batch_size=batch_size, device=device,
-                               sampler_kwargs=sampler_kwargs, precision=precision,
+    images = to_uint8(generate(model, schedule, num, settings, labels=labels, device=device,
                                generator=torch.Generator().manual_seed(0)))
     seconds = time.perf_counter() - start
     row: ScoreRow = evaluator.score("model", images, labels, memorize=False)[0]
-    passes = count_passes(schedule, sampler, steps, True, guidance, interval, model.config.guidance_input)
-    return {k: getattr(row, k) for k in METRICS} | {"sampler_steps": steps, "passes": passes, "sampling_s": seconds}
+    plan = Guidance(True, settings.guidance, settings.guidance_interval, model.config.guidance_input)
+    steps = settings.steps or FEW_STEPS
+    return {k: getattr(row, k) for k in METRICS} | {"sampler_steps": steps, "passes": count_passes(schedule, settings,
+                                                                                                   plan),
+                                                    "sampling_s": seconds}
+
+
+# The product's defaults on a GPU: the batch a GPU fills.
+GPU_DEFAULTS = SampleConfig(max_batch=500)
 
 
 def cmd_one(args: argparse.Namespace) -> None:
@@ -97,12 +94,13 @@ def cmd_one(args: argparse.Namespace) -> None:
     checkpoint = trainer.make_checkpoint(result.elapsed_s)
     export_model(checkpoint, run_dir / "final.safetensors")
     model, schedule = checkpoint.build_model(), NoiseSchedule(diffusion_config)
-    evaluator = _evaluator(args)[0]
+    evaluator = evaluator_and_train_images(args)[0]
     out = {"recipe": args.recipe, "device": _device_name(device),
            "steps": result.step, "images_seen": result.images_seen, "train_s": round(result.elapsed_s, 1),
            "train_gflop_per_image": round(flops / 1e9, 3), "parameters": sum(p.numel() for p in model.parameters()),
-           "default": _score(evaluator, model, schedule, args.num, DEFAULT_STEPS, device),
-           "reference": _score(evaluator, model, schedule, args.num, REFERENCE_STEPS, device), "num": args.num}
+           "default": _score(evaluator, model, schedule, args.num, GPU_DEFAULTS, device),
+           "reference": _score(evaluator, model, schedule, args.num,
+                               replace(GPU_DEFAULTS, steps=REFERENCE_STEPS), device), "num": args.num}
     (Path(args.run_root) / f"ab_{args.recipe}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out), flush=True)
 
@@ -152,9 +150,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
     if not snapshots or snapshots[-1][1] != result.step:
         snapshots.append((result.elapsed_s, result.step, final))
     export_model(final, run_dir / "final.safetensors")
-    evaluator, schedule = _evaluator(args)[0], NoiseSchedule(diffusion_config)
+    evaluator, schedule = evaluator_and_train_images(args)[0], NoiseSchedule(diffusion_config)
     curve = [{"seconds": round(s, 1), "steps": step, "images": step * config.batch_size,
-              **_score(evaluator, c.build_model(), schedule, args.num, DEFAULT_STEPS, device)}
+              **_score(evaluator, c.build_model(), schedule, args.num, GPU_DEFAULTS, device)}
              for s, step, c in snapshots]
     start = time.perf_counter()
     scoring.evaluate_checkpoint(run_dir / "final.safetensors", args.eval_num, run_dir / "eval", device=str(device))
@@ -170,21 +168,20 @@ def cmd_speed(args: argparse.Namespace) -> None:
 def cmd_samplers(args: argparse.Namespace) -> None:
     """Score one checkpoint under several sampler settings (SAMPLER:STEPS:W:INTERVAL[:raw][:eta=E][:bf16],
     INTERVAL LOW,HIGH or all, the command line's syntax; settings separated by ';'; raw = the weights
-    without EMA; eta for ddim and dpm++2m-sde; bf16 = the
-    network in bfloat16, `generate(precision="bf16")`), to tell
-    the network's limits from the sampler's."""
+    without EMA; eta for ddim and dpm++2m-sde; bf16 = the network in bfloat16, else fp32), each with
+    the product's other defaults, to tell the network's limits from the sampler's."""
     device = pick_device(args.device)
     Path(args.run_root).mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(args.checkpoint)
-    schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), _evaluator(args)[0]
+    schedule, evaluator = NoiseSchedule(checkpoint.diffusion_config), evaluator_and_train_images(args)[0]
     for setting in args.plan.split(";"):
         sampler, steps, guidance, interval, *extra = setting.split(":")
         span = options.guidance_interval(interval)
-        kwargs = dict(("eta", float(e[4:])) for e in extra if e.startswith("eta="))
-        scored = _score(evaluator, checkpoint.build_model(use_ema="raw" not in extra), schedule, args.num,
-                        int(steps), device, sampler=sampler, guidance=float(guidance), interval=span,
-                        batch_size=args.batch_size, sampler_kwargs=kwargs,
-                        precision="bf16" if "bf16" in extra else "fp32")
+        eta = next((float(e[4:]) for e in extra if e.startswith("eta=")), None)
+        settings = SampleConfig(sampler=sampler, steps=int(steps), guidance=float(guidance), guidance_interval=span,
+                                max_batch=args.batch_size, eta=eta, precision="bf16" if "bf16" in extra else "fp32")
+        scored = _score(evaluator, checkpoint.build_model(use_ema="raw" not in extra), schedule, args.num, settings,
+                        device)
         out = {"setting": setting, "passes": scored["passes"], "sampling_s": round(scored["sampling_s"], 2),
                **{k: round(scored[k], 4) for k in METRICS}}
         with open(Path(args.run_root) / "samplers.jsonl", "a") as f:
@@ -208,9 +205,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += [f"Machine: {r0['device']}, all recipes side by side (one process each, "
                   "`python benchmarks/gpu_ab.py ab --recipes ... --steps S --num N`). Each recipe trained for the "
                   "steps the default's S buys at its FLOPs per image; N digits (1/10 each) scored against "
-                  f"MNIST's test set. Default sampler: {DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps, guidance "
-                  f"{DEFAULT_GUIDANCE} on t/T {DEFAULT_GUIDANCE_INTERVAL[0]}-{DEFAULT_GUIDANCE_INTERVAL[1]} "
-                  f"(10 passes); reference: the same at {REFERENCE_STEPS} steps.", "",
+                  f"MNIST's test set. Default sampling: {GPU_DEFAULTS.summary()} (10 passes); reference: the "
+                  f"same at {REFERENCE_STEPS} steps.", "",
                   "| recipe | steps | images | GFLOP/img | FID | precision | recall | coverage | accuracy | "
                   "zero px | ink pieces | reference FID | default / reference |", "|" + "---|" * 13]
         for r in rows:

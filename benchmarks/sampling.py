@@ -8,9 +8,10 @@ second and, when the MNIST files and the shipped classifier are there, the quali
 
 All rows use the same seed and labels (equal numbers of each digit), so rows of one guidance
 weight differ only in the sampler; a list of weights repeats the plan for each (`--full-num 0`
-leaves out the full-T DDPM rows, which cost T passes per image). Classifier-free guidance runs the
-conditional and unconditional branches in one batched forward pass; "passes/img" counts such a
-pass once.
+leaves out the full-T DDPM rows, which cost T passes per image). Every other setting is the
+product's default (`SampleConfig`: end point, precision, log-SNR floor). Classifier-free guidance runs
+the conditional and unconditional branches in one batched forward pass; "passes/img" counts it as
+two, as `sampling.count_passes` does.
 """
 
 from __future__ import annotations
@@ -26,16 +27,9 @@ import torch
 
 from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import NUM_CLASSES, DataError, to_uint8
-from mnist_diffusion.sampling import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_GUIDANCE,
-    DEFAULT_SPACING,
-    generate,
-    guided_step_count,
-    make_timesteps,
-    network_passes_per_digit,
-)
+from mnist_diffusion.sampling import DEFAULT_SPACING, Guidance, count_passes, generate
 from mnist_diffusion.schedule import NoiseSchedule
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,11 +42,11 @@ def main() -> None:
     parser.add_argument("--full-num", type=int, default=1000, help="images for DDPM at full T")
     parser.add_argument("--steps", default="5,10,20,50")
     parser.add_argument("--samplers", default="ddim,dpm++2m,ddpm")
-    parser.add_argument("--guidance", default=str(DEFAULT_GUIDANCE), help="weights, comma-separated")
+    parser.add_argument("--guidance", default=str(SampleConfig.guidance), help="weights, comma-separated")
     parser.add_argument("--intervals", default="all",
                         help="guidance intervals LOW,HIGH (shares of T) or all (every step), the command line's "
                              "syntax; several separated by ';'")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=SampleConfig.max_batch, help="digits per network pass")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=str(RESULTS / "sampling"))
     parser.add_argument("--no-figure", action="store_true", help="skip the sampler comparison figure")
@@ -67,27 +61,23 @@ def main() -> None:
     plan = [(float(w), name, int(steps), interval) for w in args.guidance.split(",") for interval in intervals
             for name in args.samplers.split(",") for steps in args.steps.split(",")]
     if args.full_num > 0:
-        plan += [(float(w), "ddpm", schedule.num_timesteps, None) for w in args.guidance.split(",")]
+        plan += [(float(w), "ddpm", None, "all") for w in args.guidance.split(",")]
     rows = []
     for guidance, name, steps, interval in plan:
-        num = args.full_num if steps == schedule.num_timesteps else args.num
+        # The product's defaults (end point, precision, log-SNR floor) with this row's four settings.
+        settings = SampleConfig(sampler=name, steps=steps, guidance=guidance, guidance_interval=interval,
+                                max_batch=args.batch_size)
+        num = args.num if steps is not None else args.full_num
         labels = torch.arange(num) % NUM_CLASSES if checkpoint.model_config.conditional else None
-        calls = []  # the callback runs once per visited timestep of each batch
         start = time.perf_counter()
-        images = generate(model, schedule, num, labels=labels, guidance=guidance, sampler=name, steps=steps,
-                          generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
-                          callback=calls.append, guidance_interval=interval)
+        images = generate(model, schedule, num, settings, labels=labels, generator=torch.Generator().manual_seed(0))
         seconds = time.perf_counter() - start
-        batches = -(-num // args.batch_size)
-        timesteps = make_timesteps(schedule.num_timesteps, steps, DEFAULT_SPACING[name], schedule.log_snr)
-        guided = guided_step_count(timesteps, schedule.num_timesteps, interval)
-        row = {"guidance": guidance, "interval": "all" if interval is None else f"{interval[0]:g}-{interval[1]:g}",
-               "sampler": name, "steps": steps, "spacing": DEFAULT_SPACING[name], "num": num,
-               "seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / num, 2),
-               "images_per_s": round(num / seconds, 2),
-               # Each visited timestep is one network pass per branch; guidance runs two branches.
-               "passes_per_image": network_passes_per_digit(len(calls) // batches, labels is not None, guidance,
-                                                            guided, checkpoint.model_config.guidance_input)}
+        plan_of_steps = Guidance(labels is not None, guidance, interval, checkpoint.model_config.guidance_input)
+        row = {"guidance": guidance, "interval": options.format_interval(interval), "sampler": name,
+               "steps": steps or schedule.num_timesteps, "spacing": DEFAULT_SPACING[name], "num": num,
+               "last_timestep": settings.last_timestep, "seconds": round(seconds, 2),
+               "ms_per_image": round(1000 * seconds / num, 2), "images_per_s": round(num / seconds, 2),
+               "passes_per_image": count_passes(schedule, settings, plan_of_steps)}
         if evaluator is not None:
             scored, _ = evaluator.score(f"{name}-{steps}", to_uint8(images), labels, memorize=False)
             row.update(fid=round(scored.fid, 3), precision=round(scored.precision, 4),
@@ -109,12 +99,13 @@ def _comparison_figure(model, schedule, conditional: bool, guidance: float, out_
 
     labels = torch.arange(NUM_CLASSES) if conditional else None
     rows, titles = [], []
-    for name, steps in [("ddpm", schedule.num_timesteps), ("ddpm", 50), ("ddim", 10), ("ddim", 20),
+    for name, steps in [("ddpm", None), ("ddpm", 50), ("ddim", 10), ("ddim", 20),
                         ("ddim", 50), ("dpm++2m", 5), ("dpm++2m", 10), ("dpm++2m", 20)]:
-        images = generate(model, schedule, NUM_CLASSES, labels=labels, guidance=guidance, sampler=name,
-                          steps=steps, generator=torch.Generator().manual_seed(1))
+        settings = SampleConfig(sampler=name, steps=steps, guidance=guidance)
+        images = generate(model, schedule, NUM_CLASSES, settings, labels=labels,
+                          generator=torch.Generator().manual_seed(1))
         rows.append(to_uint8(images))
-        titles.append(f"{name}, {steps}")
+        titles.append(f"{name}, {steps or 'all'}")
     path = strip_figure(rows, [str(d) for d in range(NUM_CLASSES)], "Same noise, same labels: sampler, steps",
                         out_dir / "sampler_comparison.png", row_titles=titles)
     print(f"wrote {path}")

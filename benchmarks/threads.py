@@ -23,7 +23,7 @@ from report import markdown_table, write_report
 
 RUN = """
 import sys, time, torch
-from mnist_diffusion.distributed import choose_threads
+from mnist_diffusion.devices import choose_threads
 torch.set_num_threads(choose_threads(sys.argv[1] if sys.argv[1] == "auto" else int(sys.argv[1])))
 from mnist_diffusion import Pipeline
 pipe = Pipeline.load(device="cpu")

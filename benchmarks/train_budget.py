@@ -56,17 +56,10 @@ import torch
 
 from mnist_diffusion import options, scoring
 from mnist_diffusion.checkpoint import Checkpoint, export_model, load_checkpoint
-from mnist_diffusion.config import DiffusionConfig, SampleConfig, TrainConfig, preset
+from mnist_diffusion.config import FEW_STEPS, DiffusionConfig, SampleConfig, TrainConfig, preset
 from mnist_diffusion.data import NUM_CLASSES, load_mnist, to_uint8
 from mnist_diffusion.evaluate import Evaluator
-from mnist_diffusion.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_GUIDANCE_INTERVAL,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    count_passes,
-    generate,
-)
+from mnist_diffusion.sampling import Guidance, count_passes, generate
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 
@@ -165,23 +158,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def curve_fid(evaluator: Evaluator, checkpoint: Checkpoint, num: int, batch_size: int, steps: int,
-              interval: tuple[float, float] | None) -> float:
-    """FID of `num` digits of the default sampler at `steps` steps, guided on `interval` (unguided
-    for an unconditional model)."""
+              interval: tuple[float, float] | str) -> float:
+    """FID of `num` digits with the product's defaults at `steps` steps, guided on `interval`
+    (unguided for an unconditional model)."""
     conditional = checkpoint.model_config.conditional
     labels = torch.arange(num) % NUM_CLASSES if conditional else None
-    images = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), num,
-                               labels=labels, guidance=DEFAULT_GUIDANCE if conditional else 0.0, steps=steps,
-                               guidance_interval=interval,
-                               batch_size=batch_size, generator=torch.Generator().manual_seed(0)))
+    settings = SampleConfig(steps=steps, guidance_interval=interval, max_batch=batch_size,
+                            guidance=SampleConfig.guidance if conditional else 0.0)
+    images = to_uint8(generate(checkpoint.build_model(), NoiseSchedule(checkpoint.diffusion_config), num, settings,
+                               labels=labels, generator=torch.Generator().manual_seed(0)))
     return evaluator.score("model", images, labels, memorize=False)[0].fid
 
 
-def _interval(text: str) -> tuple[float, float] | None:
-    return DEFAULT_GUIDANCE_INTERVAL if text == "default" else options.guidance_interval(text)
+def _interval(text: str) -> tuple[float, float] | str:
+    return SampleConfig.guidance_interval if text == "default" else options.guidance_interval(text)
 
 
-def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
+def evaluator_and_train_images(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
     """The evaluator against the test set, and the training images (for floor rows)."""
     evaluator, train_images, _ = scoring.evaluator_for(args.data_root)
     return evaluator, train_images
@@ -189,7 +182,7 @@ def _evaluator(args: argparse.Namespace) -> tuple[Evaluator, torch.Tensor]:
 
 def cmd_score(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    evaluator = _evaluator(args)[0] if args.part in ("curve", "all") else None
+    evaluator = evaluator_and_train_images(args)[0] if args.part in ("curve", "all") else None
     for name in args.recipes.split(","):
         run_dir = Path(args.run_root) / name
         points = sorted((run_dir / "curve").glob("min_*.safetensors"))
@@ -212,11 +205,11 @@ def cmd_score(args: argparse.Namespace) -> None:
             score |= {"curve": curve, "curve_num": args.curve_num,
                       "curve_sampling": {"steps": args.curve_steps, "guidance_interval": args.curve_interval}}
         if args.part == "new-default":  # the last point again, with the current default sampler
-            fid = curve_fid(_evaluator(args)[0], load_checkpoint(points[-1]), args.curve_num, args.batch_size,
-                            DEFAULT_STEPS, DEFAULT_GUIDANCE_INTERVAL)
-            low, high = DEFAULT_GUIDANCE_INTERVAL
+            fid = curve_fid(evaluator_and_train_images(args)[0], load_checkpoint(points[-1]), args.curve_num,
+                            args.batch_size, FEW_STEPS, SampleConfig.guidance_interval)
+            low, high = SampleConfig.guidance_interval
             score["new_default_point"] = {"minutes": float(points[-1].stem[4:]), "fid": fid,
-                                          "label": f"{DEFAULT_STEPS} steps, guided on t/T {low:g}-{high:g}"}
+                                          "label": f"{FEW_STEPS} steps, guided on t/T {low:g}-{high:g}"}
             print(name, score["new_default_point"], flush=True)
         if args.part in ("final", "all"):
             score["metrics"] = _evaluate(points[-1], args.eval_num, run_dir / "eval", args.threads, args.precision)
@@ -224,12 +217,12 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(name, score["metrics"], flush=True)
         final = load_checkpoint(points[-1])
         model_config = final.model_config
-        guidance = DEFAULT_GUIDANCE if model_config.conditional else 0.0
-        passes = count_passes(NoiseSchedule(final.diffusion_config), DEFAULT_SAMPLER,
-                              DEFAULT_STEPS, model_config.conditional, guidance, DEFAULT_GUIDANCE_INTERVAL,
-                              model_config.guidance_input)
-        score["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": guidance,
-                             "guidance_interval": DEFAULT_GUIDANCE_INTERVAL, "network_passes_per_digit": passes}
+        defaults = SampleConfig(guidance=SampleConfig.guidance if model_config.conditional else 0.0)
+        plan = Guidance(model_config.conditional, defaults.guidance, defaults.guidance_interval,
+                        model_config.guidance_input)
+        passes = count_passes(NoiseSchedule(final.diffusion_config), defaults, plan)
+        score["sampling"] = {"sampler": defaults.sampler, "steps": FEW_STEPS, "guidance": defaults.guidance,
+                             "guidance_interval": defaults.guidance_interval, "network_passes_per_digit": passes}
         path.write_text(json.dumps(score, indent=2))
 
 
@@ -249,7 +242,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     The floor and test rows of the full evaluation come from the same `mnist-diffusion evaluate`
     report as the model row; the floor at the curve's N is scored here the same way."""
     results = [json.loads((Path(args.run_root) / name / "score.json").read_text()) for name in args.recipes.split(",")]
-    evaluator, images = _evaluator(args)
+    evaluator, images = evaluator_and_train_images(args)
     curve_num = results[0]["curve_num"]
     subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:curve_num]
     curve_floor = evaluator.score("floor", images[subset], memorize=False)[0].fid
@@ -399,7 +392,7 @@ def main() -> None:
     p.add_argument("--recipes", default="default,seed-002")
     p.add_argument("--eval-num", type=int, default=10_000)
     p.add_argument("--curve-num", type=int, default=1000)
-    p.add_argument("--curve-steps", type=int, default=DEFAULT_STEPS,
+    p.add_argument("--curve-steps", type=int, default=FEW_STEPS,
                    help="sampler steps of the curve points (the runs of 2026-11-25/27 used 10)")
     p.add_argument("--curve-interval", default="default",
                    help="guidance interval of the curve points: LOW,HIGH, 'all' (every step; the runs of "

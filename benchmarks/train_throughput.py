@@ -27,7 +27,7 @@ from report import markdown_table, write_report
 
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import load_mnist, to_model_space
-from mnist_diffusion.distributed import bf16_is_native
+from mnist_diffusion.devices import bf16_is_native
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer, diffusion_loss
 from mnist_diffusion.unet import UNet

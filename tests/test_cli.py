@@ -133,10 +133,17 @@ def test_train_then_sample_then_figures_end_to_end(tmp_path: Path, mnist_root: P
     assert code == 0, err
     for name in ("forward_process.png", "reverse_process.png", "sampling.gif", "loss_curve.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 1000, name
+    assert f"drawing with {exported} (step 4)" in err
     # Re-running on the same directory resumes and says so.
     code, out, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "6",
                              "--batch-size", "32", "--timesteps", "20", "--data-root", str(mnist_root))
     assert code == 0 and "resuming" in err and "done: step 6" in out
+    # Without --checkpoint, figures draws with the run's own newest checkpoint, not the shipped model.
+    code, out, err = run_cli(capsys, "figures", "--out-dir", str(tmp_path / "fig2"), "--run-dir", str(run_dir),
+                             "--data-root", str(mnist_root))
+    assert code == 0, err
+    assert f"drawing with {run_dir / 'checkpoints' / 'step_00000006.safetensors'} (step 6)" in err
+    assert "figures: 100% (40/40 steps" in err  # 20 DDPM steps for the reverse process, 20 for the GIF
 
 
 def test_train_records_the_timestep_law_it_was_asked_for(tmp_path: Path, mnist_root: Path,
@@ -317,3 +324,47 @@ def test_no_option_can_be_abbreviated(command: str, capsys: pytest.CaptureFixtur
     required = {"complete": ["--images", "x.png", "--mask", "lower"], "train": ["--run-dir", "r"]}.get(command, [])
     code, _, err = run_cli(capsys, command, *required, prefix, "1")
     assert code == 2 and "unrecognized arguments" in err and prefix in err, err
+
+
+def test_guidance_interval_all_guides_every_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--guidance-interval all` once became None, which the pipeline read as "keep the default": the
+    cost line said every step was guided and the digits were the default interval's (the shipped
+    model, whose guidance visibly changes a digit)."""
+    drawn = {}
+    for interval in ("all", None):
+        chosen = ["--guidance-interval", interval] if interval else []
+        npz = tmp_path / f"{interval}.npz"
+        code, _, err = run_cli(capsys, "sample", "--digit", "3", "--num", "4", *chosen,
+                               "--out", str(tmp_path / "x.png"), "--npz", str(npz))
+        assert code == 0, err
+        with np.load(npz) as saved:
+            drawn[interval] = saved["images"]
+        if interval == "all":
+            assert "4 digits: 8 steps, 2 branches (guidance) = 16 network passes per digit" in err
+        else:
+            assert "4 digits: 8 steps, 2 branches on 2 of them (guidance interval) = 10 network passes" in err
+    assert not np.array_equal(drawn["all"], drawn[None])
+
+
+def test_complete_and_train_classifier_say_their_cost_and_progress_outside_a_terminal(
+        tmp_path: Path, tiny_checkpoint: Path, mnist_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "d.png")
+    code, _, err = run_cli(capsys, "complete", "--checkpoint", str(tiny_checkpoint), "--images",
+                           str(tmp_path / "d.png"), "--mask", "lower", "--num", "2", "--steps", "3",
+                           "--out", str(tmp_path / "c.png"))
+    assert code == 0, err
+    # RePaint: 3 levels, the first two resampled 3 times, the last once; guessing scores 10 classes first.
+    assert "1 images x 2 completions: RePaint, 3 levels = 7 network passes per completion, after 80 passes per " \
+           "image to guess the digit" in err
+    assert "complete (repaint): 100% (3/3 steps" in err
+    code, _, err = run_cli(capsys, "train-classifier", "--epochs", "1", "--data-root", str(mnist_root),
+                           "--out", str(tmp_path / "classifier.safetensors"))
+    assert code == 0, err
+    assert "training the classifier: 1 epochs of 256 digits, 2 steps of 128" in err
+    assert "train-classifier: 100% (2/2 steps" in err
+    code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), "--digits", "3,8",
+                           "--frames", "3", "--steps", "2", "--out", str(tmp_path / "i.png"))
+    assert code == 0, err
+    assert "3 frames, each drawn alone: 2 steps" in err and "interpolate (unipc, 2 steps): 100% (6/6 steps" in err

@@ -11,7 +11,11 @@ import torch
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.completion import (
     COMPLETION_METHODS,
+    GUESS_LEVELS,
     complete,
+    completion_cost,
+    guess_digit,
+    guess_timesteps,
     region_mask,
     replace_known,
     sample_repaint,
@@ -19,8 +23,8 @@ from mnist_diffusion.completion import (
 from mnist_diffusion.config import DiffusionConfig, SampleConfig, preset
 from mnist_diffusion.interpolation import interpolate_digits, interpolate_seeds, seed_noise, slerp
 from mnist_diffusion.pipeline import Pipeline
-from mnist_diffusion.sampling import generate, make_timesteps
-from mnist_diffusion.schedule import NoiseSchedule
+from mnist_diffusion.sampling import Guidance, generate, make_timesteps
+from mnist_diffusion.schedule import NoiseSchedule, timestep_share
 from mnist_diffusion.solvers import sample_dpm_solver_pp
 
 from conftest import plain
@@ -328,3 +332,82 @@ def test_complete_without_a_digit_completes_as_the_guess(tiny_checkpoint: Path, 
     assert code == 0 and "most likely" not in err
     with np.load(tmp_path / "n.npz") as saved:
         assert "labels" not in saved.files
+
+
+class CoupledNet(torch.nn.Module):
+    """A fake eps-network whose error on the known (upper) half depends on the lower half of x_t: it
+    predicts x_t plus (mean of x_t's lower half) x (class - 4.5) / 4.5, so a bright lower half pulls the
+    guess to 9 and a dark one to 0. It records what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = preset("tiny")
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.clone(), t.clone(), labels.clone()))
+        lower = x[:, :, 14:].mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+        return x + lower * ((labels.float() - 4.5) / 4.5).view(-1, 1, 1, 1)
+
+
+def test_the_guess_cannot_read_the_erased_pixels() -> None:
+    """The same known half with a white or a black erased half is guessed the same, even by a network
+    whose error couples the two halves: the erased pixels are set to the background before noising."""
+    schedule = NoiseSchedule(DiffusionConfig())
+    keep = region_mask("lower").expand(2, 1, 28, 28).clone()
+    images = torch.full((2, 1, 28, 28), -1.0)
+    images[0, :, 14:] = 1.0  # a white erased half; image 1 has a black one
+    guesses = guess_digit(CoupledNet(), schedule, images, keep, generator=torch.Generator().manual_seed(0))
+    # Both are read with a black lower half, which pulls to 0; reading the white half would pull image 0 to 9.
+    assert guesses.tolist() == [0, 0]
+    white, black = CoupledNet(), CoupledNet()
+    for net, image in ((white, images[:1]), (black, images[1:])):
+        guess_digit(net, schedule, image, keep[:1], generator=torch.Generator().manual_seed(0))
+    for (x_white, _, _), (x_black, _, _) in zip(white.calls, black.calls, strict=True):
+        assert torch.equal(x_white, x_black)  # on the same noise, the network sees the same input
+
+
+def test_the_guess_scores_every_class_on_the_same_noise_at_every_level() -> None:
+    schedule = NoiseSchedule(DiffusionConfig())
+    net = CoupledNet()
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    keep = region_mask("lower").expand(3, 1, 28, 28).clone()
+    guess_digit(net, schedule, images, keep, draws=2, generator=torch.Generator().manual_seed(0))
+    levels = [int(t[0]) for _, t, _ in net.calls]
+    assert levels == [t for t in guess_timesteps(schedule) for _ in range(2)]  # every level, each draw
+    assert [round(timestep_share(t, 1000), 2) for t in guess_timesteps(schedule)] == list(GUESS_LEVELS)
+    for x, _, labels in net.calls:
+        assert labels.tolist() == list(range(10)) * 3
+        per_image = x.view(3, 10, -1)
+        assert torch.equal(per_image, per_image[:, :1].expand_as(per_image))  # one noise for all ten classes
+    assert not torch.equal(net.calls[0][0], net.calls[1][0])  # a fresh draw each time
+
+
+class LevelRecorder:
+    """A denoiser predicting x0 = 0 that records (t, std of its input) at every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float]] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor):
+        self.calls.append((int(t[0]), float(x.std())))
+        return torch.zeros_like(x), x
+
+
+def test_repaint_resamples_each_level_after_a_jump_back_and_finishes_once() -> None:
+    """Every level but the last runs `resamples` times, each repeat from x_t re-noised from x_s (so its
+    input has the spread of level t, not of s); the last level, to the clean image, runs once."""
+    schedule = NoiseSchedule(DiffusionConfig())
+    timesteps = make_timesteps(1000, 5)
+    recorder = LevelRecorder()
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    sample_repaint(recorder, x, timesteps, schedule, known=torch.zeros_like(x), keep=keep, resamples=3,
+                   generator=torch.Generator().manual_seed(1))
+    expected = [t for t in timesteps.tolist()[:-1] for _ in range(3)] + [0]
+    assert [t for t, _ in recorder.calls] == expected
+    for t, spread in recorder.calls:
+        # With x0 = 0 every state at level t is N(0, 1 - abar_t): a repeat without the jump back would
+        # start from the spread of the next, cleaner level.
+        assert abs(spread - (1 - float(schedule.alphas_cumprod64[t])) ** 0.5) < 0.05, (t, spread)
+    assert completion_cost(schedule, SampleConfig(steps=5), Guidance(False, 1.0), "repaint").passes == len(expected)

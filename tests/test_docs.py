@@ -179,6 +179,17 @@ def test_the_model_card_and_the_tour_quote_the_same_numbers() -> None:
             assert quoted == shown(model["fid"]), f"{path.name} quotes FID {quoted}"
 
 
+def test_the_readme_quotes_its_training_example_from_its_results_file() -> None:
+    """The README's training line is the one benchmarks/readme_run.py ran, and its minutes and share of
+    digits read as asked are that run's."""
+    run = json.loads((ROOT / "benchmarks" / "results" / "readme_run.json").read_text())
+    line = next(line for line in README.splitlines() if line.startswith("mnist-diffusion train "))
+    assert run["command"] == line.split(" #")[0].strip()
+    assert f"about {round(run['minutes_at_median_pace'])} minutes on two cores" in line
+    assert f"as the digit asked for {round(100 * run['read_as_asked'])}% of the time" in " ".join(README.split())
+    assert run["read_as_asked"] >= 0.9
+
+
 def test_every_results_file_is_listed_in_the_index() -> None:
     results = ROOT / "benchmarks" / "results"
     index = (results / "README.md").read_text()

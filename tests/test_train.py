@@ -400,3 +400,21 @@ def test_training_draws_timesteps_from_the_configured_law(tmp_path: Path, monkey
 def test_a_timestep_law_that_cannot_be_drawn_is_refused(settings: dict) -> None:
     with pytest.raises(ValueError, match=r"timestep|log-normal|lognormal_mean must be a finite number"):
         TrainConfig(**settings)
+
+
+def test_each_epoch_visits_every_image_once_in_its_own_shuffled_order(tmp_path: Path) -> None:
+    """The data order of epoch e is a permutation seeded by (seed, e): every image once per epoch, not
+    in file order, another order next epoch, the same order for the same seed (and so on resume)."""
+    trainer = make_trainer(tmp_path / "run", batch_size=8)
+    per_epoch = trainer.steps_per_epoch
+
+    def epoch_order(t: Trainer, epoch: int) -> torch.Tensor:
+        return torch.cat([t.batch_indices(epoch * per_epoch + i) for i in range(per_epoch)])
+
+    first, second = epoch_order(trainer, 0), epoch_order(trainer, 1)
+    count = per_epoch * 8
+    assert sorted(first.tolist()) == list(range(count)) == sorted(second.tolist())  # each image once an epoch
+    assert not torch.equal(first, torch.arange(count))  # shuffled, not the files' order
+    assert not torch.equal(first, second)  # a new order each epoch
+    assert torch.equal(epoch_order(make_trainer(tmp_path / "again", batch_size=8), 1), second)
+    assert not torch.equal(epoch_order(make_trainer(tmp_path / "other", batch_size=8, seed=1), 0), first)

@@ -172,7 +172,7 @@ def _figures_model(args: argparse.Namespace) -> Pipeline:
         checkpoints = RunDirectory(args.run_dir).checkpoints()
         if not checkpoints:
             raise UsageError(f"--run-dir {args.run_dir} has no checkpoint to draw with (give --checkpoint)")
-        args.checkpoint = str(checkpoints[-1])
+        args.checkpoint = str(checkpoints[-1][1])
     pipe = _pipeline(args)
     info(f"drawing with {args.checkpoint or 'the shipped model'} (step {pipe.checkpoint.step})")
     return pipe

@@ -50,7 +50,7 @@ def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsy
     ("args", "message"),
     [
         (["sample", "--num", "0"], "must be between 1 and"),
-        (["sample", "--digit", "11"], "a digit is 0-9"),
+        (["sample", "--digit", "11"], "digit 11 is not one of this model's 10 classes (0-9)"),
         (["sample", "--digits", "9-2"], "runs backwards"),
         (["sample", "--sampler", "euler-magic"], "invalid choice"),
         (["sample", "--guidance", "-1"], "--guidance must be in [0, 20]"),
@@ -209,7 +209,7 @@ def test_evaluate_end_to_end_writes_the_report(tmp_path: Path, tiny_checkpoint: 
     code, out, err = run_cli(capsys, "evaluate", "--checkpoint", str(tiny_checkpoint), "--num", "30", "--steps", "2",
                              "--data-root", str(mnist_root), "--out-dir", str(tmp_path / "eval"))
     assert code == 0, err
-    assert "MNIST train 10k (floor)" in out and "uniform noise" in out
+    assert "MNIST train 256 (floor)" in out and "uniform noise" in out  # all 256 training digits of the fixture
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names[0].startswith(f"model ({SampleConfig.sampler}, 2 steps") and len(names) == 4
@@ -320,7 +320,7 @@ def test_complete_help_gives_repaints_steps_and_no_walk_end_it_would_ignore(
 def test_no_option_can_be_abbreviated(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`train --data mydata` once meant --data-root; every parser now refuses prefixes."""
     prefix = {"sample": "--gui", "complete": "--meth", "interpolate": "--fram", "evaluate": "--no-ref",
-              "train": "--data"}[command]
+              "train": "--max-st"}[command]
     required = {"complete": ["--images", "x.png", "--mask", "lower"], "train": ["--run-dir", "r"]}.get(command, [])
     code, _, err = run_cli(capsys, command, *required, prefix, "1")
     assert code == 2 and "unrecognized arguments" in err and prefix in err, err
@@ -362,7 +362,7 @@ def test_complete_and_train_classifier_say_their_cost_and_progress_outside_a_ter
     code, _, err = run_cli(capsys, "train-classifier", "--epochs", "1", "--data-root", str(mnist_root),
                            "--out", str(tmp_path / "classifier.safetensors"))
     assert code == 0, err
-    assert "training the classifier: 1 epochs of 256 digits, 2 steps of 128" in err
+    assert "training the classifier: 1 epochs of 256 images, 2 steps of 128" in err
     assert "train-classifier: 100% (2/2 steps" in err
     code, _, err = run_cli(capsys, "interpolate", "--checkpoint", str(tiny_checkpoint), "--digits", "3,8",
                            "--frames", "3", "--steps", "2", "--out", str(tmp_path / "i.png"))

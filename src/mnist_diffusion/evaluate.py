@@ -342,9 +342,10 @@ def write_report(rows: list[ScoreRow], settings: dict[str, Any], out_dir: Path) 
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
     lines = ["# mnist-diffusion evaluation", "",
-             "Features: the shipped MNIST classifier's 128-d penultimate layer; reference: the 10,000 MNIST test "
-             "images. KID is x1e3 (mean ± std over 100 subsets of 1,000). Near copies: nearest training image "
-             "closer than 1/3 of the second nearest (pixel space, [0, 1]).", "",
+             "Features: the classifier's 128-d penultimate layer (the shipped MNIST classifier unless the settings "
+             f"name another); reference: {settings.get('reference', 'the 10,000 MNIST test images')}. KID is x1e3 "
+             "(mean ± std over 100 subsets of 1,000). Near copies: nearest training image closer than 1/3 of the "
+             "second nearest (pixel space, [0, 1]).", "",
              format_table(rows, markdown=True), "", "Settings:", "", "```", json.dumps(settings, indent=2), "```", ""]
     atomic_write(md_path, lambda tmp: tmp.write_text("\n".join(lines)))
     return json_path, md_path

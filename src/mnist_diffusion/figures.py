@@ -290,13 +290,21 @@ def training_grid(model, schedule, path: str | Path, settings: SampleConfig,
     """100 digits from `model` drawn with `settings` and a fixed seed, one row per digit when it is
     conditional: the grid a training run draws every `sample_every` steps, so grids of one run compare
     step to step, and each shows what `sample` would draw from that step's weights."""
-    from .data import NUM_CLASSES, to_uint8
     from .sampling import generate
 
-    labels = torch.arange(NUM_CLASSES).repeat_interleave(10) if model.config.conditional else None
-    images = generate(model, schedule, 100, settings, labels=labels, generator=torch.Generator().manual_seed(0),
+    rows = min(model.config.num_classes, 10) if model.config.conditional else 10
+    labels = torch.arange(rows).repeat_interleave(10) if model.config.conditional else None
+    images = generate(model, schedule, 10 * rows, settings, labels=labels, generator=torch.Generator().manual_seed(0),
                       device=device)
-    return save_grid(to_uint8(images), path, nrow=10)
+    return save_grid(data_pixels(images, model.config), path, nrow=10)
+
+
+def data_pixels(images: torch.Tensor, config) -> torch.Tensor:
+    """Model-space images -> uint8 in the training data's polarity (`ModelConfig.dark_ink`)."""
+    from .data import to_uint8
+
+    pixels = to_uint8(images)
+    return 255 - pixels if config.dark_ink else pixels
 
 
 def figure_steps(schedule) -> int:
@@ -312,7 +320,7 @@ def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor
     six clean digits (`clean`, uint8 `(6, 28, 28)`; None: six the model draws with `settings`), the
     reverse process over all T steps, and the sampling GIF (`ddpm_chain` of `settings`). `on_start(what)`
     is told before each, `on_step` of every step of the two chains (`figure_steps` in all)."""
-    from .data import NUM_CLASSES, to_uint8
+    from .data import to_uint8
     from .sampling import generate
 
     out_dir, conditional = Path(out_dir), model.config.conditional
@@ -320,16 +328,18 @@ def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor
     on_start("forward process")
     source = "MNIST test digits"
     if clean is None:
-        clean = to_uint8(generate(model, schedule, 6, settings, labels=torch.arange(6) if conditional else None,
-                                  generator=generator, device=device))
+        labels = torch.arange(6) % model.config.num_classes if conditional else None
+        clean = to_uint8(generate(model, schedule, 6, settings, labels=labels, generator=generator, device=device))
         source = "digits drawn by the model (no MNIST data found)"
     yield forward_process_figure(schedule, clean, model.config.image_size, generator,
                                  out_dir / "forward_process.png", source)
     on_start(f"reverse process ({schedule.num_timesteps} steps)")
-    yield reverse_process_figure(model, schedule, torch.tensor([0, 2, 4, 6, 8, 9]) if conditional else None,
+    shown = torch.tensor([0, 2, 4, 6, 8, 9]) % model.config.num_classes if conditional else None
+    yield reverse_process_figure(model, schedule, shown,
                                  settings, generator, out_dir / "reverse_process.png", device, on_step)
     on_start("sampling GIF")
-    yield sampling_gif(model, schedule, torch.arange(NUM_CLASSES).repeat(2) if conditional else None, settings,
+    yield sampling_gif(model, schedule, torch.arange(min(model.config.num_classes, 10)).repeat(2) if conditional
+                       else None, settings,
                        generator, out_dir / "sampling.gif", device, on_step=on_step)
 
 

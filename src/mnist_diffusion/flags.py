@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import options
+from . import datasets, options
 from .config import SAMPLER_NAMES, SampleConfig
 
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
@@ -46,6 +46,22 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
         else:
             spec["type"] = argument(options.config_value(str(field.type)))
         parser.add_argument(f"--{field.name.replace('_', '-')}", **spec)
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    """--data SOURCE and how to prepare it (`datasets.prepare`), for the commands that train."""
+    parser.add_argument("--data", default="mnist", metavar="SOURCE",
+                        help=f"what to train on: {', '.join(datasets.BUILTIN_SOURCES)} (IDX files under --data-root), "
+                             "a folder of images (one sub-folder per class; a flat folder: no classes) or an .npz "
+                             "with images, labels and class_names (default: mnist)")
+    parser.add_argument("--data-root", default="data",
+                        help="root of the IDX datasets, fetched when missing (default: data)")
+    parser.add_argument("--invert", choices=datasets.INVERT_CHOICES, default="auto",
+                        help="the data's polarity: auto inverts ink on light paper (seen at the images' borders) so "
+                             "ink is bright as in MNIST, and samples come back as the data was; yes; no "
+                             "(default: auto)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="go on without the images of a folder that cannot be read (default: refuse, naming them)")
 
 
 def flag(name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,53 @@ def read_npz_digits(path: str | Path, what: str, *, max_images: int, allow_chann
     images = images.reshape(-1, *DIGIT_SHAPE)
     return (torch.from_numpy(images.copy()),
             torch.from_numpy(labels.astype(np.int64)) if labels is not None else None)
+
+
+MAX_SOURCE_SIDE = 1024  # pixels a side of an image in a training .npz (`datasets.prepare`)
+MAX_CLASS_NAME = 64
+
+
+def read_source_npz(path: str | Path, max_images: int) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """A training `.npz`: uint8 `images` `(N, H, W)`, optional integer `labels` `(N,)` and optional text
+    `class_names` `(K,)`; every header checked (signs, sizes, the product) before anything is inflated."""
+    path = regular_file(path, "--data")
+
+    def check_images(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype != np.uint8 or len(shape) != 3 or min(shape) < 1 or max(shape[1:]) > MAX_SOURCE_SIDE:
+            raise InputFileError(f"--data {path}: 'images' must be uint8 shaped (N, H, W), at most "
+                                 f"{MAX_SOURCE_SIDE} a side, got {dtype} {tuple(shape)}")
+        if shape[0] > max_images:
+            raise InputFileError(f"--data {path} holds {shape[0]:,} images; at most {max_images:,} are prepared")
+
+    def check_labels(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype.kind not in "iu" or len(shape) != 1 or not 0 <= shape[0] <= max_images:
+            raise InputFileError(f"--data {path}: 'labels' must be integers shaped (N,), got {dtype} {tuple(shape)}")
+
+    def check_names(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype.kind != "U" or len(shape) != 1 or not 1 <= shape[0] <= 1000 or dtype.itemsize > 4 * MAX_CLASS_NAME:
+            raise InputFileError(f"--data {path}: 'class_names' must be text shaped (K,), at most {MAX_CLASS_NAME} "
+                                 f"characters each, got {dtype} {tuple(shape)}")
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if "images" not in members:
+                raise InputFileError(f"--data {path} holds no 'images' array")
+            images = _read_member(archive, members["images"], check_images)
+            labels = _read_member(archive, members["labels"], check_labels) if "labels" in members else None
+            names = _read_member(archive, members["class_names"], check_names) if "class_names" in members else None
+    except InputFileError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, zlib.error) as error:
+        detail = str(error) if isinstance(error, ValueError) else type(error).__name__
+        raise InputFileError(f"--data {path} is not a readable .npz archive of arrays (written by numpy.savez): "
+                             f"{detail}") from None
+    if labels is not None and (len(labels) != len(images) or labels.min() < 0):
+        raise InputFileError(f"--data {path}: 'labels' must give one class (>= 0) to each of the "
+                             f"{len(images):,} images")
+    if names is not None and (labels is None or len(names) <= int(labels.max()) or len(set(names)) != len(names)):
+        raise InputFileError(f"--data {path}: 'class_names' must name every label once, with 'labels' beside it")
+    return images, labels, [str(name) for name in names] if names is not None else None
 
 
 def read_completion_inputs(path: str | Path, max_images: int) -> torch.Tensor:

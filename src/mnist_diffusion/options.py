@@ -66,6 +66,31 @@ def digit_list(text: str) -> list[int]:
     return digits
 
 
+def class_name(text: str) -> str:
+    """A class as typed: a model's class name or a class index; the model checks it (`Pipeline.check_classes`)."""
+    if not text.strip():
+        raise ValueError("a class is a name or an index, got nothing")
+    return text.strip()
+
+
+def class_list(text: str) -> list[str]:
+    """'0-9', '3,5,7', '1-3,8' or names 'cat,dog' -> the classes in the order given (a range 'A-B' of
+    whole numbers is expanded; anything else, 'T-shirt/top' included, is one name)."""
+    classes: list[str] = []
+    for part in (part.strip() for part in text.split(",")):
+        low, dash, high = part.partition("-")
+        if dash and low.strip().isdigit() and high.strip().isdigit():
+            first, last = int(low), int(high)
+            if first > last:
+                raise ValueError(f"range {part!r} runs backwards")
+            if last - first > 10_000:
+                raise ValueError(f"range {part!r} is longer than 10,000 classes")
+            classes.extend(str(k) for k in range(first, last + 1))
+        else:
+            classes.append(class_name(part))
+    return classes
+
+
 def pair(parse: Callable[[str], int]) -> Callable[[str], list[int]]:
     """Two values separated by a comma, each read by `parse`."""
     def parse_pair(text: str) -> list[int]:

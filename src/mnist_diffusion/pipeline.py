@@ -193,23 +193,51 @@ class Pipeline:
                         device=self.device, callback=callback, noise=noise, guide=guide, guide_weight=guide_weight,
                         guide_below=guide_below)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's class names in label order: its own, or the digits "0"-"9" (empty: unconditional)."""
+        config = self.checkpoint.model_config
+        return config.class_names or tuple(str(k) for k in range(config.num_classes))
+
     def check_classes(self, name: str, values: Any) -> list[int]:
-        """The classes asked for as `name`, each a whole number this model knows; an error names `name`."""
+        """The classes asked for as `name`, each a class name of this model or a whole number it knows;
+        an error names `name` and what is allowed."""
         if self.num_classes == 0:
             raise ValueError(f"this model is unconditional: {name} cannot choose a class")
-        chosen = [whole(name, value, 0, MAX_CLASS) for value in values]
-        for value in chosen:
-            if value >= self.num_classes:
-                raise ValueError(f"{name} {value} is not one of this model's {self.num_classes} classes "
+        chosen = []
+        for value in values:
+            if isinstance(value, str) and value in self.class_names:
+                chosen.append(self.class_names.index(value))
+                continue
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            elif isinstance(value, str):
+                known = ", ".join(self.class_names[:12]) + (", ..." if self.num_classes > 12 else "")
+                raise ValueError(f"{name} {value!r} is not a class of this model ({known})")
+            index = whole(name, value, 0, MAX_CLASS)
+            if index >= self.num_classes:
+                raise ValueError(f"{name} {index} is not one of this model's {self.num_classes} classes "
                                  f"(0-{self.num_classes - 1})")
+            chosen.append(index)
         return chosen
 
-    def labels(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
-               per_digit: int = 10, guidance: float | None = None,
+    def to_pixels(self, images: torch.Tensor) -> np.ndarray:
+        """Model-space images `(N, 1, S, S)` -> uint8 `(N, 28, 28)` in the training data's polarity (a
+        model of dark ink on light paper learned it inverted, and gives it back as it was)."""
+        pixels = to_uint8(images).numpy()
+        return 255 - pixels if self.checkpoint.model_config.dark_ink else pixels
+
+    def _from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels in the data's polarity -> the model's (bright ink on black)."""
+        return 255 - pixels if self.checkpoint.model_config.dark_ink else pixels
+
+    def labels(self, num: int | None = None, *, digit: int | str | None = None,
+               digits: Iterable[int | str] | None = None, per_digit: int = 10, guidance: float | None = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, int]:
-        """The labels to draw and how many digits: `per_digit` of each of `digits` in order, `num` of
-        `digit`, or (neither asked) `num` digits (default 256) in an even mix of the classes in random
-        order, which is unconditional for an unconditional model or guidance 0."""
+        """The labels to draw and how many images: `per_digit` of each of `digits` in order, `num` of
+        `digit`, or (neither asked) `num` images (default 256) in an even mix of the classes in random
+        order, which is unconditional for an unconditional model or guidance 0. Classes are given by
+        name or index (`check_classes`)."""
         if digit is not None and digits is not None:
             raise ValueError("give digit (with num) or digits (with per_digit), not both")
         if digits is not None:
@@ -233,29 +261,39 @@ class Pipeline:
             return labels[torch.randperm(num, generator=generator)], num
         return None, num
 
-    def sample(self, num: int | None = None, *, digit: int | None = None, digits: Iterable[int] | None = None,
-               per_digit: int = 10, seed: int | None = None, generator: torch.Generator | None = None,
-               callback: Callback = None, **settings: Any) -> np.ndarray:
-        """Draw digits, uint8 `(N, 28, 28)`: `num` of `digit`; `per_digit` of each of `digits`, in order;
-        or `num` (default 256) in an even mix of the classes. `seed` (default 0) or a CPU `generator`
-        draws the noise; `settings` override fields of `defaults` (`SampleConfig`: sampler, steps,
-        guidance, guidance_interval, precision, max_batch, last_timestep, log_snr_floor, eta, noise_below).
-        `callback` gets each sampler step."""
-        return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, seed=seed,
-                                       generator=generator, callback=callback, **settings)[0]
+    def sample(self, num: int | None = None, *, digit: int | str | None = None,
+               digits: Iterable[int | str] | None = None, per_digit: int = 10,
+               classes: Iterable[int | str] | None = None, per_class: int | None = None, seed: int | None = None,
+               generator: torch.Generator | None = None, callback: Callback = None, **settings: Any) -> np.ndarray:
+        """Draw images, uint8 `(N, 28, 28)` in the training data's polarity: `num` of `digit`; `per_digit`
+        of each of `digits`, in order (`classes` and `per_class` are the same for a model of other
+        things; classes by name or index); or `num` (default 256) in an even mix of the classes.
+        `seed` (default 0) or a CPU `generator` draws the noise; `settings` override fields of
+        `defaults` (`SampleConfig`: sampler, steps, guidance, guidance_interval, precision, max_batch,
+        last_timestep, log_snr_floor, eta, noise_below). `callback` gets each sampler step."""
+        return self.sample_with_labels(num, digit=digit, digits=digits, per_digit=per_digit, classes=classes,
+                                       per_class=per_class, seed=seed, generator=generator, callback=callback,
+                                       **settings)[0]
 
-    def sample_with_labels(self, num: int | None = None, *, digit: int | None = None,
-                           digits: Iterable[int] | None = None, per_digit: int = 10, seed: int | None = None,
-                           generator: torch.Generator | None = None, callback: Callback = None,
-                           **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    def sample_with_labels(self, num: int | None = None, *, digit: int | str | None = None,
+                           digits: Iterable[int | str] | None = None, per_digit: int = 10,
+                           classes: Iterable[int | str] | None = None, per_class: int | None = None,
+                           seed: int | None = None, generator: torch.Generator | None = None,
+                           callback: Callback = None, **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """`sample`, and the classes asked for (int64 `(N,)`, None when drawn unconditionally)."""
+        if classes is not None:
+            if digits is not None:
+                raise ValueError("give classes or digits (the same thing), not both")
+            digits = classes
+        if per_class is not None:
+            per_digit = per_class
         config = self.settings(**settings)
         # The same generator shuffles the labels and draws the noise: a seed names one set of digits.
         generator = _generator(seed, generator)
         labels, num = self.labels(num, digit=digit, digits=digits, per_digit=per_digit, guidance=config.guidance,
                                   generator=generator)
         images = self.generate(num, labels, config, generator, callback=callback)
-        return to_uint8(images).numpy(), labels.numpy() if labels is not None else None
+        return self.to_pixels(images), labels.numpy() if labels is not None else None
 
     def complete(self, images: Any, mask: str | Any = "lower", *, digit: int | None = None, num_per_image: int = 8,
                  method: str = DEFAULT_METHOD, seed: int | None = None, generator: torch.Generator | None = None,
@@ -277,7 +315,7 @@ class Pipeline:
                              generator: torch.Generator | None = None, guess: bool = True, callback: Callback = None,
                              **settings: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """`complete`, and the digit each input was completed as, `(N,)` (None: as whatever it becomes)."""
-        pixels, keep = _pixels("images", images), _keep_mask(mask)
+        pixels, keep = self._from_pixels(_pixels("images", images)), _keep_mask(mask)
         num_per_image = whole("num_per_image", num_per_image, 1, MAX_DIGITS)
         if len(pixels) * num_per_image > MAX_DIGITS:
             raise ValueError(f"{len(pixels)} images x {num_per_image} completions is more than the {MAX_DIGITS:,} "
@@ -300,7 +338,7 @@ class Pipeline:
         completed = complete(self.model, self.schedule, model_images, model_mask, config,
                              num_per_image=num_per_image, labels=labels, method=method, generator=generator,
                              device=self.device, callback=callback)
-        return to_uint8(completed).numpy(), labels.numpy() if labels is not None else None
+        return self.to_pixels(completed), labels.numpy() if labels is not None else None
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,
                     digits: tuple[int, int] | None = None, frames: int = 8, seed: int | None = None,
@@ -326,7 +364,7 @@ class Pipeline:
             ends = tuple(self.check_classes("digits", list(digits)))  # type: ignore[arg-type]
             start = whole("seed", 0 if seed is None else seed, 0, MAX_SEED)
             walk = interpolate_digits(self.model, self.schedule, ends, frames, config, seed=start, **common)
-        return to_uint8(walk).numpy()
+        return self.to_pixels(walk)
 
 
 def save_grid(images: Any, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:

@@ -39,7 +39,8 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 CONFIG_SECTIONS = ("model", "diffusion", "train")
 _CHECKPOINT_NAME = re.compile(r"step_(\d{8})\.safetensors")
-_OWN_DIRS = (CHECKPOINT_DIR, SAMPLE_DIR)
+DATA_DIR = "data"  # the prepared images of a run on other data than MNIST (`datasets.store`)
+_OWN_DIRS = (CHECKPOINT_DIR, SAMPLE_DIR, DATA_DIR)
 _OWN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
 _TEMPORARY = re.compile(r"\.(config\.json|metrics\.jsonl)\..+\.tmp")  # left by a killed atomic write
 

@@ -87,10 +87,12 @@ def reference_sets(train_images: torch.Tensor, seed: int) -> tuple[torch.Tensor,
 
 
 def reference_rows(evaluator: Evaluator, train_images: torch.Tensor, test_images: torch.Tensor,
-                   seed: int) -> list[ScoreRow]:
+                   seed: int, reference: str = "MNIST") -> list[ScoreRow]:
     training_sample, noise = reference_sets(train_images, seed)
-    return [evaluator.score("MNIST train 10k (floor)", training_sample, memorize=False)[0],
-            evaluator.score("MNIST test (copy reference)", test_images, distribution=False)[0],
+    floor = "10k" if len(training_sample) == FLOOR_COUNT else f"{len(training_sample):,}"
+    held_out = "test" if reference == "MNIST" else "held out"
+    return [evaluator.score(f"{reference} train {floor} (floor)", training_sample, memorize=False)[0],
+            evaluator.score(f"{reference} {held_out} (copy reference)", test_images, distribution=False)[0],
             evaluator.score("uniform noise", noise)[0]]
 
 
@@ -115,17 +117,21 @@ class Report:
 
 
 def score(drawn: Drawn, evaluator: Evaluator, train_images: torch.Tensor, test_images: torch.Tensor,
-          out_dir: str | Path, *, seed: int = 0, references: bool = True, inception: bool = False) -> Report:
-    """Score `drawn` beside the reference rows; write report.json, report.md and nearest_neighbours.png."""
+          out_dir: str | Path, *, seed: int = 0, references: bool = True, inception: bool = False,
+          reference: str = "MNIST") -> Report:
+    """Score `drawn` beside the reference rows; write report.json, report.md and nearest_neighbours.png.
+    `reference` names the data (`test_images` its held-out images, `train_images` what was trained on)."""
     from .figures import nearest_neighbours_figure
 
     out_dir = Path(out_dir)
     started = time.monotonic()
     row, copies = evaluator.score(drawn.name, drawn.images, drawn.labels)
-    rows = [row] + (reference_rows(evaluator, train_images, test_images, seed) if references else [])
+    rows = [row] + (reference_rows(evaluator, train_images, test_images, seed, reference) if references else [])
     if inception:
         add_inception_fid(rows, drawn.images, train_images, test_images, seed, references)
     settings = drawn.settings | {"scoring_s": round(time.monotonic() - started, 1)}
+    if reference != "MNIST":
+        settings["reference"] = f"the {len(test_images):,} held-out images of {reference}"
     json_path, md_path = write_report(rows, settings, out_dir)
     figure = nearest_neighbours_figure(drawn.images, train_images, copies, out_dir / "nearest_neighbours.png")
     return Report(rows, copies, settings, (json_path, md_path, figure))
@@ -141,6 +147,32 @@ def evaluator_for(data_root: str | Path = "data", classifier: str | Path | None 
     train_images, _ = load_mnist(data_root, "train", download=download)
     test_images, _ = load_mnist(data_root, "test", download=download)
     return Evaluator(load_classifier(classifier), test_images, train_images), train_images, test_images
+
+
+def reference_images(data: str | None, checkpoint: str | Path | None, data_root: str | Path = "data",
+                     download: bool = True) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """What a model is scored against: `(training images, held-out images, name)`. `data` names a
+    source (`datasets.prepare`); None takes the data a checkpoint's run stored beside it
+    (`RUN/data/`, for a checkpoint in `RUN/checkpoints/`), else MNIST's training and test digits."""
+    from . import datasets
+    from .data import load_mnist
+
+    prepared = None
+    if data not in (None, "mnist"):
+        prepared = datasets.prepare(data, data_root=data_root)
+    elif data is None and checkpoint is not None:
+        prepared = datasets.load_stored(Path(checkpoint).parent.parent)
+    if prepared is None:
+        return (load_mnist(data_root, "train", download=download)[0], load_mnist(data_root, "test",
+                                                                                 download=download)[0], "MNIST")
+    from .evaluate import MIN_SAMPLES
+
+    name = Path(str(prepared.manifest.get("source", "the data"))).name
+    held_out = prepared.split(True)[0]
+    if len(held_out) < MIN_SAMPLES:
+        raise datasets.DataError(f"the held-out split of {name} has {len(held_out)} images; scoring needs at least "
+                                 f"{MIN_SAMPLES} (about one image in ten is held out: give more images)")
+    return prepared.split(False)[0], held_out, name
 
 
 def evaluate_checkpoint(checkpoint: str | Path | None, num: int, out_dir: str | Path, *,

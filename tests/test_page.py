@@ -298,3 +298,26 @@ def test_a_tour_of_all_three_panels(page: PageRecord, tmp_path: Path) -> None:
     assert page.errors == []
     page.page.screenshot(path=os.environ.get("MNIST_DIFFUSION_SCREENSHOT") or str(tmp_path / "demo.png"),
                          full_page=True)
+
+
+def test_the_page_names_a_models_own_classes(browser, tmp_path: Path) -> None:
+    """A model trained on a folder of classes (`train --data FOLDER`) is served with its class names."""
+    from mnist_diffusion.checkpoint import Checkpoint, save_checkpoint
+    from mnist_diffusion.config import DiffusionConfig, preset
+    from mnist_diffusion.unet import UNet
+
+    config = preset("tiny", num_classes=3, class_names=("bar", "cross", "ring"), dark_ink=True)
+    path = save_checkpoint(Checkpoint(config, DiffusionConfig(num_timesteps=20), UNet(config).state_dict()),
+                           tmp_path / "shapes.safetensors")
+    server = make_server(Demo.load(str(path), tmp_path), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        record = PageRecord(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        for select in ("#digit", "#complete-digit", "#interpolate-digit", "#digit-a", "#digit-b"):
+            shown = record.page.eval_on_selector(select, "s => Array.from(s.options).map(o => o.text)")
+            assert shown[-3:] == ["bar", "cross", "ring"], (select, shown)
+        assert record.errors == []
+        record.page.close()
+    finally:
+        server.shutdown()
+        server.server_close()

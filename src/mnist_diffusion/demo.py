@@ -134,7 +134,8 @@ class Demo:
 
     def info(self) -> dict[str, Any]:
         defaults = self.defaults
-        return {"num_classes": self.num_classes, "samplers": list(SAMPLER_NAMES),
+        return {"num_classes": self.num_classes, "class_names": list(self._pipeline(self.model).class_names),
+                "samplers": list(SAMPLER_NAMES),
                 "interpolation_samplers": list(DETERMINISTIC_SAMPLERS), "completion_methods": list(COMPLETION_METHODS),
                 "defaults": {"sampler": defaults.sampler, "steps": FEW_STEPS, "guidance": defaults.guidance,
                              "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},

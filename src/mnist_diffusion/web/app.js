@@ -90,9 +90,17 @@ function numberFrom(id) {
   return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
 }
 
-function fillDigitChoices(select, count, firstOption) {
+// The model's classes by name ("0"-"9" for digits, its own names for a model of other images); the
+// value sent to the server is the class's index.
+let classNames = [];
+
+function fillClassChoices(select, firstOption) {
   if (firstOption) select.add(new Option(firstOption, ""));
-  for (let digit = 0; digit < count; digit++) select.add(new Option(String(digit), String(digit)));
+  classNames.forEach((name, index) => select.add(new Option(name, String(index))));
+}
+
+function className(index) {
+  return classNames[index] ?? String(index);
 }
 
 // -- generate ---------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ async function completeDrawing() {
   await postStream("/api/complete", request, (item) => {
     drawPixels(byId("complete-canvas"), item.pixels);
     status.textContent = item.type === "frame" ? `step ${item.step} of ${item.steps}`
-      : `done: seed ${request.seed}, as ${item.digit === null ? "whatever it becomes" : `a ${item.digit}`}` +
+      : `done: seed ${request.seed}, as ${item.digit === null ? "whatever it becomes" : `a ${className(item.digit)}`}` +
         `${item.guessed ? " (the digit your strokes most likely begin, as the model judges them)" : ""}; ` +
         `computed in ${item.seconds.toFixed(2)} s (${item.method})`;
   });
@@ -273,11 +281,12 @@ function showInterpolationFrame() {
 async function start() {
   const info = await getJson("/api/info");
   const conditional = info.num_classes > 0;
-  fillDigitChoices(byId("digit"), info.num_classes, conditional ? null : "any");
-  fillDigitChoices(byId("complete-digit"), info.num_classes, null);
-  fillDigitChoices(byId("interpolate-digit"), info.num_classes, conditional ? null : "any");
-  fillDigitChoices(byId("digit-a"), info.num_classes, null);
-  fillDigitChoices(byId("digit-b"), info.num_classes, null);
+  classNames = info.class_names;
+  fillClassChoices(byId("digit"), conditional ? null : "any");
+  fillClassChoices(byId("complete-digit"), null);
+  fillClassChoices(byId("interpolate-digit"), conditional ? null : "any");
+  fillClassChoices(byId("digit-a"), null);
+  fillClassChoices(byId("digit-b"), null);
   if (conditional) byId("digit-b").value = String(Math.min(8, info.num_classes - 1));
   info.samplers.forEach((name) => byId("sampler").add(new Option(name, name, false, name === info.defaults.sampler)));
   for (const id of ["guidance", "interpolate-guidance"]) {

@@ -401,3 +401,31 @@ def test_figures_say_what_they_are_drawing_and_odd_logs_give_no_warning(tmp_path
     assert code == 0, err
     assert "drawing the reverse process (50 steps)" in err and "warning" not in err.lower()
     assert (tmp_path / "figures" / "loss_curve.png").exists()
+
+
+@pytest.mark.parametrize(("shape", "message"), [((-1, 28, 28), "negative dimension"),
+                                                ((100000, 28, 28), "the archive holds")])
+def test_a_shape_bomb_npz_is_refused_at_its_header_with_little_memory(tmp_path: Path, shape: tuple, message: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A header of shape (-1, 28, 28) over 60 MB of zeros once inflated them all (1.4 GB peak for 600 MB)."""
+    import tracemalloc
+
+    bomb = npz_with_header(tmp_path / "bomb.npz", shape, bytes(60 << 20))
+    assert bomb.stat().st_size < 200_000
+    tracemalloc.start()
+    code, _, err = run_cli(capsys, "complete", "--images", str(bomb), "--mask", "lower")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert_one_line_error(code, err, message)
+    assert peak < 8 << 20, peak  # refused from the header: far less than the 60 MB it would inflate
+
+
+def test_a_corrupt_deflate_stream_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = npz_with_header(tmp_path / "good.npz", (2, 28, 28), bytes(2 * 784))
+    data = bytearray(good.read_bytes())
+    start = data.index(b"images.npy") + len("images.npy")
+    data[start + 5:start + 25] = b"\xff" * 20  # inside the deflated data of the member
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(bytes(data))
+    code, _, err = run_cli(capsys, "complete", "--images", str(damaged), "--mask", "lower")
+    assert_one_line_error(code, err, "is not a readable .npz archive")

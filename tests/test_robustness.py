@@ -116,3 +116,16 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], value, rtol=1e-4, atol=1e-5)
     assert load_checkpoint(newest_path(tmp_path / "ddp")).step == 4
+
+
+def test_sample_with_stderr_closed_still_writes_its_digits(tmp_path: Path) -> None:
+    """`progress.py` called `isatty` on a closed stderr (None): exit 1 and nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "x.png"
+    result = subprocess.run([sys.executable, "-m", "mnist_diffusion", "sample", "--num", "2", "--steps", "2",
+                             "--out", str(out), "--npz", str(tmp_path / "x.npz")],
+                            stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+    assert result.returncode == 0 and out.exists() and (tmp_path / "x.npz").exists()

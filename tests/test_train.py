@@ -418,3 +418,31 @@ def test_each_epoch_visits_every_image_once_in_its_own_shuffled_order(tmp_path: 
     assert not torch.equal(first, second)  # a new order each epoch
     assert torch.equal(epoch_order(make_trainer(tmp_path / "again", batch_size=8), 1), second)
     assert not torch.equal(epoch_order(make_trainer(tmp_path / "other", batch_size=8, seed=1), 0), first)
+
+
+def test_clean_up_deletes_only_the_temporaries_a_killed_checkpoint_write_left(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_trainer(run, max_steps=2).run()
+    checkpoints = run / "checkpoints"
+    stale = checkpoints / ".step_00000004.safetensors.ab_12xyz.tmp"
+    mine = [checkpoints / ".step_mine.tmp", checkpoints / ".step_00000004.safetensors.notes.tmp"]
+    for path in (stale, *mine):
+        path.write_text("x")
+    make_trainer(run, max_steps=3).run()
+    assert not stale.exists()
+    assert all(path.exists() for path in mine)  # a user's files, whatever they look like, stay
+
+
+def test_a_metrics_line_nested_thousands_deep_is_dropped_on_resume_and_named_by_figures(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import assert_one_line_error, run_cli
+
+    run = tmp_path / "run"
+    make_trainer(run, max_steps=2).run()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + "[" * 100_000 + "]" * 100_000 + "\n" + metrics.read_text())
+    result = make_trainer(run, max_steps=3).run()  # resumes past the damaged line, and drops it
+    assert result.step == 3 and "[[[" not in metrics.read_text()
+    metrics.write_text("[" * 100_000 + "]" * 100_000 + "\n" + metrics.read_text())
+    code, _, err = run_cli(capsys, "figures", "--run-dir", str(run), "--out-dir", str(tmp_path / "fig"))
+    assert_one_line_error(code, err, "not a JSON object")

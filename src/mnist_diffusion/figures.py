@@ -129,7 +129,7 @@ def read_metrics(path: str | Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             if number == len(lines):
                 continue
             raise ValueError(f"{path}, line {number}: not a JSON object") from None

@@ -70,8 +70,13 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, check) -> np
         shape, dtype, fortran_order = _npy_header(stream)
         if dtype.hasobject:
             raise ValueError("it holds Python objects, which are never unpickled")
+        if any(type(d) is not int or d < 0 for d in shape):
+            raise ValueError(f"its header gives the shape {shape}, with a negative dimension")
         check(shape, dtype)
         count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize > member.file_size:  # the header promises more than the archive holds
+            raise ValueError(f"its header promises {count * dtype.itemsize:,} bytes, the archive holds "
+                             f"{member.file_size:,}")
         data = stream.read(count * dtype.itemsize)
         if len(data) != count * dtype.itemsize:
             raise ValueError("its data is shorter than its header says")
@@ -113,7 +118,7 @@ def read_npz_digits(path: str | Path, what: str, *, max_images: int, allow_chann
             labels = _read_member(archive, members["labels"], check_labels) if "labels" in members else None
     except InputFileError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError) as error:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, zlib.error) as error:
         detail = str(error) if isinstance(error, ValueError) else type(error).__name__
         raise InputFileError(f"{what} {path} is not a readable .npz archive of arrays (written by numpy.savez): "
                              f"{detail}") from None

@@ -10,7 +10,9 @@ from typing import Any
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; nothing when stderr is closed (the work goes on without its commentary)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr, flush=True)
 
 
 class LineProgress:
@@ -42,7 +44,7 @@ class LineProgress:
 
 def progress(total: int, description: str):
     """A progress bar on stderr in a terminal; elsewhere a line at each tenth of the work."""
-    if not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty():
         return LineProgress(total, description)
     from tqdm import tqdm
 
@@ -62,7 +64,7 @@ class TrainProgress:
 
     def __call__(self, row: dict) -> None:
         postfix = {"loss": f"{row['loss']:.4f}", "img_s": f"{row['images_per_s']:.0f}", "epoch": row["epoch"]}
-        if not sys.stderr.isatty():
+        if sys.stderr is None or not sys.stderr.isatty():
             self.rows += 1
             mark = (20 * row["step"] // self.total_steps) if self.total_steps else self.rows // 20
             if mark != self.last_shown:

@@ -42,6 +42,8 @@ _CHECKPOINT_NAME = re.compile(r"step_(\d{8})\.safetensors")
 DATA_DIR = "data"  # the prepared images of a run on other data than MNIST (`datasets.store`)
 _OWN_DIRS = (CHECKPOINT_DIR, SAMPLE_DIR, DATA_DIR)
 _OWN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
+# `tempfile.mkstemp`'s random part is 8 characters of [a-z0-9_].
+_CHECKPOINT_TEMPORARY = re.compile(r"\.step_\d{8}\.safetensors\.[a-z0-9_]{8}\.tmp")
 _TEMPORARY = re.compile(r"\.(config\.json|metrics\.jsonl)\..+\.tmp")  # left by a killed atomic write
 
 
@@ -144,8 +146,11 @@ class RunDirectory:
         return path
 
     def remove_stale_temporaries(self) -> None:
-        for stale in (self.path / CHECKPOINT_DIR).glob(".step_*.tmp"):  # left by a killed write
-            stale.unlink(missing_ok=True)
+        """Delete the temporaries a killed checkpoint write left (`files.atomic_write`'s names for
+        `step_XXXXXXXX.safetensors`), and no other file, whatever it is called."""
+        for stale in (self.path / CHECKPOINT_DIR).glob(".step_*.tmp"):
+            if _CHECKPOINT_TEMPORARY.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
 
     # -- metrics and config ---------------------------------------------------------------------
     @property
@@ -189,7 +194,7 @@ def _is_own_config(path: Path) -> bool:
 def _logged_step(line: str) -> int | None:
     try:
         step = json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # a damaged line is dropped on resume
         return None
     return step if isinstance(step, int) else None
 

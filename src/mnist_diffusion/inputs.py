@@ -85,6 +85,27 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, check) -> np
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
+def _read_arrays(path: Path, what: str, checks: dict, first_as_images: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` named in `checks` (`images` required), each header passed to its check
+    before anything is inflated (`_read_member`); any damage is one `InputFileError` naming the file.
+    `first_as_images`: the first array stands for `images` when there is none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if "images" not in members and first_as_images and members:
+                members["images"] = next(iter(members.values()))
+            if "images" not in members:
+                raise InputFileError(f"{what} {path} holds no 'images' array")
+            return {name: _read_member(archive, members[name], check) for name, check in checks.items()
+                    if name in members}
+    except InputFileError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, zlib.error) as error:
+        detail = str(error) if isinstance(error, ValueError) else type(error).__name__
+        raise InputFileError(f"{what} {path} is not a readable .npz archive of arrays (written by numpy.savez): "
+                             f"{detail}") from None
+
+
 def read_npz_digits(path: str | Path, what: str, *, max_images: int, allow_channel_axis: bool = False,
                     first_array_as_images: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images `(N, 28, 28)` with N <= `max_images` and, when the archive has `labels`,
@@ -108,21 +129,9 @@ def read_npz_digits(path: str | Path, what: str, *, max_images: int, allow_chann
             raise InputFileError(f"{what} {path}: labels must be one digit per image, shaped (N,), got "
                                  f"{tuple(shape)}")
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
-            name = "images" if "images" in members or not first_array_as_images else next(iter(members), None)
-            if name not in members:
-                raise InputFileError(f"{what} {path} holds no 'images' array")
-            images = _read_member(archive, members[name], check_images)
-            labels = _read_member(archive, members["labels"], check_labels) if "labels" in members else None
-    except InputFileError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, zlib.error) as error:
-        detail = str(error) if isinstance(error, ValueError) else type(error).__name__
-        raise InputFileError(f"{what} {path} is not a readable .npz archive of arrays (written by numpy.savez): "
-                             f"{detail}") from None
-    images = images.reshape(-1, *DIGIT_SHAPE)
+    arrays = _read_arrays(path, what, {"images": check_images, "labels": check_labels},
+                          first_as_images=first_array_as_images)
+    images, labels = arrays["images"].reshape(-1, *DIGIT_SHAPE), arrays.get("labels")
     return (torch.from_numpy(images.copy()),
             torch.from_numpy(labels.astype(np.int64)) if labels is not None else None)
 
@@ -152,20 +161,9 @@ def read_source_npz(path: str | Path, max_images: int) -> tuple[np.ndarray, np.n
             raise InputFileError(f"--data {path}: 'class_names' must be text shaped (K,), at most {MAX_CLASS_NAME} "
                                  f"characters each, got {dtype} {tuple(shape)}")
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
-            if "images" not in members:
-                raise InputFileError(f"--data {path} holds no 'images' array")
-            images = _read_member(archive, members["images"], check_images)
-            labels = _read_member(archive, members["labels"], check_labels) if "labels" in members else None
-            names = _read_member(archive, members["class_names"], check_names) if "class_names" in members else None
-    except InputFileError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, zlib.error) as error:
-        detail = str(error) if isinstance(error, ValueError) else type(error).__name__
-        raise InputFileError(f"--data {path} is not a readable .npz archive of arrays (written by numpy.savez): "
-                             f"{detail}") from None
+    arrays = _read_arrays(path, "--data", {"images": check_images, "labels": check_labels,
+                                           "class_names": check_names})
+    images, labels, names = arrays["images"], arrays.get("labels"), arrays.get("class_names")
     if labels is not None and (len(labels) != len(images) or labels.min() < 0):
         raise InputFileError(f"--data {path}: 'labels' must give one class (>= 0) to each of the "
                              f"{len(images):,} images")

@@ -359,3 +359,78 @@ def test_any_request_gets_an_answer_and_the_server_goes_on(tiny_server: int, pat
         assert error and "\n" not in error
     event(f"HTTP {status}")
     assert (exchange(tiny_server, b"GET /api/info HTTP/1.0\r\n\r\n") or b"").startswith(b"HTTP/1.0 200")
+
+
+# -- the Python API: only TypeError or ValueError, naming an argument ---------------------------------
+
+WILD = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.sampled_from([2**64, 10**9, 2.5, 3.0, float("nan"),
+                                                                                   "3", "all", "x", [], [1], (1, 2),
+                                                                                   (0.7, 0.2), -1]))
+SAMPLE_ARGS = ("num", "digit", "digits", "per_digit", "classes", "per_class", "seed", "steps", "guidance",
+               "guidance_interval", "max_batch", "precision", "sampler", "last_timestep", "eta", "batch_size")
+IMAGE_VALUES = st.sampled_from([np.zeros((28, 28), np.uint8), np.full((2, 28, 28), 300), np.full((28, 28), -1),
+                                np.full((1, 28, 28), 0.5), np.zeros((27, 28)), np.zeros((0, 28, 28)), "img", None])
+
+
+API_SETTINGS = settings(SETTINGS, max_examples=40)  # each example that is valid draws: keep the count small
+
+
+@pytest.fixture(scope="module")
+def api_pipe(workspace: Path):
+    from mnist_diffusion.pipeline import Pipeline
+
+    return Pipeline.load(workspace / "tiny.safetensors", device="cpu", threads=None)
+
+
+def _named(error: Exception, names) -> bool:
+    message = str(error)
+    return any(name in message for name in names)
+
+
+@API_SETTINGS
+@given(chosen=st.dictionaries(st.sampled_from(SAMPLE_ARGS), WILD, max_size=4))
+def test_pipeline_sample_raises_only_named_type_or_value_errors(api_pipe, chosen: dict) -> None:
+    chosen = {"steps": 2, **chosen} if chosen.get("steps") is None else chosen  # keep what runs quick
+    num = chosen.get("num")
+    if (isinstance(num, int) and num > 8) or chosen.get("steps") in (11, 12):
+        chosen["num"] = 2
+    try:
+        drawn = api_pipe.sample(**chosen)
+    except (TypeError, ValueError) as error:
+        assert _named(error, [*chosen, "class", "digit", "guide"]), (chosen, error)
+        event(type(error).__name__)
+        return
+    assert drawn.dtype == np.uint8 and drawn.shape[1:] == (28, 28)
+
+
+@API_SETTINGS
+@given(images=IMAGE_VALUES, mask=st.sampled_from(["lower", "middle", np.ones((28, 28), bool), np.zeros((28, 28)),
+                                                   np.zeros((28, 27), bool), 3]),
+       num_per_image=st.sampled_from([1, 0, -1, 2.5, "2"]), digit=WILD)
+def test_pipeline_complete_raises_only_named_errors(api_pipe, images, mask, num_per_image, digit) -> None:
+    try:
+        api_pipe.complete(images, mask, num_per_image=num_per_image, digit=digit, steps=2, method="replace")
+    except (TypeError, ValueError) as error:
+        assert _named(error, ["images", "mask", "num_per_image", "digit", "erases"]), error
+
+
+@API_SETTINGS
+@given(seeds=st.sampled_from([None, (1,), (1, 2), (1, 2, 3), "12", (1.5, 2), (-1, 2)]),
+       digits=st.sampled_from([None, (3, 8), (3,), ("x", 2), (3, 11)]), frames=st.sampled_from([2, 1, 65, 2.5, "3"]),
+       digit=WILD)
+def test_pipeline_interpolate_raises_only_named_errors(api_pipe, seeds, digits, frames, digit) -> None:
+    try:
+        api_pipe.interpolate(seeds=seeds, digits=digits, frames=frames, digit=digit, steps=2)
+    except (TypeError, ValueError) as error:
+        assert _named(error, ["seeds", "digits", "frames", "digit"]), error
+
+
+@API_SETTINGS
+@given(images=IMAGE_VALUES, nrow=st.sampled_from([None, 1, 0, -1, 2.5, "2"]), scale=st.sampled_from([1, 0, 17, 1.5]))
+def test_save_grid_raises_only_named_errors(images, nrow, scale, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from mnist_diffusion.pipeline import save_grid
+
+    try:
+        save_grid(images, tmp_path_factory.mktemp("grid") / "g.png", nrow=nrow, scale=scale)
+    except (TypeError, ValueError) as error:
+        assert _named(error, ["images", "nrow", "scale"]), error

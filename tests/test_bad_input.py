@@ -392,3 +392,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path, mnist_root: Pa
     assert "stopped on request" in out and "Traceback" not in err
     steps = RunDirectory(run_dir).checkpoints()
     assert steps and f"step_{steps[-1][0]:08d}" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--num", "5", "--digits", "1"], "with digits, per_digit says how many of each: leave num out"),
+    (["--last-timestep", "999"], "--last-timestep must be a whole number in [0, 998], got 999"),
+    (["--last-timestep", "5000"], "--last-timestep must be a whole number in [0, 998]"),
+    (["--sampler", "ddim", "--last-timestep", "100000"], "--last-timestep must be a whole number in [0, 998]"),
+    (["--last-timestep", "990"], "--last-timestep 990 ends the walk below the log-SNR floor"),
+])
+def test_sampling_options_that_once_passed_or_failed_inside_are_named(args: list[str], message: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Round 4: `--num 5 --digits 1` drew 1; `--last-timestep 999` failed with an internal message about
+    the log-SNR floor; with ddim, 100000 was accepted."""
+    code, _, err = run_cli(capsys, "sample", *args, "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, err, message)

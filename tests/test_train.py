@@ -446,3 +446,26 @@ def test_a_metrics_line_nested_thousands_deep_is_dropped_on_resume_and_named_by_
     metrics.write_text("[" * 100_000 + "]" * 100_000 + "\n" + metrics.read_text())
     code, _, err = run_cli(capsys, "figures", "--run-dir", str(run), "--out-dir", str(tmp_path / "fig"))
     assert_one_line_error(code, err, "not a JSON object")
+
+
+def test_a_run_in_use_says_so_before_any_other_verdict(tmp_path: Path, mnist_root: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A second `train` on a run in use once read its checkpoints first, and said "none of the 3
+    checkpoints loads" (exit 2) while the first was writing them; the lock is now the first check."""
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    make_trainer(run_dir, max_steps=4).run()
+    for path in (run_dir / "checkpoints").glob("step_*.safetensors"):
+        path.write_bytes(b"half written")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        code, _, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--max-steps", "8", "--preset", "tiny",
+                               "--data-root", str(mnist_root))
+        assert code == 1 and "is in use by training process" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -113,10 +113,11 @@ def _train_configs(args: argparse.Namespace, data: Any = None):
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import leave_process_group
     from .figures import training_grids
-    from .rundir import SAMPLE_DIR, RunDirectory
+    from .rundir import SAMPLE_DIR, RunDirectory, RunLock
     from .train import Trainer
 
     run_dir = RunDirectory(args.run_dir)
+    RunLock.check_free(run_dir.path)  # the first check: a run in use says so, whatever else is wrong
     run_dir.check_is_run()
     if args.resume and not run_dir.checkpoints():
         raise UsageError(f"--resume: {run_dir.path} has no checkpoint to resume from")

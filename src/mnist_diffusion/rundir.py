@@ -233,6 +233,21 @@ class RunLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """`RunInUseError` if a live training holds the run's lock now: the first thing `train` checks,
+        before it reads a checkpoint or prepares data. Creates nothing; a free lock is left as it was."""
+        try:
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return  # no lock file (or not one to read): nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUseError(f"{run_dir} is in use by {_read_owner(fd)}; wait for it or stop it first") from None
+        finally:
+            os.close(fd)  # releases the probe's shared lock
+
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             self.path.unlink(missing_ok=True)  # while still locked, so no one else holds this inode

@@ -235,6 +235,7 @@ class Trainer:
                  on_sample: Callable[[nn.Module, int], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = RunDirectory(run_dir)
+        RunLock.check_free(self.run_dir.path)  # "in use" before any other verdict on the directory
         self.run_dir.check_is_run()
         self.device = pick_device(device)
         self.group = join_process_group(self.device)

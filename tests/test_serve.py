@@ -239,9 +239,12 @@ def test_connections_and_jobs_are_bounded(gated_server: tuple) -> None:
     busy = raw_request(port, post_request(port, json.dumps({"steps": 2}).encode()))
     assert busy.startswith(b"HTTP/1.0 503") and b"busy" in busy
     idle = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(2)]  # all 3 held now
-    over = socket.create_connection(("127.0.0.1", port), timeout=120)
-    assert over.recv(4096).startswith(b"HTTP/1.0 503")  # answered at once, no thread spent
-    for connection in (*idle, over):
+    # A newcomer takes the slot of the connection that has waited longest without sending its request.
+    info = raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert info.startswith(b"HTTP/1.0 200") and idle[0].recv(4096) == b""  # the idle one was dropped
+    info = raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert info.startswith(b"HTTP/1.0 200") and idle[1].recv(4096) == b""
+    for connection in idle:
         connection.close()
     network.release.set()
     with first:
@@ -249,6 +252,27 @@ def test_connections_and_jobs_are_bounded(gated_server: tuple) -> None:
         while chunk := first.recv(65536):
             answer += chunk
     assert b'"type": "done"' in answer
+
+
+def test_a_newcomer_gets_503_when_every_connection_is_being_answered(tmp_path: Path) -> None:
+    """Only a connection still sending its request can be dropped for a newcomer; one whose request
+    was read (here the only slot, a running job) keeps it, and the newcomer is answered 503 at once."""
+    demo = Demo.load(None, tmp_path / "no-data")
+    demo.model = GatedNetwork(demo.model, hold=2)
+    server = make_server(demo, "127.0.0.1", 0, max_connections=1, max_jobs=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as first:
+            first.sendall(post_request(port, json.dumps({"steps": 4, "pace_ms": 0}).encode()))
+            assert demo.model.entered.wait(timeout=120)
+            over = raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert over.startswith(b"HTTP/1.0 503") and b"too many open connections" in over
+            demo.model.release.set()
+    finally:
+        demo.model.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def test_work_stops_when_its_client_goes_away(gated_server: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,3 +351,113 @@ def test_a_guidance_free_checkpoint_serves_guided_requests(tmp_path: Path) -> No
     demo = Demo.load(str(path), tmp_path / "no-data")
     items = list(demo.generate({"digit": 3, "guidance": 2.0, "steps": 3}, Job()))
     assert items[-1]["type"] == "done", items[-1]
+
+
+def _trickle_then_read(port: int, request: bytes, every_s: float) -> tuple[bytes, int]:
+    """Send `request` one byte every `every_s` until the server answers or closes; return what it said
+    and how many bytes went out."""
+    import select
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        sent = 0
+        for byte in request:
+            if select.select([connection], [], [], every_s)[0]:  # the server spoke or closed: stop sending
+                break
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                break
+            sent += 1
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer, sent
+
+
+def test_a_slowloris_is_dropped_at_the_request_deadline(tmp_path: Path) -> None:
+    """One header byte at a time passed every per-read timeout and held the connection forever; the
+    deadline covers the whole request (here 1 s, against a trickle that would take 20 s)."""
+    demo = Demo.load(None, tmp_path / "no-data")
+    server = make_server(demo, "127.0.0.1", 0, request_deadline_s=1.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        request = f"GET /api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nX-Slow: {'a' * 100}\r\n\r\n".encode()
+        answer, sent = _trickle_then_read(port, request, every_s=0.15)
+        assert sent < len(request) and b"HTTP/1.0 200" not in answer  # cut off before it finished
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_slow_clients_filling_every_slot_do_not_stop_a_real_request(tmp_path: Path) -> None:
+    demo = Demo.load(None, tmp_path / "no-data")
+    server = make_server(demo, "127.0.0.1", 0, max_connections=32)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(32)]
+    try:
+        for connection in slow:
+            connection.sendall(b"GET /api/info HTTP/1.0\r\nHo")  # and then nothing
+        answer = raw_request(port, f"GET /api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.0 200"), answer[:100]
+    finally:
+        for connection in slow:
+            connection.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("request_line", "status"), [
+    (b"PUT /api/info HTTP/1.0", b"405"), (b"DELETE / HTTP/1.0", b"405"), (b"PATCH / HTTP/1.0", b"405"),
+    (b"OPTIONS / HTTP/1.0", b"405"), (b"get / HTTP/1.0", b"405"), (b"GARBAGE", b"400"),
+])
+def test_unknown_methods_and_garbage_get_a_json_line_with_headers(server_url: str, request_line: bytes,
+                                                                  status: bytes) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    answer = raw_request(port, request_line + f"\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 " + status) and b"application/json" in head, answer[:200]
+    assert json.loads(body)["error"]
+
+
+def test_echoed_values_are_capped(server_url: str) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    answer = raw_request(port, b"GET / HTTP/1.0\r\nHost: " + b"x" * 60_000 + b"\r\n\r\n")
+    assert len(answer) < 2_000 and b"403" in answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ("Host: 127.0.0.1:{port}\r\nHost: 127.0.0.1:{port}", b"400"),
+    ("Host: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nOrigin: null", b"400"),
+    ("Sec-Fetch-Site: cross-site\r\nHost: 127.0.0.1:{port}", b"403"),
+])
+def test_doubled_or_cross_site_headers_are_refused(server_url: str, headers: str, status: bytes) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    request = f"GET /api/test-digit?seed=1 HTTP/1.0\r\n{headers.format(port=port)}\r\n\r\n".encode()
+    assert raw_request(port, request).split(b"\r\n", 1)[0].startswith(b"HTTP/1.0 " + status)
+
+
+def test_http11_without_host_and_absolute_targets_elsewhere_are_refused(server_url: str) -> None:
+    port = int(server_url.rsplit(":", 1)[1])
+    assert b" 400 " in raw_request(port, b"GET /api/info HTTP/1.1\r\nConnection: close\r\n\r\n").split(b"\r\n")[0]
+    answer = raw_request(port, f"GET http://evil.example/api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert b" 403 " in answer.split(b"\r\n")[0]
+    answer = raw_request(port, f"GET http://127.0.0.1:{port}/api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                         .encode())
+    assert b" 200 " in answer.split(b"\r\n")[0]
+
+
+def test_a_drawn_test_digit_takes_a_job_slot(gated_server: tuple) -> None:
+    """Without MNIST the test digit is drawn by the network: it counts against the job bound."""
+    server, network = gated_server
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as first:
+        first.sendall(post_request(port, json.dumps({"steps": 4, "pace_ms": 0}).encode()))
+        assert network.entered.wait(timeout=120)
+        answer = raw_request(port, f"GET /api/test-digit?seed=3 HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.0 503") and b"busy" in answer
+        network.release.set()

@@ -17,14 +17,18 @@ so concurrent requests interleave step by step and all finish; torch uses one th
 What a hostile page or client cannot do:
 - talk to it from another origin: a request whose `Origin` is not this server's page, or whose
   `Host` is not an address of this server (DNS rebinding), gets 403 before anything is read;
-- hold it open: every read and write on a connection times out (`READ_TIMEOUT_S`), at most
-  `MAX_CONNECTIONS` connections are served at once (the rest get 503 at once, without a thread),
-  and at most `MAX_JOBS` sampling jobs run at once (the rest get 503);
+- hold it open: a request (its line, headers and body together) must arrive within
+  `REQUEST_DEADLINE_S`, however slowly it trickles; every write times out (`READ_TIMEOUT_S`); at most
+  `MAX_CONNECTIONS` connections are served at once, and when all are taken the one that has waited
+  longest without finishing its request is dropped for a newcomer (the rest get 503 at once); at
+  most `MAX_JOBS` jobs that run the network run at once (the rest get 503);
 - make it compute for nobody: a job stops within one network pass of its client going away.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import itertools
 import json
@@ -44,13 +48,34 @@ import torch
 from .demo import DEFAULT_PACE_MS, MAX_PACE_MS, MAX_SEED, Demo, Job, RequestError, integer_field
 
 MAX_BODY_BYTES = 64 * 1024
-READ_TIMEOUT_S = 10.0  # a client silent this long mid-request (or not reading its answer) is dropped
+READ_TIMEOUT_S = 10.0  # a client not reading its answer this long is dropped
+REQUEST_DEADLINE_S = 10.0  # the whole request, headers and body, however it is trickled
+MAX_ECHO = 120  # characters of an offending value an error message repeats
 MAX_CONNECTIONS = 32  # connections served at once; more are answered 503 without a thread
 MAX_JOBS = 4  # sampling jobs at once (they share one network); more are answered 503
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
 
 __all__ = ["Demo", "DemoHandler", "DemoServer", "Job", "is_loopback", "make_server", "run_server"]
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each receive allowed only the time left before the request's deadline,
+    so a client trickling one byte at a time cannot hold the connection past it."""
+
+    def __init__(self, connection: socket.socket, deadline: Callable[[], float]) -> None:
+        super().__init__()
+        self.connection, self.deadline = connection, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline() - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive before its deadline")
+        self.connection.settimeout(left)
+        return self.connection.recv_into(buffer)
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -61,9 +86,46 @@ class DemoHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal is the user's
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.deadline = time.monotonic() + self.server.request_deadline_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, lambda: self.deadline))
+        self.server.started_request(self.connection)
+
+    def finish(self) -> None:
+        self.server.finished_request(self.connection)
+        super().finish()
+
+    def _request_read(self) -> None:
+        """The whole request is in: no deadline now, only the write timeout; its slot is no longer
+        one a newcomer may take."""
+        self.deadline = float("inf")
+        self.connection.settimeout(self.timeout)
+        self.server.finished_request(self.connection)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error, the standard library's own included (an unknown method, a malformed request
+        line), as one JSON line with its headers; an unknown method is 405; echoed text is capped."""
+        self.request_version = self.protocol_version  # answer a line with no version (HTTP/0.9) with headers
+        self.close_connection = True
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command[:MAX_ECHO]!r} is not allowed"
+        text = " ".join((message or HTTPStatus(code).phrase).split())
+        body = json.dumps({"error": text[:MAX_ECHO] + ("..." if len(text) > MAX_ECHO else "")}).encode()
+        self.send_response(code)
+        if code == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, POST")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def do_GET(self) -> None:
         if not self._same_origin():
             return
+        self._request_read()
         url = urlparse(self.path)
         if url.path in PAGE_FILES:
             name, content_type = PAGE_FILES[url.path]
@@ -74,7 +136,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             try:
                 seed = integer_field({"seed": _int_or_text(parse_qs(url.query).get("seed", ["0"])[0])}, "seed", 0,
                                 MAX_SEED)
-                self._send_json(HTTPStatus.OK, self.server.demo.test_digit(seed))
+                self._send_test_digit(seed)
             except RequestError as error:
                 self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
         else:
@@ -91,6 +153,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_json()
+            self._request_read()
         except TimeoutError:
             self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": f"the request body did not arrive within "
                                                                   f"{self.timeout:g} s"})
@@ -124,16 +187,43 @@ class DemoHandler(BaseHTTPRequestHandler):
         finally:
             lines.close()
 
+    def _send_test_digit(self, seed: int) -> None:
+        """A test digit; drawing one (no MNIST files) runs the network, so it takes a job slot."""
+        if self.server.demo.test_images is not None:
+            self._send_json(HTTPStatus.OK, self.server.demo.test_digit(seed))
+        elif not self.server.job_slots.acquire(blocking=False):
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"the server is busy with {MAX_JOBS} requests; "
+                                                                      f"try again in a moment"})
+        else:
+            try:
+                self._send_json(HTTPStatus.OK, self.server.demo.test_digit(seed))
+            finally:
+                self.server.job_slots.release()
+
     def _same_origin(self) -> bool:
-        """Refuse (403) a request from another origin or addressed to another host (DNS rebinding)."""
-        host, origin = self.headers.get("Host"), self.headers.get("Origin")
-        if host is not None and not self.server.serves_host(host):
-            reason = f"Host {host!r} is not an address of this server"
+        """Refuse a request from another origin (403), addressed to another host (DNS rebinding, 403),
+        with a doubled `Origin` or `Host` or none on HTTP/1.1 (400); an API route also refuses a
+        request the browser marks as cross-site (`Sec-Fetch-Site`, sent even without `Origin`)."""
+        hosts, origins = self.headers.get_all("Host") or [], self.headers.get_all("Origin") or []
+        host, origin = (hosts or [None])[0], (origins or [None])[0]
+        target = urlparse(self.path)
+        site = self.headers.get("Sec-Fetch-Site")
+        if len(hosts) > 1 or len(origins) > 1:
+            status, reason = HTTPStatus.BAD_REQUEST, "a request may carry one Host and one Origin header"
+        elif host is None and self.request_version == "HTTP/1.1":
+            status, reason = HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs a Host header"
+        elif target.scheme and (target.scheme != "http" or not self.server.serves_host(target.netloc)):
+            status, reason = HTTPStatus.FORBIDDEN, "the request names another server"
+        elif host is not None and not self.server.serves_host(host):
+            status, reason = HTTPStatus.FORBIDDEN, f"Host {host[:MAX_ECHO]!r} is not an address of this server"
         elif origin is not None and (host is None or origin.lower() != f"http://{host}".lower()):
-            reason = f"requests from {origin!r} are not allowed; open the page this server serves"
+            status, reason = (HTTPStatus.FORBIDDEN,
+                              f"requests from {origin[:MAX_ECHO]!r} are not allowed; open the page this server serves")
+        elif target.path.startswith("/api/") and site not in (None, "same-origin", "none"):
+            status, reason = HTTPStatus.FORBIDDEN, "requests from other sites are not allowed"
         else:
             return True
-        self._send_json(HTTPStatus.FORBIDDEN, {"error": reason})
+        self._send_json(status, {"error": reason})
         return False
 
     def _client_gone(self) -> bool:
@@ -205,11 +295,13 @@ class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], demo: Demo, *, max_connections: int = MAX_CONNECTIONS,
-                 max_jobs: int = MAX_JOBS) -> None:
+                 max_jobs: int = MAX_JOBS, request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
         super().__init__(address, DemoHandler)
-        self.demo = demo
+        self.demo, self.request_deadline_s = demo, request_deadline_s
         self.connection_slots = threading.BoundedSemaphore(max_connections)
         self.job_slots = threading.BoundedSemaphore(max_jobs)
+        self._reading: dict[socket.socket, float] = {}  # connections still sending their request: since when
+        self._reading_lock = threading.Lock()
         bound = ipaddress.ip_address(self.server_address[0])
         names = {"localhost"}
         if not bound.is_loopback:
@@ -235,8 +327,29 @@ class DemoServer(ThreadingHTTPServer):
             return True
         return address == self._bound or (address.is_loopback and self._bound.is_loopback)
 
+    def started_request(self, connection: socket.socket) -> None:
+        with self._reading_lock:
+            self._reading[connection] = time.monotonic()
+
+    def finished_request(self, connection: socket.socket) -> None:
+        with self._reading_lock:
+            self._reading.pop(connection, None)
+
+    def _drop_slowest_reader(self) -> bool:
+        """Shut the connection that has waited longest without finishing its request (its thread then
+        ends and frees its slot); False when every connection is busy with a real request."""
+        with self._reading_lock:
+            if not self._reading:
+                return False
+            slowest = min(self._reading, key=self._reading.__getitem__)
+            del self._reading[slowest]
+        with contextlib.suppress(OSError):
+            slowest.shutdown(socket.SHUT_RDWR)
+        return True
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.connection_slots.acquire(blocking=False):
+        if not self.connection_slots.acquire(blocking=False) and not (
+                self._drop_slowest_reader() and self.connection_slots.acquire(timeout=2.0)):
             try:  # answered on the listening thread: no thread for a connection over the limit
                 request.settimeout(1.0)
                 request.sendall(_BUSY)
@@ -275,7 +388,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, **limits: int) -> DemoServer:
+def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, **limits: float) -> DemoServer:
     """A server bound to `host:port` (port 0: any free port); call `serve_forever()` on it."""
     torch.set_num_threads(1)
     return DemoServer((host, port), demo, **limits)

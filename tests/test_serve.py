@@ -461,3 +461,82 @@ def test_a_drawn_test_digit_takes_a_job_slot(gated_server: tuple) -> None:
         answer = raw_request(port, f"GET /api/test-digit?seed=3 HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         assert answer.startswith(b"HTTP/1.0 503") and b"busy" in answer
         network.release.set()
+
+
+def test_serve_listens_on_ipv6_loopback(tmp_path: Path) -> None:
+    """`serve --host ::1` failed: "Address family for hostname not supported"."""
+    server = make_server(Demo.load(None, tmp_path / "no-data"), "::1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("::1", port), timeout=60) as connection:
+            connection.sendall(f"GET /api/info HTTP/1.0\r\nHost: [::1]:{port}\r\n\r\n".encode())
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_console_browser_opened_by_serve_gets_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --open` started the browser before serving: a browser that fetches the page and waits (lynx,
+    w3m) deadlocked. The fake browser here fetches the page, then stops the server."""
+    import urllib.request
+    import webbrowser
+
+    from mnist_diffusion import serve
+
+    made: list = []
+    fetched: list[int] = []
+
+    def make(*args, **kwargs):
+        made.append(make_server(*args, **kwargs))
+        return made[-1]
+
+    def console_browser(url: str) -> bool:
+        with urllib.request.urlopen(url, timeout=60) as response:  # blocks until the page is served
+            fetched.append(response.status)
+        made[0].shutdown()
+        return True
+
+    monkeypatch.setattr(serve, "make_server", make)
+    monkeypatch.setattr(webbrowser, "open", console_browser)
+    serve.run_server(Demo.load(None, tmp_path / "no-data"), "127.0.0.1", 0, open_page=True, say=lambda line: None)
+    assert fetched == [200]
+
+
+SERVE_AND_REPORT = """
+import sys
+from mnist_diffusion.cli import main
+sys.exit(main(["serve", "--port", "0", "--data-root", sys.argv[1]]))
+"""
+
+
+def test_sigterm_while_a_job_runs_stops_the_job_and_exits_143(tmp_path: Path) -> None:
+    """SIGTERM mid-job aborted the process ("terminate called without an active exception", exit -6)."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", SERVE_AND_REPORT, str(tmp_path / "no-data")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        port = int(line.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as client:
+            client.sendall(post_request(port, json.dumps({"steps": 100, "sampler": "ddim", "pace_ms": 0}).encode(),
+                                        Host=f"127.0.0.1:{port}"))
+            received = b""
+            while b'"type": "frame"' not in received:  # the job is running
+                chunk = client.recv(65536)
+                assert chunk, received
+                received += chunk
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert "terminate called" not in err and "Traceback" not in err

@@ -113,6 +113,8 @@ class Demo:
     test_labels: torch.Tensor | None
     checkpoint: Checkpoint
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
+    # The workers running now, each with its job's cancellation: `stop_all` ends them on shutdown.
+    workers: dict[threading.Thread, threading.Event] = field(default_factory=dict)
 
     @classmethod
     def load(cls, checkpoint_path: str | None, data_root: str | Path) -> Demo:
@@ -252,9 +254,12 @@ class Demo:
             except Exception as error:  # reported in the stream; the server goes on
                 items.put({"type": "error", "error": " ".join(str(error).split())})
             finally:
+                self.workers.pop(threading.current_thread(), None)
                 job.on_finish()
 
-        threading.Thread(target=work, daemon=True).start()
+        worker = threading.Thread(target=work, daemon=True)
+        self.workers[worker] = job.cancelled
+        worker.start()
         try:
             while True:
                 try:
@@ -268,6 +273,14 @@ class Demo:
                     return
         finally:
             job.cancelled.set()  # a no-op when the work is done; otherwise it stops at its next pass
+
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        """Cancel every running job and wait (up to `timeout_s`) for its worker to end: each stops at its
+        next network pass, so the process can exit without a worker inside torch."""
+        for cancelled in list(self.workers.values()):
+            cancelled.set()
+        for worker in list(self.workers):
+            worker.join(timeout_s)
 
     def test_digit(self, seed: int) -> dict[str, Any]:
         if self.test_images is None or self.test_labels is None:

@@ -296,6 +296,8 @@ class DemoServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], demo: Demo, *, max_connections: int = MAX_CONNECTIONS,
                  max_jobs: int = MAX_JOBS, request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
+        # An IPv6 address (`serve --host ::1`) needs an IPv6 socket.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, DemoHandler)
         self.demo, self.request_deadline_s = demo, request_deadline_s
         self.connection_slots = threading.BoundedSemaphore(max_connections)
@@ -396,7 +398,10 @@ def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, **limits:
 
 def run_server(demo: Demo, host: str, port: int, *, open_page: bool = False,
                say: Callable[[str], None] = print) -> None:
-    """Serve `demo` on `host:port` until Ctrl-C (KeyboardInterrupt propagates after the socket closes)."""
+    """Serve `demo` on `host:port` until Ctrl-C or SIGTERM (the exception propagates once the socket is
+    closed and every running job has stopped, so no worker is left inside torch when the process exits).
+    `open_page` opens the page in a browser from another thread: a console browser that waits for the
+    page (as lynx and w3m do) is answered, since the server is already listening."""
     try:
         server = make_server(demo, host, port)
     except OSError as error:
@@ -407,8 +412,9 @@ def run_server(demo: Demo, host: str, port: int, *, open_page: bool = False,
     if open_page:
         import webbrowser
 
-        webbrowser.open(url)
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        demo.stop_all()

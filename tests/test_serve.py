@@ -298,6 +298,25 @@ def test_work_stops_when_its_client_goes_away(gated_server: tuple, monkeypatch: 
     assert network.passes == 2  # the held pass finished; none after it
 
 
+def test_work_stops_when_its_client_leaves_after_an_extra_byte(gated_server: tuple,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One byte after the request hid the close from a peek: the job ran on for nobody."""
+    from mnist_diffusion import serve
+
+    server, network = gated_server
+    jobs: list[serve.Job] = []
+    original = serve.Job
+    monkeypatch.setattr(serve, "Job", lambda **kwargs: jobs.append(original(**kwargs)) or jobs[-1])
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+        connection.sendall(post_request(port, json.dumps({"steps": 50, "pace_ms": 0}).encode()) + b"x")
+        assert network.entered.wait(timeout=120)
+    assert jobs[0].cancelled.wait(timeout=120)
+    network.release.set()
+    assert server.job_slots.acquire(timeout=120)
+    assert network.passes == 2  # stopped within one pass of the client leaving
+
+
 def test_deeply_nested_json_is_a_400(server_url: str) -> None:
     for body in (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, b"[" * 30_000):
         status, items = post(f"{server_url}/api/generate", None, raw=body)

@@ -22,18 +22,30 @@ class LineProgress:
         self.total, self.description, self.done, self.shown = max(total, 1), description, 0, 0
         self.clock = clock
         self.started = clock()
+        self.first: tuple[int, float] | None = None  # (work done, time) after the first update
 
     def update(self, count: int = 1) -> None:
         self.done += count
-        if self.done == count and self.total > 10 * count:  # after the first step: say how long it will take
-            projected = (self.clock() - self.started) * self.total / self.done
-            if projected > 60:
-                say(f"{self.description}: about {projected / 60:.0f} minutes at this pace")
+        if self.first is None:
+            self.first = (self.done, self.clock())
+        elif self.first[0] + count == self.done and self.total > 10 * self.done:
+            self._estimate()
         tenth = 10 * self.done // self.total
         if tenth > self.shown:
             self.shown = tenth
             say(f"{self.description}: {10 * tenth}% ({self.done}/{self.total} steps, "
                  f"{self.clock() - self.started:.0f} s)")
+
+    def _estimate(self) -> None:
+        """After the second update, how long the whole will take: the time so far, and the rest at the
+        pace since the first update (the first step carries the warm-up: model load, first allocations,
+        a busy core's first seconds, so a projection from it alone overstated long runs many times)."""
+        assert self.first is not None
+        now = self.clock()
+        pace = (now - self.first[1]) / (self.done - self.first[0])
+        projected = now - self.started + pace * (self.total - self.done)
+        if projected > 60:
+            say(f"{self.description}: about {projected / 60:.0f} minutes at this pace")
 
     def __enter__(self) -> LineProgress:
         return self

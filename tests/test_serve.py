@@ -309,8 +309,9 @@ def test_work_stops_when_its_client_leaves_after_an_extra_byte(gated_server: tup
     monkeypatch.setattr(serve, "Job", lambda **kwargs: jobs.append(original(**kwargs)) or jobs[-1])
     port = server.server_address[1]
     with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
-        connection.sendall(post_request(port, json.dumps({"steps": 50, "pace_ms": 0}).encode()) + b"x")
-        assert network.entered.wait(timeout=120)
+        connection.sendall(post_request(port, json.dumps({"steps": 50, "pace_ms": 0}).encode()))
+        assert network.entered.wait(timeout=120)  # the request was read; the job runs
+        connection.sendall(b"x")  # one more byte, which waits in the socket, then the client leaves
     assert jobs[0].cancelled.wait(timeout=120)
     network.release.set()
     assert server.job_slots.acquire(timeout=120)

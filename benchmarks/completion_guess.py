@@ -102,7 +102,8 @@ def main() -> None:
                f"--draws {args.draws}" + ("" if args.complete else " --no-complete"))
     lines = [f"# Completion without a chosen digit ({time.strftime('%Y-%m-%d')})", "",
              f"`{command}`: MNIST test digits {args.start}-{args.start + args.num - 1}, each given as a user gives "
-             f"it, the masked region set to black. The default is {GUESS_DRAWS} noise draws per level.", "",
+             f"it, the masked region set to black. The default is {GUESS_DRAWS} noise draws per level. Seconds are "
+             "wall time on a machine that may have been doing other work.", "",
              "**The guess alone** (seeds 0 and 1; 'whole digit agrees': the guess given the unerased digit and the "
              "mask equals the erased input's guess on every digit, so the guess cannot read what is erased):", "",
              *markdown_table(["mask", "draws per level", "guess right (seed 0 / 1)", "seeds disagree",

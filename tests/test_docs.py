@@ -190,6 +190,19 @@ def test_the_readme_quotes_its_training_example_from_its_results_file() -> None:
     assert run["read_as_asked"] >= 0.9
 
 
+def test_the_readme_quotes_the_completion_guess_from_its_results_file() -> None:
+    """Measured on erased inputs (the erased region black, as a user gives it), at least 500 held-out
+    digits; the guess never read an erased pixel (the whole digit guessed as its erased copy)."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "completion_guess.json").read_text())
+    guess = next(r for r in results["guess"] if r["mask"] == "lower" and r["draws"] == results["default_draws"])
+    completed = next(r for r in results["completion"] if r["mask"] == "lower" and r["method"].startswith("guess"))
+    text = " ".join(README.split())
+    assert f"names the digit begun {round(100 * guess['right_seed0'])}% of the time" in text
+    assert f"{round(100 * completed['read_as_true_digit'])}% of its completions read as that digit" in text
+    assert results["num"] >= 500 and {r["mask"] for r in results["guess"]} == {"lower", "right", "center"}
+    assert all(r["whole_digit_agrees"] for r in results["guess"] if r["draws"] == results["default_draws"])
+
+
 def test_every_results_file_is_listed_in_the_index() -> None:
     results = ROOT / "benchmarks" / "results"
     index = (results / "README.md").read_text()

@@ -154,6 +154,17 @@ def test_class_names_and_polarity_travel_with_the_model(folder: Path, tmp_path: 
     assert code == 0, err
     with np.load(tmp_path / "x.npz") as saved:
         assert saved["labels"].tolist() == [1, 1, 1]
+    grids = []
+    for labelled in ([], ["--label-rows"]):
+        code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--classes", "ring,bar",
+                               "--per-class", "2", "--steps", "2", *labelled, "--out", str(tmp_path / "g.png"))
+        assert code == 0, err
+        with Image.open(tmp_path / "g.png") as grid:
+            grids.append(np.asarray(grid))
+    plain, named = grids
+    margin = named[:, :named.shape[1] - plain.shape[1]]
+    assert margin.shape[1] > 0 and margin.max() > 200  # a margin naming each row, in light text
+    assert np.array_equal(named[:, margin.shape[1]:], plain)
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--class", "square",
                            "--out", str(tmp_path / "y.png"))
     assert_one_line_error(code, err, "'square' is not a class of this model (bar, cross, ring)")

@@ -166,7 +166,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
             args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed,
             callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     shown, shown_per_row = capped_grid(torch.from_numpy(pixels), args.per_digit if args.digits is not None else None)
-    save_grid(shown, out, nrow=shown_per_row)
+    rows = [pipe.class_names[k] for k in pipe.check_classes("digits", args.digits)] if args.digits else None
+    save_grid(shown, out, nrow=shown_per_row,
+              row_labels=rows[:len(shown) // shown_per_row] if rows and args.label_rows else None)
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
     note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
     print(f"wrote {num} digits to {out}{note}")
@@ -428,6 +430,7 @@ def _add_sample_parser(commands) -> None:
     p.add_argument("--out", default="samples.png",
                    help=f"PNG grid to write, at most {GRID_MAX_ROWS} rows of {GRID_MAX_COLUMNS} (default: samples.png)")
     p.add_argument("--npz", help="also save every digit's uint8 image (N x 28 x 28) and labels here")
+    p.add_argument("--label-rows", action="store_true", help="with --digits/--classes: name each grid row's class")
     add_sampling(p)
     _add_model(p)
     p.set_defaults(func=cmd_sample)

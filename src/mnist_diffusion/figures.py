@@ -47,8 +47,27 @@ def save_png(picture: Image.Image, path: str | Path) -> Path:
     return path
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    return save_png(grid_image(images, nrow=nrow, scale=scale), path)
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2,
+              row_labels: Sequence[str] | None = None) -> Path:
+    """One PNG grid of uint8 images; `row_labels` writes a name left of each row (e.g. its class)."""
+    picture = grid_image(images, nrow=nrow, scale=scale)
+    return save_png(label_rows(picture, row_labels, scale) if row_labels else picture, path)
+
+
+def label_rows(picture: Image.Image, labels: Sequence[str], scale: int, padding: int = 2) -> Image.Image:
+    """`picture` (a grid of 28-pixel rows) with a margin on the left naming each row, in PIL's own font."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    margin = max(int(draw.textlength(label, font=font)) for label in labels) + 8
+    labelled = Image.new("L", (picture.width + margin, picture.height), 40)
+    labelled.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    row_height = (28 + padding) * scale
+    for row, label in enumerate(labels):
+        draw.text((4, padding * scale + row * row_height + row_height // 2 - 6), label, fill=230, font=font)
+    return labelled
 
 
 def _matplotlib():

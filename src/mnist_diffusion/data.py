@@ -270,9 +270,12 @@ def to_model_space(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor
     return x
 
 
-def to_uint8(x: torch.Tensor, crop_to: int = IMAGE_SIZE) -> torch.Tensor:
-    """float `(N, 1, H, W)` in [-1, 1] -> uint8 `(N, crop_to, crop_to)`, undoing `to_model_space`."""
+def to_uint8(x: torch.Tensor, crop_to: int = IMAGE_SIZE, *, dark_ink: bool = False) -> torch.Tensor:
+    """float `(N, 1, H, W)` in [-1, 1] -> uint8 `(N, crop_to, crop_to)`, undoing `to_model_space`.
+    `dark_ink`: the model learned data of dark ink on light paper inverted (`ModelConfig.dark_ink`);
+    give its images back as the data was."""
     size = x.shape[-1]
     start = (size - crop_to) // 2
     x = x[:, 0, start:start + crop_to, start:start + crop_to]  # (N, 28, 28)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return 255 - pixels if dark_ink else pixels

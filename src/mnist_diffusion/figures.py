@@ -309,21 +309,14 @@ def training_grid(model, schedule, path: str | Path, settings: SampleConfig,
     """100 digits from `model` drawn with `settings` and a fixed seed, one row per digit when it is
     conditional: the grid a training run draws every `sample_every` steps, so grids of one run compare
     step to step, and each shows what `sample` would draw from that step's weights."""
+    from .data import to_uint8
     from .sampling import generate
 
     rows = min(model.config.num_classes, 10) if model.config.conditional else 10
     labels = torch.arange(rows).repeat_interleave(10) if model.config.conditional else None
     images = generate(model, schedule, 10 * rows, settings, labels=labels, generator=torch.Generator().manual_seed(0),
                       device=device)
-    return save_grid(data_pixels(images, model.config), path, nrow=10)
-
-
-def data_pixels(images: torch.Tensor, config) -> torch.Tensor:
-    """Model-space images -> uint8 in the training data's polarity (`ModelConfig.dark_ink`)."""
-    from .data import to_uint8
-
-    pixels = to_uint8(images)
-    return 255 - pixels if config.dark_ink else pixels
+    return save_grid(to_uint8(images, dark_ink=model.config.dark_ink), path, nrow=10)
 
 
 def figure_steps(schedule) -> int:

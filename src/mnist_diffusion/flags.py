@@ -11,9 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import datasets, options
-from .config import SAMPLER_NAMES, SampleConfig
-
-MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
+from .config import MAX_SEED, SAMPLER_NAMES, SampleConfig
 
 
 class UsageError(ValueError):

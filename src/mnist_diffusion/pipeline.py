@@ -28,15 +28,14 @@ from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .completion import DEFAULT_METHOD, complete, guess_digit, model_inputs, region_mask
-from .config import SampleConfig
+from .config import MAX_SEED, SampleConfig
 from .data import to_uint8
 from .devices import choose_threads, pick_device, resolve_precision
-from .interpolation import interpolate_digits, interpolate_seeds
-from .sampling import Callback, Guidance, count_passes, generate, last_timestep_for, timesteps_for
+from .interpolation import MAX_FRAMES, interpolate_digits, interpolate_seeds
+from .sampling import Callback, Guidance, check_guide, count_passes, generate, last_timestep_for, timesteps_for
 from .schedule import NoiseSchedule
 
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
-MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 IMAGE_SIZES = (28, 32)  # native, or zero-padded to 32 (a power of two, as many UNet recipes use)
 MAX_CLASS = 2**31 - 1
 DEFAULT_NUM = 256  # digits `sample` draws when neither a number nor classes are asked for
@@ -142,10 +141,7 @@ class Pipeline:
             raise ValueError(f"the guide {checkpoint} was trained with {guide.diffusion_config}, the model with "
                              f"{self.checkpoint.diffusion_config}: a guide must share the schedule and prediction")
         network = guide.build_model().to(self.device)
-        for name in ("image_size", "in_channels", "num_classes"):
-            if getattr(guide.model_config, name) != getattr(self.checkpoint.model_config, name):
-                raise ValueError(f"the guide's {name} is {getattr(guide.model_config, name)}, the model's "
-                                 f"{getattr(self.checkpoint.model_config, name)}")
+        check_guide(network, self.model)
         return network
 
     @property
@@ -224,8 +220,7 @@ class Pipeline:
     def to_pixels(self, images: torch.Tensor) -> np.ndarray:
         """Model-space images `(N, 1, S, S)` -> uint8 `(N, 28, 28)` in the training data's polarity (a
         model of dark ink on light paper learned it inverted, and gives it back as it was)."""
-        pixels = to_uint8(images).numpy()
-        return 255 - pixels if self.checkpoint.model_config.dark_ink else pixels
+        return to_uint8(images, dark_ink=self.checkpoint.model_config.dark_ink).numpy()
 
     def _from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels in the data's polarity -> the model's (bright ink on black)."""
@@ -353,7 +348,7 @@ class Pipeline:
         pair = seeds if seeds is not None else digits
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(list(pair)) != 2:
             raise ValueError(f"{'seeds' if seeds is not None else 'digits'} must be a pair (a, b), got {pair!r}")
-        frames = whole("frames", frames, 2, 64)
+        frames = whole("frames", frames, 2, MAX_FRAMES)
         config = self.settings(**settings)
         common = {"device": self.device, "callback": callback}
         if seeds is not None:

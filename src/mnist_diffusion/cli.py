@@ -311,10 +311,9 @@ def cmd_complete(args: argparse.Namespace) -> None:
     fits_model(pipe, settings, args)
     if args.digit is not None:
         pipe.check_classes("digit", [args.digit])
-    guessing = args.digit is None and not args.no_guess and pipe.num_classes > 0
-    guidance = pipe.guidance(settings if args.digit is not None else dataclasses.replace(settings, guidance=1.0),
-                             args.digit is not None or guessing)
-    cost = completion_cost(pipe.schedule, settings, guidance, args.method, pipe.num_classes if guessing else 0)
+    walk, guessing = pipe.completion_walk(settings, args.digit, not args.no_guess)
+    guidance = pipe.guidance(walk, args.digit is not None or guessing)
+    cost = completion_cost(pipe.schedule, walk, guidance, args.method, pipe.num_classes if guessing else 0)
     total = len(pixels) * args.num
     info(f"{len(pixels)} images x {args.num} completions: {cost.describe()}")
     with _progress(cost.levels * -(-total // settings.max_batch), f"complete ({args.method})") as bar:

@@ -321,19 +321,26 @@ class Pipeline:
         model_images, model_mask = model_inputs(pixels, keep.expand(len(pixels), 28, 28),
                                                 self.checkpoint.model_config.image_size)
         generator = _generator(seed, generator)
+        walk, guessing = self.completion_walk(config, digit, guess)
         if digit is not None:
             labels = torch.full((len(pixels),), self.check_classes("digit", [digit])[0])
-        elif guess and self.num_classes:
+        elif guessing:
             labels = guess_digit(self.model, self.schedule, model_images, model_mask, generator=generator,
                                  max_batch=config.max_batch, device=self.device,
                                  precision=resolve_precision(config.precision, self.device))
-            config = dataclasses.replace(config, guidance=1.0)  # the guessed label alone steers
         else:
-            labels, config = None, dataclasses.replace(config, guidance=1.0)
+            labels = None
+        config = walk
         completed = complete(self.model, self.schedule, model_images, model_mask, config,
                              num_per_image=num_per_image, labels=labels, method=method, generator=generator,
                              device=self.device, callback=callback)
         return self.to_pixels(completed), labels.numpy() if labels is not None else None
+
+    def completion_walk(self, settings: SampleConfig, digit: Any, guess: bool) -> tuple[SampleConfig, bool]:
+        """The settings a completion runs with, and whether it guesses the class first: a chosen `digit`
+        is guided as `settings` say; a guessed class (or none) steers by its label alone (guidance 1)."""
+        guessing = digit is None and guess and self.num_classes > 0
+        return (settings if digit is not None else dataclasses.replace(settings, guidance=1.0)), guessing
 
     def interpolate(self, *, seeds: tuple[int, int] | None = None, digit: int | None = None,
                     digits: tuple[int, int] | None = None, frames: int = 8, seed: int | None = None,

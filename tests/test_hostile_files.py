@@ -4,11 +4,14 @@ outside the place it names and no temporary left behind."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import struct
 import subprocess
 import sys
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,7 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mnist_diffusion import files
-from mnist_diffusion.rundir import RunDirectory
+from mnist_diffusion.config import SampleConfig
+from mnist_diffusion.figures import training_grids
+from mnist_diffusion.rundir import RunDirectory, RunDirError
 from test_bad_input import rewrite_header, rewrite_tensors
 from worker import make_trainer
 
@@ -94,8 +99,9 @@ def test_other_files_beside_a_run_are_refused_but_a_run_resumes(tmp_path: Path, 
 def test_an_interrupted_run_before_its_first_checkpoint_is_still_a_run(tmp_path: Path) -> None:
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
-    run.write_config({}, {}, {})
-    run.append_metrics({"step": 50, "loss": 0.1})
+    with run.held():
+        run.write_config({}, {}, {})
+        run.append_metrics({"step": 50, "loss": 0.1})
     run.check_is_run()  # no error: this package's own files
 
 
@@ -429,3 +435,82 @@ def test_a_corrupt_deflate_stream_is_one_line(tmp_path: Path, capsys: pytest.Cap
     damaged.write_bytes(bytes(data))
     code, _, err = run_cli(capsys, "complete", "--images", str(damaged), "--mask", "lower")
     assert_one_line_error(code, err, "is not a readable .npz archive")
+
+
+def _outside_with_decoys(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A directory outside the run holding files named as a run's checkpoints and grids are."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    decoys = {f"step_{step:08d}.{suffix}": f"decoy {step}".encode()
+              for step in range(1, 4) for suffix in ("safetensors", "png")}
+    for name, data in decoys.items():
+        (outside / name).write_bytes(data)
+    return outside, decoys
+
+
+def _untouched(outside: Path, decoys: dict[str, bytes]) -> bool:
+    return {path.name: path.read_bytes() for path in outside.iterdir()} == decoys
+
+
+@pytest.mark.parametrize("swapped", ["checkpoints", "samples"])
+def test_a_sub_folder_swapped_for_a_link_mid_run_is_not_written_through(tmp_path: Path, swapped: str) -> None:
+    """After step 2 `swapped` is moved away and a link to another directory put in its place: the
+    training stops with a message naming it, and nothing in the link's target is created or removed."""
+    outside, decoys = _outside_with_decoys(tmp_path)
+    run = tmp_path / "run"
+
+    def swap_after_step_two(row: dict) -> None:
+        if row["step"] == 2:
+            (run / swapped).rename(tmp_path / f"{swapped}.moved")
+            (run / swapped).symlink_to(outside, target_is_directory=True)
+
+    trainer = make_trainer(run, 6, on_log=swap_after_step_two)
+    trainer.config = dataclasses.replace(trainer.config, sample_every=1)
+    trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule,
+                                       SampleConfig(steps=2, sampler="ddim"))
+    with pytest.raises(RunDirError, match=f"{swapped} was replaced by a symbolic link"):
+        trainer.run()
+    assert _untouched(outside, decoys)
+    moved = sorted(path.name for path in (tmp_path / f"{swapped}.moved").iterdir())
+    assert moved and all(name.startswith("step_0000000") for name in moved)  # written before the swap
+
+
+def test_links_swapped_in_and_out_while_training_runs_never_redirect_a_write(tmp_path: Path) -> None:
+    """A background thread swaps both sub-folders for links to another directory and back, as fast as
+    it can, for the whole run: whatever the interleaving, the other directory is never changed."""
+    outside, decoys = _outside_with_decoys(tmp_path)
+    run = tmp_path / "run"
+    trainer = make_trainer(run, 40)
+    trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule,
+                                       SampleConfig(steps=1, sampler="ddim"))
+    trainer.config = dataclasses.replace(trainer.config, sample_every=1)
+    started, done = threading.Event(), threading.Event()
+    trainer.on_log = lambda row: started.set()
+    swaps = 0
+
+    def swapper() -> None:
+        nonlocal swaps
+        started.wait()
+        while not done.is_set():
+            for name in ("checkpoints", "samples"):
+                real, away = run / name, run / f"{name}.away"
+                with contextlib.suppress(OSError):  # the trainer may have made the folder again meanwhile
+                    real.rename(away)
+                    real.symlink_to(outside, target_is_directory=True)
+                    swaps += 1
+                with contextlib.suppress(OSError):
+                    if real.is_symlink():
+                        real.unlink()
+                    away.rename(real)
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        with contextlib.suppress(RunDirError):
+            trainer.run()
+    finally:
+        started.set()
+        done.set()
+        thread.join()
+    assert swaps > 0
+    assert _untouched(outside, decoys)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mnist_diffusion import checkpoint as checkpoint_module
+from mnist_diffusion import files as files_module
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.rundir import RunDirectory, RunDirError
 from worker import make_trainer
@@ -83,20 +83,21 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path) 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """safetensors reports a full disk as its own SafetensorError, not OSError: it used to escape
-    as a traceback. Now: one message naming the checkpoint, the previous one intact, no temp file."""
-    from safetensors import SafetensorError
+    """A full disk (ENOSPC, as a file system reports it on the flush) while a checkpoint is written:
+    one message naming the checkpoint, the previous one intact, no temporary left."""
+    import errno
+    import os
 
     trainer = make_trainer(tmp_path / "run", 6)
-    real_save_file = checkpoint_module.save_file
+    real_fsync = os.fsync
 
-    def save_until_full(tensors, filename, metadata=None):
+    def fsync_until_full(fd: int) -> None:
         if trainer.step >= 3:
-            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
-        return real_save_file(tensors, filename, metadata=metadata)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint_module, "save_file", save_until_full)
-    with pytest.raises(RunDirError, match=r"step_00000003.safetensors.*StorageFull.*previous checkpoint is kept"):
+    monkeypatch.setattr(files_module.os, "fsync", fsync_until_full)
+    with pytest.raises(RunDirError, match=r"step_00000003.safetensors.*No space left.*previous checkpoint is kept"):
         trainer.run()
     assert load_checkpoint(newest_path(tmp_path / "run")).step == 2
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))

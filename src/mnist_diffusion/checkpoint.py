@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .config import DiffusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from .files import CheckpointError, InputFileError, atomic_write, regular_file
@@ -89,7 +89,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     """Write `checkpoint` to `path` atomically; return the path."""
-    path = Path(path)
+    data = checkpoint_bytes(checkpoint)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def checkpoint_bytes(checkpoint: Checkpoint) -> bytes:
+    """The safetensors file of `checkpoint`, as bytes (`save_checkpoint` writes them)."""
     tensors: dict[str, torch.Tensor] = {}
     for prefix, state in (("model", checkpoint.model_state), ("ema", checkpoint.ema_state)):
         for name, value in (state or {}).items():
@@ -109,8 +114,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         optim_tensors, groups = _flatten_optimizer(checkpoint.optimizer_state)
         tensors.update({k: v.cpu().contiguous() for k, v in optim_tensors.items()})
         metadata["optimizer_param_groups"] = groups
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata)}))
-    return path
+    return save(tensors, metadata={"json": json.dumps(metadata)})
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:

@@ -112,7 +112,7 @@ def _train_configs(args: argparse.Namespace, data: Any = None):
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import leave_process_group
     from .figures import training_grids
-    from .rundir import SAMPLE_DIR, RunDirectory, RunLock
+    from .rundir import RunDirectory, RunLock
     from .train import Trainer
 
     run_dir = RunDirectory(args.run_dir)
@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data is not None and trainer.group.is_main:
         datasets.store(data, run_dir.path)  # the lock is held: this run's own copy of what it trains on
 
-    trainer.on_sample = training_grids(run_dir.path / SAMPLE_DIR, trainer.schedule, DEFAULTS, trainer.device,
+    trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule, DEFAULTS, trainer.device,
                                        warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:

@@ -304,11 +304,12 @@ def capped_grid(pixels: torch.Tensor, per_row: int | None, max_columns: int = GR
     return rows.reshape(-1, *pixels.shape[1:]), rows.shape[1]
 
 
-def training_grid(model, schedule, path: str | Path, settings: SampleConfig,
-                  device: torch.device | str = "cpu") -> Path:
+def training_grid(model, schedule, settings: SampleConfig, device: torch.device | str = "cpu") -> bytes:
     """100 digits from `model` drawn with `settings` and a fixed seed, one row per digit when it is
-    conditional: the grid a training run draws every `sample_every` steps, so grids of one run compare
-    step to step, and each shows what `sample` would draw from that step's weights."""
+    conditional, as PNG bytes: the grid a training run draws every `sample_every` steps, so grids of
+    one run compare step to step, and each shows what `sample` would draw from that step's weights."""
+    import io
+
     from .data import to_uint8
     from .sampling import generate
 
@@ -316,7 +317,9 @@ def training_grid(model, schedule, path: str | Path, settings: SampleConfig,
     labels = torch.arange(rows).repeat_interleave(10) if model.config.conditional else None
     images = generate(model, schedule, 10 * rows, settings, labels=labels, generator=torch.Generator().manual_seed(0),
                       device=device)
-    return save_grid(to_uint8(images, dark_ink=model.config.dark_ink), path, nrow=10)
+    encoded = io.BytesIO()
+    grid_image(to_uint8(images, dark_ink=model.config.dark_ink), nrow=10).save(encoded, format="PNG")
+    return encoded.getvalue()
 
 
 def figure_steps(schedule) -> int:
@@ -364,13 +367,15 @@ def completion_rows(pixels: torch.Tensor, keep: torch.Tensor, completed: torch.T
                       for i in range(len(pixels))])
 
 
-def training_grids(directory: str | Path, schedule, settings: SampleConfig, device: torch.device | str = "cpu",
+def training_grids(write: Callable[[str, bytes], object], schedule, settings: SampleConfig,
+                   device: torch.device | str = "cpu",
                    warn: Callable[[str], None] = lambda message: None) -> Callable[[torch.nn.Module, int], None]:
-    """A training run's sample hook: `training_grid` into `directory/step_XXXXXXXX.png`; a grid that
-    cannot be written is reported through `warn` and the training goes on."""
+    """A training run's sample hook: `training_grid` given to `write(name, png)` as `step_XXXXXXXX.png`
+    (`RunDirectory.write_sample`); a grid that cannot be written is reported through `warn` and the
+    training goes on."""
     def draw(model: torch.nn.Module, step: int) -> None:
         try:
-            training_grid(model, schedule, Path(directory) / f"step_{step:08d}.png", settings, device)
+            write(f"step_{step:08d}.png", training_grid(model, schedule, settings, device))
         except OSError as error:
             warn(f"could not write sample grid: {error.strerror or error}: {error.filename}")
 

@@ -8,8 +8,10 @@ A failed write raises `OSError` naming the target path, whatever library did the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable
@@ -76,6 +78,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         os.close(directory)
     return path
+
+
+def atomic_write_at(directory: int, name: str, data: bytes, shown: Path) -> None:
+    """`atomic_write` of `data` to `name` in a directory held by descriptor (`os.open(..., O_DIRECTORY)`):
+    the temporary is created beside it without following links, and the rename stays in that directory
+    whatever its path now leads to. `shown` names the target in errors."""
+    tmp = f".{name[:TEMP_NAME_KEEP]}.{secrets.token_hex(4)}.tmp"  # 8 characters, as mkstemp's
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=directory)
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=directory)
+            raise
+        os.fsync(directory)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(shown)) from None
 
 
 def _umask() -> int:

@@ -12,12 +12,16 @@ else in `checkpoints/` is neither read, nor counted, nor deleted.
 
 A directory is used only when it is new, empty or a run of this package (`check_is_run`): a
 directory holding other files, or whose entries above are symbolic links, is refused before
-anything is written, and the lock and the metrics log are opened without following links, so
-nothing outside the run directory is ever opened for writing.
+anything is written. While a training runs it holds the directory open (`RunDirectory.held`) and
+writes, renames and deletes only relative to that descriptor, never following a link: an entry
+swapped for a symbolic link mid-run stops the training with a message instead of redirecting a
+write or a delete, so nothing outside the run directory is ever created or removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -25,12 +29,12 @@ import re
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .files import atomic_write
+from .checkpoint import Checkpoint, CheckpointError, checkpoint_bytes, load_checkpoint
+from .files import atomic_write_at
 
 CHECKPOINT_DIR = "checkpoints"
 SAMPLE_DIR = "samples"
@@ -59,11 +63,13 @@ class NotARunError(ValueError):
     """The directory given as a run directory holds something else; nothing in it was touched."""
 
 
-def open_own_file(path: Path, flags: int) -> int:
+def open_own_file(path: Path, flags: int, directory: int | None = None) -> int:
     """`os.open` a file of the run directory for writing, refusing a symbolic link, a hard link to
-    another file and anything but a regular file, so a planted link cannot redirect the write."""
+    another file and anything but a regular file, so a planted link cannot redirect the write.
+    With `directory` (a descriptor of the run directory), `path.name` is opened in it."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path if directory is None else path.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=directory)
     except OSError as error:
         if os.path.islink(path):
             raise RunDirError(f"{path} is a symbolic link; a run directory's files must be its own "
@@ -80,6 +86,46 @@ def open_own_file(path: Path, flags: int) -> int:
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._fd: int | None = None  # the directory, held open by `held` while a training writes
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[RunDirectory]:
+        """Hold the (existing) directory open: every write below goes through this descriptor."""
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            raise RunDirError(f"cannot open run directory {self.path}: {error.strerror}") from None
+        try:
+            yield self
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def _opened(self, name: str) -> Iterator[int]:
+        """A descriptor of the held directory's sub-directory `name` (made if missing), opened without
+        following a link; `RunDirError` if something other than a directory took its place."""
+        if self._fd is None:
+            raise RuntimeError("RunDirectory.held() must be entered before writing")
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, dir_fd=self._fd)
+            fd = os.open(name, flags, dir_fd=self._fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RunDirError(f"{self.path / name} was replaced by a symbolic link or a file while the training "
+                                  f"ran; nothing was written through it. Put the directory back and resume") from None
+            raise RunDirError(f"cannot open {self.path / name}: {error.strerror}") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def write_sample(self, name: str, data: bytes) -> None:
+        """`samples/<name>` in the held directory, atomically (`figures.training_grids` calls it)."""
+        with self._opened(SAMPLE_DIR) as directory:
+            atomic_write_at(directory, name, data, self.path / SAMPLE_DIR / name)
 
     def check_is_run(self) -> None:
         """`NotARunError` unless the directory is absent, empty or laid out as a run of this package:
@@ -132,25 +178,30 @@ class RunDirectory:
         return loaded
 
     def save(self, checkpoint: Checkpoint, keep: int) -> Path:
-        """Write the checkpoint of `checkpoint.step`, then delete all but the newest `keep` of the
-        checkpoints at or before that step. Newer-numbered files (left by an abandoned run) are kept."""
+        """Write the checkpoint of `checkpoint.step` in the held directory, then delete all but the newest
+        `keep` of the checkpoints at or before that step. Newer-numbered files (left by an abandoned
+        run) are kept."""
         path = self.checkpoint_path(checkpoint.step)
-        try:
-            save_checkpoint(checkpoint, path)
-        except OSError as error:
-            raise RunDirError(f"could not write checkpoint {path}: {error.strerror or error}; "
-                              f"the previous checkpoint is kept") from None
-        older = [p for step, p in self.checkpoints() if step <= checkpoint.step]
-        for old in older[:-keep]:
-            old.unlink(missing_ok=True)
+        with self._opened(CHECKPOINT_DIR) as directory:
+            try:
+                atomic_write_at(directory, path.name, checkpoint_bytes(checkpoint), path)
+            except OSError as error:
+                raise RunDirError(f"could not write checkpoint {path}: {error.strerror or error}; "
+                                  f"the previous checkpoint is kept") from None
+            older = sorted(step for step, name in _own_checkpoints(os.listdir(directory)) if step <= checkpoint.step)
+            for step in older[:-keep]:
+                with contextlib.suppress(OSError):  # gone already, or not a file: not this run's to remove
+                    os.unlink(self.checkpoint_path(step).name, dir_fd=directory)
         return path
 
     def remove_stale_temporaries(self) -> None:
-        """Delete the temporaries a killed checkpoint write left (`files.atomic_write`'s names for
+        """Delete the temporaries a killed checkpoint write left (`files.atomic_write_at`'s names for
         `step_XXXXXXXX.safetensors`), and no other file, whatever it is called."""
-        for stale in (self.path / CHECKPOINT_DIR).glob(".step_*.tmp"):
-            if _CHECKPOINT_TEMPORARY.fullmatch(stale.name):
-                stale.unlink(missing_ok=True)
+        with self._opened(CHECKPOINT_DIR) as directory:
+            for name in os.listdir(directory):
+                if _CHECKPOINT_TEMPORARY.fullmatch(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=directory)
 
     # -- metrics and config ---------------------------------------------------------------------
     @property
@@ -158,7 +209,7 @@ class RunDirectory:
         return self.path / METRICS_FILE
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        fd = open_own_file(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = open_own_file(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self._fd)
         try:
             with open(fd, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
@@ -173,13 +224,24 @@ class RunDirectory:
         text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
         kept = [line for line in text.splitlines()
                 if (step := _logged_step(line)) is not None and step <= last_step]
-        atomic_write(self.metrics_path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+        self._write(METRICS_FILE, "".join(line + "\n" for line in kept).encode())
 
     def write_config(self, *configs: dict[str, Any]) -> None:
         """config.json: the model, diffusion and train configs (as dicts) under `CONFIG_SECTIONS`, the
         layout `check_is_run` recognises as this package's."""
         sections = dict(zip(CONFIG_SECTIONS, configs, strict=True))
-        atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(sections, indent=2)))
+        self._write(CONFIG_FILE, json.dumps(sections, indent=2).encode())
+
+    def _write(self, name: str, data: bytes) -> None:
+        if self._fd is None:
+            raise RuntimeError("RunDirectory.held() must be entered before writing")
+        atomic_write_at(self._fd, name, data, self.path / name)
+
+
+def _own_checkpoints(names: list[str]) -> Iterator[tuple[int, str]]:
+    for name in names:
+        if match := _CHECKPOINT_NAME.fullmatch(name):
+            yield int(match.group(1)), name
 
 
 def _is_own_config(path: Path) -> bool:

@@ -404,7 +404,8 @@ class Trainer:
         def elapsed() -> float:
             return self.state.elapsed_before_s + self.clock() - start
 
-        with (RunLock(self.run_dir.path) if main else nullcontext()), _stop_on_signals() as stop:
+        with (RunLock(self.run_dir.path) if main else nullcontext()), \
+                (self.run_dir.held() if main else nullcontext()), _stop_on_signals() as stop:
             if main:
                 self._prepare_run_dir()
                 self.on_message(self.describe())

@@ -84,9 +84,11 @@ def test_clean_up_orders_by_step_and_leaves_foreign_files_alone(tmp_path: Path) 
 def test_sample_npz_is_written_atomically(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """2. A full disk while writing --npz destroyed the previous file and left a partial one, after
-    "wrote" had been printed; the error did not name the file."""
+    "wrote" had been printed; the error did not name the file. Round 4: the PNG written before it was
+    left behind, new beside the old archive; a command's outputs are now written together or not at all."""
     npz = tmp_path / "x.npz"
     npz.write_bytes(b"the previous archive")
+    (tmp_path / "x.png").write_bytes(b"the previous grid")
 
     def savez_that_fills_the_disk(handle, **arrays):
         handle.write(b"partial" * 1000)
@@ -97,7 +99,8 @@ def test_sample_npz_is_written_atomically(tmp_path: Path, tiny_checkpoint: Path,
                              "--out", str(tmp_path / "x.png"), "--npz", str(npz))
     assert code == 1 and "No space left on device" in err and str(npz) in err and "Traceback" not in err
     assert npz.read_bytes() == b"the previous archive"
-    assert "wrote images" not in out
+    assert (tmp_path / "x.png").read_bytes() == b"the previous grid"
+    assert "wrote" not in out
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -407,3 +410,36 @@ def test_sampling_options_that_once_passed_or_failed_inside_are_named(args: list
     the log-SNR floor; with ddim, 100000 was accepted."""
     code, _, err = run_cli(capsys, "sample", *args, "--out", str(tmp_path / "x.png"))
     assert_one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("command", [
+    ["interpolate", "--seeds", "1,2", "--digit", "3", "--frames", "3", "--gif"],
+    ["complete", "--images", "{digit}", "--mask", "lower", "--num", "1", "--npz", "{out_npz}"],
+])
+def test_every_command_writes_its_outputs_together_or_not_at_all(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, command: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The second output of `interpolate --gif` and `complete --npz` fails (a full disk): the first,
+    the PNG grid, is not left new either, and no temporary remains."""
+    from PIL import Image
+
+    from mnist_diffusion import files
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the previous grid")
+    real_write = files.atomic_write
+
+    def second_write_fills_the_disk(path, write):
+        if Path(path).suffix in (".gif", ".npz"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, write)
+
+    monkeypatch.setattr(files, "atomic_write", second_write_fills_the_disk)  # save_npz's
+    monkeypatch.setattr("mnist_diffusion.figures.atomic_write", second_write_fills_the_disk)  # the PNG's and GIF's
+    argv = [part.format(digit=tmp_path / "digit.png", out_npz=tmp_path / "out.npz") for part in command]
+    code, stdout, err = run_cli(capsys, *argv, "--checkpoint", str(tiny_checkpoint), "--steps", "2",
+                                "--out", str(out))
+    assert code == 1 and "No space left on device" in err, err
+    assert out.read_bytes() == b"the previous grid" and "wrote" not in stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

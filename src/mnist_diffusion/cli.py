@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import MAX_SEED, SampleConfig, TrainConfig
 from .data import DataError, DataUnavailable, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
-from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz
+from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz, written_together
 from .flags import (
     COMPLETE_FIELDS,
     INTERPOLATE_FIELDS,
@@ -166,13 +166,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
             callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     shown, shown_per_row = capped_grid(torch.from_numpy(pixels), args.per_digit if args.digits is not None else None)
     rows = [pipe.class_names[k] for k in pipe.check_classes("digits", args.digits)] if args.digits else None
-    save_grid(shown, out, nrow=shown_per_row,
-              row_labels=rows[:len(shown) // shown_per_row] if rows and args.label_rows else None)
+    with written_together():
+        save_grid(shown, out, nrow=shown_per_row,
+                  row_labels=rows[:len(shown) // shown_per_row] if rows and args.label_rows else None)
+        if npz is not None:
+            save_npz(npz, images=pixels, **({'labels': labels} if labels is not None else {}))
     kept_all = "; all are in the .npz" if npz else "; --npz keeps them all"
     note = "" if len(shown) == num else f" (the grid shows {len(shown)} of them{kept_all})"
-    print(f"wrote {num} digits to {out}{note}")
-    if npz is not None:
-        print(f"wrote images to {save_npz(npz, images=pixels, **({'labels': labels} if labels is not None else {}))}")
+    print(f"wrote {num} digits to {out}{note}" + (f"\nwrote images to {npz}" if npz else ""))
 
 
 def _figures_model(args: argparse.Namespace) -> Pipeline:
@@ -324,11 +325,13 @@ def cmd_complete(args: argparse.Namespace) -> None:
     if args.digit is None and digits is not None:
         info(f"completed as the digit each input most likely begins: {', '.join(map(str, digits[:20].tolist()))}")
     grid, per_row = capped_grid(completion_rows(pixels, keep, torch.from_numpy(completed)), args.num + 2)
-    save_grid(grid, out, nrow=per_row)
-    print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)")
-    if npz is not None:
-        labels = {"labels": np.repeat(digits, args.num).astype(np.int64)} if digits is not None else {}
-        print(f"wrote images to {save_npz(npz, images=completed, **labels)}")
+    with written_together():
+        save_grid(grid, out, nrow=per_row)
+        if npz is not None:
+            labels = {"labels": np.repeat(digits, args.num).astype(np.int64)} if digits is not None else {}
+            save_npz(npz, images=completed, **labels)
+    print(f"wrote {len(completed)} completions to {out} (each row: the digit, its erased input, the completions)"
+          + (f"\nwrote images to {npz}" if npz else ""))
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -352,10 +355,11 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         frames = pipe.interpolate(seeds=args.seeds, digit=args.digit, digits=args.digits, frames=args.frames,
                                   seed=args.seed, callback=lambda _: bar.update(1), **dataclasses.asdict(settings))
     pixels = torch.from_numpy(frames)
-    save_grid(pixels, out, nrow=len(pixels))
-    print(f"wrote {len(pixels)} frames to {out}")
-    if gif is not None:
-        print(f"wrote {there_and_back_gif(pixels, gif)}")
+    with written_together():
+        save_grid(pixels, out, nrow=len(pixels))
+        if gif is not None:
+            there_and_back_gif(pixels, gif)
+    print(f"wrote {len(pixels)} frames to {out}" + (f"\nwrote {gif}" if gif else ""))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,12 +9,13 @@ A failed write raises `OSError` naming the target path, whatever library did the
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 NAME_MAX = 255  # bytes in one file name on the common file systems (ext4, xfs, btrfs, tmpfs, APFS)
@@ -44,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 
     Writers signal failure in their own ways (safetensors raises `SafetensorError` on a full disk);
     any failure becomes an `OSError` whose `filename` is `path`, and the temporary file is removed.
+    Inside `written_together`, the rename waits for the block's end.
     """
     path = Path(path)
     try:
@@ -59,7 +61,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the usual permissions
-        os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
@@ -72,12 +73,49 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     except BaseException:  # KeyboardInterrupt, SystemExit: clean up, then let it through
         tmp.unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    pending = _PENDING.get()
+    if pending is not None:
+        pending.append((tmp, path))
+    else:
+        _rename_all([(tmp, path)])
     return path
+
+
+_PENDING: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("pending", default=None)
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[None]:
+    """The outputs of one command, all or none: inside the block, `atomic_write` writes and fsyncs
+    each file's temporary but renames none; at its end every one is renamed into place, and if the
+    block fails (the second file finds the disk full, Ctrl-C) every temporary is removed instead."""
+    pending: list[tuple[Path, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _PENDING.reset(token)
+    _rename_all(pending)
+
+
+def _rename_all(renames: list[tuple[Path, Path]]) -> None:
+    for tmp, path in renames:
+        try:
+            os.replace(tmp, path)
+        except OSError as error:
+            for left, _ in renames:
+                left.unlink(missing_ok=True)
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+    for directory in {path.parent for _, path in renames}:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_at(directory: int, name: str, data: bytes, shown: Path) -> None:

@@ -514,3 +514,52 @@ def test_links_swapped_in_and_out_while_training_runs_never_redirect_a_write(tmp
         thread.join()
     assert swaps > 0
     assert _untouched(outside, decoys)
+
+
+SIGNALLED_RUN = """
+import os, signal, sys
+from mnist_diffusion import cli, progress
+
+class Stderr:
+    # A second signal arrives while the first one's exit message is written (the clean-up it started).
+    def __init__(self, real):
+        self.real = real
+    def write(self, text):
+        if "terminated" in text or "interrupted" in text:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.real.write(text)
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+def update(self, count=1):
+    sys.stderr = Stderr(sys.stderr)
+    os.kill(os.getpid(), signal.{first})  # mid-work, from the progress of the drawing
+    os.kill(os.getpid(), signal.{first})
+
+progress.LineProgress.update = update
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
+sys.exit(cli.main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("command", ["complete", "interpolate", "sample"])
+def test_signals_during_any_command_stop_it_once_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
+                                                                 command: str, first: str) -> None:
+    """SIGTERM or Ctrl-C mid-work stops every drawing command (143 or 130) with one line; second and
+    third signals that arrive during its clean-up are ignored instead of escaping as tracebacks."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
+    argv = {"complete": ["complete", "--images", str(tmp_path / "digit.png"), "--mask", "lower", "--num", "1"],
+            "interpolate": ["interpolate", "--seeds", "1,2", "--digit", "3", "--frames", "3"],
+            "sample": ["sample", "--num", "4"]}[command]
+    argv += ["--checkpoint", str(tiny_checkpoint), "--steps", "2", "--out", str(tmp_path / "out" / "out.png")]
+    result = subprocess.run([sys.executable, "-c", SIGNALLED_RUN.format(first=first, argv=argv)],
+                            capture_output=True, text=True, timeout=120)
+    expected = {"SIGTERM": (143, "terminated"), "SIGINT": (130, "interrupted")}[first]
+    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (expected[0], f"mnist-diffusion: {expected[1]}"), \
+        result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # no output, no temporary, no directory

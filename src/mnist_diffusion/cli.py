@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError, export_model, load_checkpoint
 from .config import MAX_SEED, SampleConfig, TrainConfig
 from .data import DataError, DataUnavailable, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
-from .files import Terminated, check_writable, output_dir, output_file, raise_terminated, save_npz, written_together
+from .files import Terminated, check_writable, output_dir, output_file, raise_on_signals, save_npz, written_together
 from .flags import (
     COMPLETE_FIELDS,
     INTERPOLATE_FIELDS,
@@ -567,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] = args.func
-    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)  # `train` installs its own meanwhile
+    restore_signals = raise_on_signals()  # `train` installs its own meanwhile
     warnings.showwarning = _show_warning
     try:
         if hasattr(args, "device"):
@@ -596,4 +596,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        restore_signals()

@@ -13,6 +13,7 @@ import contextvars
 import errno
 import os
 import secrets
+import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,8 +28,28 @@ class Terminated(BaseException):
 
 
 def raise_terminated(signum: int, frame: object) -> None:
-    """A SIGTERM handler that turns the signal into `Terminated`."""
-    raise Terminated
+    """The handler of SIGTERM and SIGINT while a command runs: the first signal raises `Terminated`
+    (SIGTERM) or `KeyboardInterrupt` (SIGINT); any later one is ignored, so a second Ctrl-C or SIGTERM
+    cannot interrupt the clean-up the first one started (removing temporaries, saying why it stopped)."""
+    for each in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(each) is raise_terminated:
+            signal.signal(each, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+def raise_on_signals() -> Callable[[], None]:
+    """Install `raise_terminated` for SIGTERM and SIGINT (a SIGINT the parent ignores, as for a
+    background job, stays ignored); return the function that puts the previous handlers back."""
+    watched = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        watched.append(signal.SIGINT)
+    previous = {each: signal.signal(each, raise_terminated) for each in watched}
+
+    def restore() -> None:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+    return restore
 
 
 class InputFileError(ValueError):

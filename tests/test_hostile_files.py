@@ -559,7 +559,45 @@ def test_signals_during_any_command_stop_it_once_with_one_line(tmp_path: Path, t
     result = subprocess.run([sys.executable, "-c", SIGNALLED_RUN.format(first=first, argv=argv)],
                             capture_output=True, text=True, timeout=120)
     expected = {"SIGTERM": (143, "terminated"), "SIGINT": (130, "interrupted")}[first]
-    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (expected[0], f"mnist-diffusion: {expected[1]}"), \
-        result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert (result.returncode, last) == (expected[0], f"mnist-diffusion: {expected[1]}"), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()  # no output, no temporary, no directory
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+def _console(*argv: str, cwd: Path | None = None, memory_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """The `mnist-diffusion` console script's entry point in a fresh process (the one pip installs)."""
+    import resource
+
+    def limit() -> None:
+        if memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    script = "import sys; from mnist_diffusion.__main__ import start; sys.exit(start())"
+    return subprocess.run([sys.executable, "-c", script, *argv], cwd=cwd, preexec_fn=limit, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_deleted_working_directory_is_one_line_not_a_onemkl_fatal_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = ("import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+              "from mnist_diffusion.__main__ import start; sys.exit(start())")
+    result = subprocess.run([sys.executable, "-c", script, str(gone), "sample", "--num", "2", "--out",
+                             str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "mnist-diffusion: error: the current directory no longer exists; cd to one that does"]
+
+
+@pytest.mark.parametrize("megabytes", [300, 1500])
+def test_too_little_memory_is_one_line_whether_torch_loads_or_not(tmp_path: Path, megabytes: int) -> None:
+    """Under an address-space limit: too little to load torch (300 MB), or enough to load it but not
+    for one network pass of the shipped model over 4,096 digits (1.5 GB)."""
+    result = _console("sample", "--num", "4096", "--max-batch", "4096", "--steps", "1",
+                      "--out", str(tmp_path / "x.png"), memory_bytes=megabytes * 2**20)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert last.startswith("mnist-diffusion: error: ") and "memory" in last
+    assert not (tmp_path / "x.png").exists()

@@ -51,7 +51,6 @@ from .sampling import describe_passes
 DEFAULTS = SampleConfig()  # the sampling defaults, shared with the page and the Python API
 PROG = "mnist-diffusion"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
-# Documented limits (README): what one command may ask for.
 
 
 class Parser(argparse.ArgumentParser):
@@ -557,6 +556,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def _one_line(error: object) -> str:
+    if isinstance(error, MemoryError) or "can't allocate memory" in str(error):  # torch's allocator says it so
+        return "out of memory: ask for fewer digits per network pass (--max-batch), or free memory"
     return " ".join(str(error).split()) or type(error).__name__
 
 
@@ -592,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"{PROG}: error: {_one_line(error.strerror or error)}{where}", file=sys.stderr)
         return EXIT_FAILURE
-    except RuntimeError as error:  # TrainingError, a run directory in use, ...
+    except (RuntimeError, MemoryError) as error:  # TrainingError, a run directory in use, out of memory, ...
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:

@@ -443,3 +443,11 @@ def test_every_command_writes_its_outputs_together_or_not_at_all(
     assert code == 1 and "No space left on device" in err, err
     assert out.read_bytes() == b"the previous grid" and "wrote" not in stdout
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_batch_larger_than_mnist_is_refused_before_mnist_is_fetched(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path / "run"), "--batch-size", "70000",
+                           "--max-steps", "1", "--data-root", str(tmp_path / "new"))
+    assert code == 2 and "--batch-size 70000 exceeds MNIST's 60000 training images" in err, err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "run").exists()

@@ -38,6 +38,7 @@ from .flags import (
     add_data,
     add_sampling,
     argument,
+    check_training_request,
     fits_model,
     sample_settings,
     whole_number,
@@ -119,8 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir.check_is_run()
     if args.resume and not run_dir.checkpoints():
         raise UsageError(f"--resume: {run_dir.path} has no checkpoint to resume from")
-    if args.epochs is None and args.max_minutes is None and args.max_steps is None:
-        raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
+    check_training_request(args)
     if run_dir.checkpoints() and not args.resume:
         info(f"{run_dir.path} already holds checkpoints: resuming it (use a new --run-dir to start afresh)")
     data = None if args.data == "mnist" else datasets.training_data(

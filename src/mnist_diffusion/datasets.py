@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import MAX_CLASSES
-from .data import DataError, parse_idx
+from .data import SPLIT_SIZES, DataError, parse_idx
 from .files import atomic_write
 
 BUILTIN_SOURCES = ("mnist", "fashion-mnist", "kmnist")
@@ -273,8 +273,8 @@ def load_idx_dataset(name: str, root: str | Path, *, log: Callable[[str], None] 
                         f"files (from {dataset.url}) in {directory} and retry")
     train_images, train_labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     test_images, test_labels = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
-    for images, labels, split, count in ((train_images, train_labels, "train", 60_000),
-                                         (test_images, test_labels, "t10k", 10_000)):
+    for images, labels, split, count in ((train_images, train_labels, "train", SPLIT_SIZES["train"]),
+                                         (test_images, test_labels, "t10k", SPLIT_SIZES["test"])):
         if images.shape != (count, 28, 28) or labels.shape != (count,) or labels.max() >= len(dataset.class_names):
             raise DataError(f"{directory}: the {split} files are not {name}'s ({count:,} 28x28 images with labels "
                             f"0-{len(dataset.class_names) - 1}); delete them and retry")

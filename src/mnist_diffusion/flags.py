@@ -12,6 +12,7 @@ from typing import Any
 
 from . import datasets, options
 from .config import MAX_SEED, SAMPLER_NAMES, SampleConfig
+from .data import SPLIT_SIZES
 
 
 class UsageError(ValueError):
@@ -44,6 +45,14 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
         else:
             spec["type"] = argument(options.config_value(str(field.type)))
         parser.add_argument(f"--{field.name.replace('_', '-')}", **spec)
+
+
+def check_training_request(args: argparse.Namespace) -> None:
+    """What `train` can refuse from its flags alone, before it fetches or prepares any data."""
+    if args.epochs is None and args.max_minutes is None and args.max_steps is None:
+        raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
+    if args.data == "mnist" and args.batch_size > SPLIT_SIZES["train"]:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds MNIST's {SPLIT_SIZES['train']} training images")
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:

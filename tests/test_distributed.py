@@ -74,3 +74,27 @@ def test_auto_threads_leave_the_busy_cores_alone(tmp_path) -> None:
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")  # a counter that does not move: nothing busy
     assert busy_cores(interval_s=0.0, stat_path=str(stat)) == 0.0
+
+
+def test_auto_threads_follow_the_load_between_batches() -> None:
+    """Counters scripted as a run would see them on 2 cores: alone; then another program takes a core
+    (the machine stays fully busy, this process gets one core's time); then it leaves."""
+    from mnist_diffusion.devices import AutoThreads
+
+    machine = iter([(0, 0), (200, 200), (400, 400), (600, 600), (700, 800)])  # (busy, total) ticks, both cores
+    own = iter([0.0, 200.0, 300.0, 400.0, 500.0])  # this process's CPU ticks
+    threads = AutoThreads(2, machine=lambda: next(machine), own=lambda: next(own))
+    assert threads.decide(2) == 2  # alone: every busy tick was its own
+    assert threads.decide(2) == 1  # 200 busy ticks, 100 its own: another program held a core
+    assert threads.decide(1) == 1  # still there: 1 thread, 1 core busy beside it
+    assert threads.decide(1) == 2  # gone: only its own 100 ticks were busy
+
+
+def test_auto_threads_keep_their_count_over_too_short_an_interval() -> None:
+    from mnist_diffusion.devices import AutoThreads
+
+    machine = iter([(0, 0), (10, 10), (200, 200)])
+    own = iter([0.0, 0.0, 0.0])
+    threads = AutoThreads(2, machine=lambda: next(machine), own=lambda: next(own))
+    assert threads.decide(2) == 2  # 10 ticks: too short to judge, kept
+    assert threads.decide(2) == 1  # the interval grew to 200 ticks, all another program's: a core is taken

@@ -247,6 +247,30 @@ def test_samples_have_the_size_the_model_was_trained_at() -> None:
     assert images.shape == (3, 1, 32, 32)
 
 
+def test_auto_threads_are_decided_again_before_each_network_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under "auto" threads the count follows `AutoThreads.decide` batch by batch (scripted here: a core
+    taken after the first batch, given back after the second); a number asked for is never changed."""
+    decisions = iter([2, 1, 2])
+
+    class Scripted:
+        def decide(self, current: int) -> int:
+            return next(decisions)
+
+    seen: list[int] = []
+    record = lambda _: seen.append(torch.get_num_threads())  # noqa: E731 - the count at each step
+    model, schedule = UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=20))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(devices, "_auto", Scripted())
+        generate(model, schedule, 3, plain(steps=2, max_batch=1), callback=record)
+        assert seen == [2, 2, 1, 1, 2, 2]
+        torch.set_num_threads(devices.choose_threads(1))  # a number: nothing is decided again
+        generate(model, schedule, 2, plain(steps=1, max_batch=1), callback=record)
+        assert seen[6:] == [1, 1]
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_same_seed_gives_identical_samples(tiny_checkpoint: Path, name: str) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)

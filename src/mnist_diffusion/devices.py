@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -78,43 +78,100 @@ def world_size(env: Mapping[str, str]) -> int:
 # sampled 4x slower than with 1 (its threads wait for each other at every operation), while on an
 # idle machine 2 threads were 1.5x faster than 1. So "auto" uses the cores that are idle now.
 
+def _machine_ticks(stat_path: str = "/proc/stat") -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks summed over its cores."""
+    with open(stat_path) as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def busy_cores(interval_s: float = 0.05, stat_path: str = "/proc/stat") -> float:
     """How many cores other programs keep busy: from two readings of the kernel's CPU counters
     `interval_s` apart, else (no /proc, as on macOS) the one-minute load average."""
-    def totals() -> tuple[int, int]:
-        with open(stat_path) as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
     try:
-        busy_before, total_before = totals()
+        busy_before, total_before = _machine_ticks(stat_path)
         time.sleep(interval_s)
-        busy_after, total_after = totals()
+        busy_after, total_after = _machine_ticks(stat_path)
     except (OSError, ValueError, IndexError):
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     share = (busy_after - busy_before) / max(total_after - total_before, 1)
     return share * (os.cpu_count() or 1)
 
 
+def _own_ticks() -> float:
+    """This process's CPU time so far (all its threads), in the kernel's clock ticks."""
+    return time.process_time() * os.sysconf("SC_CLK_TCK")
+
+
+class AutoThreads:
+    """`--threads auto` decided again as the load changes: `decide` gives the cores that other programs
+    left idle since the previous decision, from the machine's CPU counters less this process's own CPU
+    time. Nothing waits: each call reads two counters, so sampling can ask between network batches.
+
+    Readings closer together than `MIN_TICKS_PER_CORE` (half a second) are not enough to judge by: the
+    current count is kept and the interval grows until the next call."""
+
+    MIN_TICKS_PER_CORE = 50
+
+    def __init__(self, cores: int, machine: Callable[[], tuple[int, int]] = _machine_ticks,
+                 own: Callable[[], float] = _own_ticks) -> None:
+        self.cores, self._machine, self._own = cores, machine, own
+        self._last = (*machine(), own())
+
+    def decide(self, current: int) -> int:
+        busy, total, own = (*self._machine(), self._own())
+        busy_before, total_before, own_before = self._last
+        if total - total_before < self.MIN_TICKS_PER_CORE * self.cores:
+            return current
+        self._last = (busy, total, own)
+        others = max(0.0, (busy - busy_before) - (own - own_before)) / (total - total_before) * self.cores
+        return max(1, min(self.cores, round(self.cores - others)))
+
+
 _last_reading: tuple[float, float] | None = None  # (when, busy cores): one reading serves a few seconds
 READING_LIFETIME_S = 10.0
+_auto: AutoThreads | None = None  # set while this process's threads are "auto"
 
 
 def choose_threads(requested: str | int, cores: int | None = None, busy: float | None = None) -> int:
     """Torch threads for this process: a number as asked, or for "auto" the cores not busy now (at
     least 1). `cores` and `busy` default to this machine's (a reading is reused for
-    `READING_LIFETIME_S`, so a program calling many commands measures once); tests give their own."""
-    global _last_reading
+    `READING_LIFETIME_S`, so a program calling many commands measures once); tests give their own.
+    On this machine, "auto" is decided again between network batches (`revisit_threads`)."""
+    global _last_reading, _auto
     if requested != "auto":
+        _auto = None
         return int(requested)
+    measured = cores is None and busy is None
     cores = cores or os.cpu_count() or 1
     if busy is None:
         now = time.monotonic()
         if _last_reading is None or now - _last_reading[0] > READING_LIFETIME_S:
             _last_reading = (now, busy_cores())
         busy = _last_reading[1]
+    if measured:
+        try:
+            _auto = AutoThreads(cores)
+        except (OSError, ValueError, IndexError):  # no /proc/stat: decided once
+            _auto = None
     return max(1, min(cores, round(cores - busy)))
+
+
+def revisit_threads() -> int:
+    """Under "auto" threads, set torch's thread count to `AutoThreads.decide` (a cheap call: sampling
+    makes it before each network batch, so a core another program takes mid-run is given up, and
+    taken back when it is free). Returns the count in use."""
+    current = torch.get_num_threads()
+    if _auto is not None:
+        try:
+            wanted = _auto.decide(current)
+        except (OSError, ValueError, IndexError):
+            return current
+        if wanted != current:
+            torch.set_num_threads(wanted)
+        return wanted
+    return current
 
 
 # Arithmetic of the network's forward pass: "fp32", or "bf16" (bfloat16 autocast: convolutions and

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ALL_STEPS, FEW_STEPS, MAX_GUIDANCE, SampleConfig, check_interval
-from .devices import PRECISIONS, resolve_precision
+from .devices import PRECISIONS, resolve_precision, revisit_threads
 from .schedule import NoiseSchedule, timestep_share
 from .solvers import SAMPLERS, Callback, Prediction
 
@@ -360,6 +360,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: Samp
         noise = torch.randn((num, config.in_channels, config.image_size, config.image_size), generator=generator)
     outputs = []
     for start in range(0, num, settings.max_batch):
+        if torch.device(device).type == "cpu":
+            revisit_threads()  # "auto" threads follow the machine's load, batch by batch
         count = min(settings.max_batch, num - start)
         x = noise[start:start + count].to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None

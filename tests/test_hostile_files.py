@@ -320,6 +320,21 @@ def test_a_long_legal_name_is_written_and_a_too_long_one_refused_before_work(
                                                                        tiny_checkpoint.name])
 
 
+@pytest.mark.parametrize("length", range(247, 257))
+def test_every_name_length_up_to_255_bytes_is_written_and_256_refused_first(
+        tmp_path: Path, tiny_checkpoint: Path, length: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe's names of 247-255 bytes failed after the work (their temporaries were longer)."""
+    png, npz = tmp_path / ("d" * (length - 4) + ".png"), tmp_path / ("n" * (length - 4) + ".npz")
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--num", "2", "--steps", "1",
+                           "--out", str(png), "--npz", str(npz))
+    if length <= 255:
+        assert code == 0 and png.exists() and npz.exists(), err
+    else:
+        assert_one_line_error(code, err, "is 256 bytes long; file systems allow 255")
+        assert not png.exists()
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+
+
 def run_module(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnist_diffusion", *argv], capture_output=True, text=True,
                           timeout=timeout)

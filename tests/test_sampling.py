@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,38 @@ def test_auto_threads_are_decided_again_before_each_network_batch(monkeypatch: p
         assert seen[6:] == [1, 1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_compiled_network_draws_the_digits_of_the_eager_one_in_the_same_batches() -> None:
+    """`compile=True`: the same digits as eager (fp32, to float tolerance), a last, smaller batch padded
+    to the compiled shape and cut back, and one compiled network reused while the weights stay."""
+    model, schedule = UNet(preset("tiny")), NoiseSchedule(DiffusionConfig(num_timesteps=20))
+    settings = plain(steps=2, max_batch=4, guidance_interval=(0.5, 1.0), guidance=1.5)
+    labels = torch.arange(6) % 10
+    eager = generate(model, schedule, 6, settings, labels=labels, generator=torch.Generator().manual_seed(3))
+    fast = generate(model, schedule, 6, dataclasses.replace(settings, compile=True), labels=labels,
+                    generator=torch.Generator().manual_seed(3))
+    assert fast.shape == eager.shape == (6, 1, 28, 28)
+    torch.testing.assert_close(fast, eager, atol=1e-4, rtol=1e-4)
+    assert devices.compiled_network(model) is devices.compiled_network(model)
+    with torch.no_grad():
+        model.out[-1].bias.add_(0.5)  # the weights change: compiled again, with the new weights
+    changed = devices.compiled_network(model)
+    x, t = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(changed(x, t, labels[:4]), model(x, t, labels[:4]), atol=1e-4, rtol=1e-4)
+
+
+def test_a_network_that_cannot_be_compiled_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def no_compiler(*args, **kwargs):
+        raise BackendCompilerFailed("inductor", RuntimeError("Compiler: g++ is not found"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: no_compiler)
+    model = UNet(preset("tiny"))
+    with pytest.raises(RuntimeError, match=r"^--compile: .*g\+\+ is not found.*draw without --compile"):
+        generate(model, NoiseSchedule(DiffusionConfig(num_timesteps=20)), 2, plain(steps=1, compile=True))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

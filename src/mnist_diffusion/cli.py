@@ -75,12 +75,6 @@ def _pipeline(args: argparse.Namespace, use_ema: bool = True) -> Pipeline:
     return Pipeline.load(args.checkpoint, device=args.device_chosen, use_ema=use_ema)
 
 
-def _report_passes(pipe: Pipeline, settings: SampleConfig, num: int, conditional: bool) -> None:
-    """Say what a request costs before the work: steps, branches and network passes per digit."""
-    passes, learned = pipe.passes(settings, conditional), pipe.checkpoint.model_config.guidance_input
-    info(f"{num} digits: {describe_passes(pipe.steps_for(settings), passes, learned)}")
-
-
 # -- commands --------------------------------------------------------------------------------
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -158,7 +152,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     steps = pipe.steps_for(settings)
     labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
                               guidance=settings.guidance)  # checked here, drawn again (same seed) by the pipeline
-    _report_passes(pipe, settings, num, labels is not None)
+    info(pipe.cost(settings, num, labels is not None))
     with _progress(-(-num // settings.max_batch) * steps, f"sample ({settings.sampler}, {steps} steps)") as bar:
         pixels, labels = pipe.sample_with_labels(
             args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit, seed=args.seed,
@@ -267,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise UsageError(f"scoring against {reference} needs a classifier of its classes: train one with "
                          f"`mnist-diffusion train-classifier --data ...` and give it as --classifier")
     if not args.samples:
-        _report_passes(pipe, settings, args.num, pipe.num_classes > 0 and settings.guidance > 0)
+        info(pipe.cost(settings, args.num, pipe.num_classes > 0 and settings.guidance > 0))
         with _progress(-(-args.num // settings.max_batch) * steps, f"generate {args.num}") as bar:
             drawn = scoring.draw_for_scoring(pipe, args.num, settings, seed=args.seed, callback=lambda _: bar.update(1),
                                              ema=not args.no_ema,

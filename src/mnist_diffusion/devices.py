@@ -196,3 +196,50 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
     return precision
+
+
+# -- compiled networks ------------------------------------------------------------------------------
+
+class CompiledNetwork:
+    """A network under `torch.compile` for sampling (`SampleConfig.compile`), called like the network.
+
+    Inductor with freezing: the weights are folded into the graph and pre-packed for oneDNN, and
+    group norm, SiLU and the additions fuse around the convolutions, which is where eager spends most
+    of a pass (benchmarks/results/faster-cleaner-2026-12-07.md). Each input shape compiles once, on
+    its first call. A failure to compile (no C++ compiler for the CPU, no triton for CUDA) is a
+    `RuntimeError` saying so, and the network's weights are those of the moment it was compiled:
+    `compiled_network` compiles again when they change."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.config = model, getattr(model, "config", None)
+        self.weights = _weights_version(model)
+        self._compiled = torch.compile(model, dynamic=False)
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        import torch._inductor.config as inductor
+
+        try:
+            with inductor.patch(freezing=True):
+                return self._compiled(*args, **kwargs)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            reason = " ".join(str(error).split())[:300]
+            raise RuntimeError(f"--compile: torch.compile could not compile the network here ({reason}); "
+                               f"draw without --compile") from None
+
+
+def _weights_version(model: torch.nn.Module) -> tuple[int, ...]:
+    """Changes whenever a weight is changed in place (an optimizer step, `load_state_dict`)."""
+    return tuple(parameter._version for parameter in model.parameters())
+
+
+_compiled: dict[int, CompiledNetwork] = {}  # by id(model), each entry holding its model
+
+
+def compiled_network(model: torch.nn.Module) -> CompiledNetwork:
+    """`CompiledNetwork` of `model`, made once and reused while its weights stay as they were."""
+    network = _compiled.get(id(model))
+    if network is None or network.model is not model or network.weights != _weights_version(model):
+        if network is not None:
+            torch._dynamo.reset()  # frozen weights are constants of the old graphs: compile afresh
+        network = _compiled[id(model)] = CompiledNetwork(model)
+    return network

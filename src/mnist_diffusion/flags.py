@@ -109,6 +109,8 @@ def add_sampling(parser: argparse.ArgumentParser, fields: Sequence[str] | None =
             spec["choices"] = meta["choices"]
         elif field.name == "guidance_interval":
             spec["type"] = argument(options.guidance_interval)
+        elif str(field.type) == "bool":
+            spec["action"] = "store_true"
         else:
             spec["type"] = argument(options.config_value(str(field.type)))
         parser.add_argument(flag(field.name), *meta["aliases"], **spec)

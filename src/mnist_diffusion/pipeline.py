@@ -32,7 +32,16 @@ from .config import MAX_SEED, SampleConfig
 from .data import to_uint8
 from .devices import choose_threads, pick_device, resolve_precision
 from .interpolation import MAX_FRAMES, interpolate_digits, interpolate_seeds
-from .sampling import Callback, Guidance, check_guide, count_passes, generate, last_timestep_for, timesteps_for
+from .sampling import (
+    Callback,
+    Guidance,
+    check_guide,
+    count_passes,
+    describe_passes,
+    generate,
+    last_timestep_for,
+    timesteps_for,
+)
 from .schedule import NoiseSchedule
 
 MAX_DIGITS = 100_000  # digits one call may draw (100k x 784 bytes = 78 MB of pixels)
@@ -178,6 +187,14 @@ class Pipeline:
         """Network passes per digit that `settings` cost on this model, counted by the decision the
         denoiser runs (`sampling.count_passes`); `guide`: as `guidance` takes it."""
         return count_passes(self.schedule, settings, self.guidance(settings, conditional, **guide))
+
+    def cost(self, settings: SampleConfig, num: int, conditional: bool) -> str:
+        """What drawing `num` digits with `settings` costs, in words, said before the work: steps,
+        branches and network passes per digit, and the compiling `settings.compile` asks for first."""
+        passes = describe_passes(self.steps_for(settings), self.passes(settings, conditional),
+                                 self.checkpoint.model_config.guidance_input)
+        first = "; the network is compiled first (up to a minute)" if settings.compile else ""
+        return f"{num} digits: {passes}{first}"
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
                  callback: Callback = None, noise: torch.Tensor | None = None, guide: nn.Module | None = None,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ALL_STEPS, FEW_STEPS, MAX_GUIDANCE, SampleConfig, check_interval
-from .devices import PRECISIONS, resolve_precision, revisit_threads
+from .devices import PRECISIONS, compiled_network, resolve_precision, revisit_threads
 from .schedule import NoiseSchedule, timestep_share
 from .solvers import SAMPLERS, Callback, Prediction
 
@@ -356,6 +356,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: Samp
     precision = resolve_precision(settings.precision, device)
     sample_fn = SAMPLERS[settings.sampler]
     model = model.to(device).eval()
+    network = compiled_network(model) if settings.compile else model
     if noise is None:
         noise = torch.randn((num, config.in_channels, config.image_size, config.image_size), generator=generator)
     outputs = []
@@ -365,8 +366,18 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: Samp
         count = min(settings.max_batch, num - start)
         x = noise[start:start + count].to(device)
         batch_labels = labels[start:start + count].to(device) if labels is not None else None
-        denoise = Denoiser(model, schedule, batch_labels, settings.guidance, clip, settings.guidance_interval,
+        if settings.compile and count < min(settings.max_batch, num):  # a compiled shape, not a new one
+            x, batch_labels = _padded(x, batch_labels, settings.max_batch)
+        denoise = Denoiser(network, schedule, batch_labels, settings.guidance, clip, settings.guidance_interval,
                            precision, guide, guide_weight, guide_below)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
-                                 **settings.sampler_kwargs()).cpu())
+                                 **settings.sampler_kwargs())[:count].cpu())
     return torch.cat(outputs)
+
+
+def _padded(x: torch.Tensor, labels: torch.Tensor | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A last, smaller batch filled up to `size` rows (copies of its first), dropped after the walk."""
+    def fill(rows: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rows, rows[:1].expand(size - len(rows), *rows.shape[1:])])
+
+    return fill(x), fill(labels) if labels is not None else None

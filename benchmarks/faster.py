@@ -1,0 +1,396 @@
+"""Faster and cleaner digits (issue 32): where a sampling pass spends its time, what makes passes
+faster, what the thread rule does on a shared machine, and what the default digits' pixels look like.
+
+    python benchmarks/faster.py profile            # one pass, op by op; FLOPs against the CPU's matmul rate
+    python benchmarks/faster.py speed              # eager against torch.compile, by batch; compile time
+    python benchmarks/faster.py whole [--num 10000]    # one `sample` process, eager and --compile
+    python benchmarks/faster.py threads [--num 1000]   # a core taken mid-run: threads decided once or per batch
+    python benchmarks/faster.py haze [--num 2000]      # real digits denoised in one pass: is the haze the network's?
+    python benchmarks/faster.py pixels [--num 10000] [--seeds 0,1]  # the full evaluation, raw and snapped
+
+Each part adds its section to benchmarks/results/faster-cleaner-DATE.json and rewrites the .md from
+every section there, so the parts can run on different occasions (each section says when and how it
+was made). Run the timing parts on an idle machine: they say what they measured beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from report import markdown_table, write_report
+from shipped_model import BANDS, histogram, targets
+
+from mnist_diffusion import scoring
+from mnist_diffusion.pipeline import Pipeline
+
+RESULTS = Path(__file__).parent / "results"
+DATE = "2026-12-07"
+OUT = RESULTS / f"faster-cleaner-{DATE}"
+# Operator families of a profile: the first family whose words appear in an op's name takes it.
+FAMILIES = (("convolution", ("convolution",)), ("group norm", ("group_norm",)), ("SiLU", ("silu",)),
+            ("attention", ("bmm", "softmax", "attention")),
+            ("copies and casts", ("copy_", "to_copy", "clone", "cat")),
+            ("elementwise add, mul", ("add", "mul", "where", "sub")),
+            ("linear (embeddings)", ("addmm", "linear", "mm")))
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def inputs(pipe: Pipeline, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    size = pipe.checkpoint.model_config.image_size
+    return torch.randn(batch, 1, size, size), torch.full((batch,), 500), torch.arange(batch) % 10
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One network pass as sampling makes it (`sampling.Denoiser`: bf16 autocast, output back to fp32)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(x, t, y).float()
+
+
+def rate(run, batch: int, seconds: float) -> float:
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        run()
+        count += batch
+    return count / (time.perf_counter() - start)
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 2.0) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    products, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        products += 1
+    return 2 * size ** 3 * products / (time.perf_counter() - start)
+
+
+def part_profile(args: argparse.Namespace) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe = Pipeline.load(device="cpu")
+    model, batch = pipe.model.eval(), 64
+    x, t, y = inputs(pipe, batch)
+    with torch.inference_mode():
+        for _ in range(3):
+            forward(model, x, t, y)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            for _ in range(args.passes):
+                forward(model, x, t, y)
+            wall_ms = (time.perf_counter() - start) * 1000 / args.passes
+        with FlopCounterMode(display=False) as counter:
+            forward(model, *inputs(pipe, 1))
+    families: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::") and not event.key.startswith("mkldnn::"):
+            continue
+        name = next((family for family, words in FAMILIES if any(w in event.key for w in words)), "other ops")
+        families[name] = families.get(name, 0.0) + event.self_cpu_time_total / 1000 / args.passes
+    families["outside the ops (Python, dispatch)"] = max(0.0, wall_ms - sum(families.values()))
+    flops = counter.get_total_flops()
+    images_per_s = batch * 1000 / wall_ms
+    return {"command": f"python benchmarks/faster.py profile --passes {args.passes}", "date": DATE,
+            "threads": torch.get_num_threads(), "batch": batch, "ms_per_pass": wall_ms,
+            "families_ms": dict(sorted(families.items(), key=lambda item: -item[1])),
+            "flops_per_image": flops, "images_per_s": images_per_s,
+            "matmul_flops_bf16": matmul_rate(torch.bfloat16), "matmul_flops_fp32": matmul_rate(torch.float32)}
+
+
+def part_speed(args: argparse.Namespace) -> dict:
+    import torch._inductor.config as inductor
+
+    pipe = Pipeline.load(device="cpu")
+    model = pipe.model.eval()
+    batches = [int(b) for b in args.batches.split(",")]
+    runs, compile_s = {}, {}
+    # A fresh cache: the compile times below are what a first run pays (later runs find their kernels there).
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
+    with torch.inference_mode():
+        inductor.freezing = True  # weights folded in and pre-packed for oneDNN: inference only
+        compiled = torch.compile(model, dynamic=False)
+        for batch in batches:
+            x, t, y = inputs(pipe, batch)
+            runs[("eager", batch)] = lambda x=x, t=t, y=y: forward(model, x, t, y)
+            start = time.perf_counter()
+            forward(compiled, x, t, y)
+            compile_s[str(batch)] = time.perf_counter() - start
+            runs[("compiled", batch)] = lambda x=x, t=t, y=y: forward(compiled, x, t, y)
+        for run in runs.values():
+            run()
+        rates: dict[tuple[str, int], list[float]] = {key: [] for key in runs}
+        for _ in range(args.rounds):  # alternating, so a busy moment hurts every arm alike
+            for (name, batch), run in runs.items():
+                rates[(name, batch)].append(rate(run, batch, args.seconds))
+    median = {f"{name} {batch}": statistics.median(values) for (name, batch), values in rates.items()}
+    spread = {f"{name} {batch}": [min(values), max(values)] for (name, batch), values in rates.items()}
+    return {"command": f"python benchmarks/faster.py speed --batches {args.batches} --rounds {args.rounds}",
+            "date": DATE, "threads": torch.get_num_threads(), "images_per_s": median, "spread": spread,
+            "compile_s": compile_s, "passes_per_digit": pipe.passes(pipe.defaults, True),
+            "steps": pipe.steps_for(pipe.defaults)}
+
+
+DRAW = [sys.executable, "-m", "mnist_diffusion", "sample", "--out"]
+# Other programs: a pure-Python loop (one core, no threads of its own), and another torch job with two
+# threads of its own (as a second `sample` started on an idle machine would be), looping on matrix products.
+OTHERS = {"python loop": "while True:\n    pass\n",
+          "torch job": "import torch\ntorch.set_num_threads(2)\na = torch.randn(256, 256)\n"
+                       "while True:\n    a @ a\n"}
+
+
+def timed_draw(num: int, threads: str, other: str | None, when: str | None) -> dict:
+    """Wall seconds of one `sample --num` process; `other` (a key of `OTHERS`) runs beside it from the
+    start (`when` "start"), or from the moment its first progress line says it has begun ("mid")."""
+    def start_other() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", OTHERS[other]])
+
+    burner = start_other() if when == "start" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [*DRAW, f"{tmp}/d.png", "--num", str(num), "--threads", threads]
+        start = time.perf_counter()
+        with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as process:
+            for line in process.stderr:
+                if when == "mid" and burner is None and line.startswith("sample ("):
+                    burner = start_other()
+        seconds = time.perf_counter() - start
+    if burner is not None:
+        burner.kill()
+        burner.wait()
+    started = "from the start" if when == "start" else "started mid-run"
+    return {"threads": threads, "other program": f"{other}, {started}" if other else "none",
+            "seconds": seconds}
+
+
+def part_threads(args: argparse.Namespace) -> dict:
+    arms = [("auto", None, None)] + [(threads, other, when) for other in OTHERS
+                                     for threads, when in (("2", "mid"), ("auto", "mid"), ("auto", "start"),
+                                                           ("1", "start"))]
+    rows = [timed_draw(args.num, *arm) for arm in arms]
+    return {"command": f"python benchmarks/faster.py threads --num {args.num}", "date": DATE, "num": args.num,
+            "rows": rows}
+
+
+def part_whole(args: argparse.Namespace) -> dict:
+    """The speed target as a user meets it: one `sample --num` process, model load included, eager and
+    with `--compile` from an empty kernel cache and again from the cache that run left."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor"}
+        for name, extra in (("eager", []), ("--compile, empty cache", ["--compile"]),
+                            ("--compile, cache of the run before", ["--compile"])):
+            start = time.perf_counter()
+            subprocess.run([*DRAW, f"{tmp}/d.png", "--num", str(args.num), *extra], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rows.append({"run": name, "seconds": time.perf_counter() - start})
+    return {"command": f"python benchmarks/faster.py whole --num {args.num}", "date": DATE, "num": args.num,
+            "rows": rows}
+
+
+def part_haze(args: argparse.Namespace) -> dict:
+    """MNIST test digits noised to timestep t and denoised in one pass (the clean image the network
+    predicts there, as the walk's last step returns it): which of their exactly-black pixels come back
+    exactly black, and which as a faint 1-5. The walk plays no part, so what is left is the network's."""
+    from mnist_diffusion.data import load_mnist, to_model_space, to_uint8
+    from mnist_diffusion.sampling import Denoiser
+
+    pipe = Pipeline.load(device="cpu")
+    images, labels = load_mnist(args.data_root, "test")
+    images, labels = images[:args.num], labels[:args.num]
+    clean, black = to_model_space(images), images == 0
+    generator, rows = torch.Generator().manual_seed(0), []
+    for t in (int(v) for v in args.timesteps.split(",")):
+        predicted = []
+        with torch.inference_mode():
+            for start in range(0, len(clean), 250):
+                x0 = clean[start:start + 250]
+                denoise = Denoiser(pipe.model, pipe.schedule, labels[start:start + 250], 1.0, precision="bf16")
+                steps = torch.full((len(x0),), t)
+                noisy = pipe.schedule.q_sample(x0, steps, torch.randn(x0.shape, generator=generator))
+                predicted.append(to_uint8(denoise(noisy, steps)[0]))
+        pixels = torch.cat(predicted)[black]
+        rows.append({"t": t, "black_stays_black": (pixels == 0).double().mean().item(),
+                     "black_turns_1_to_5": ((pixels >= 1) & (pixels <= 5)).double().mean().item(),
+                     "black_turns_above_5": (pixels > 5).double().mean().item()})
+    return {"command": f"python benchmarks/faster.py haze --num {args.num} --timesteps {args.timesteps}",
+            "date": DATE, "num": args.num, "rows": rows}
+
+
+def snapped(images: torch.Tensor, below: int) -> torch.Tensor:
+    """The digits with every grey level under `below` set to 0 (the background MNIST's digits have)."""
+    return torch.where(images < below, torch.zeros_like(images), images)
+
+
+def part_pixels(args: argparse.Namespace) -> dict:
+    pipe = Pipeline.load(device="cpu")
+    evaluator, train_images, test_images = scoring.evaluator_for(args.data_root)
+    runs = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        drawn = scoring.draw_for_scoring(pipe, args.num, pipe.defaults, seed=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = scoring.score(drawn, evaluator, train_images, test_images, tmp)
+        floor, test = report.rows[1], report.rows[2]
+        variants = {"as drawn": drawn.images, **{f"grey < {b} set to 0": snapped(drawn.images, b)
+                                                 for b in (int(v) for v in args.snap.split(","))}}
+        for name, images in variants.items():
+            row = report.rows[0] if name == "as drawn" else evaluator.score(name, images, drawn.labels)[0]
+            scores = {key: getattr(row, key) for key in ("fid", "precision", "recall", "density", "coverage",
+                                                           "conditional_accuracy", "near_copy_rate", "zero_pixels",
+                                                           "stray_ink")}
+            scores["white_pixels"] = histogram(images)[-1]
+            reference = {"zero_pixels": test.zero_pixels, "white_pixels": histogram(test_images)[-1],
+                         "stray_ink": test.stray_ink}
+            goals = targets(scores, {k: getattr(floor, k) for k in ("fid", "precision", "recall", "coverage")},
+                            reference, drawn.settings, args.num)
+            runs.append({"seed": seed, "variant": name, "scores": scores, "histogram": histogram(images),
+                         "generation_s": drawn.settings["generation_s"], "floor_fid": floor.fid,
+                         "targets": [{"target": n, "goal": g, "reached": r, "met": m} for n, g, r, m in goals]})
+    return {"command": f"python benchmarks/faster.py pixels --num {args.num} --seeds {args.seeds} --snap {args.snap}",
+            "date": DATE, "threads": torch.get_num_threads(), "num": args.num,
+            "mnist_histogram": histogram(test_images), "runs": runs}
+
+
+def render(sections: dict) -> list[str]:
+    lines = [f"# Faster and cleaner: what was measured ({DATE})", "",
+             f"Made by `benchmarks/faster.py` on {sections.get('machine', machine())}; each section gives its "
+             "command. The shipped model and the default sampling settings throughout "
+             "(unipc, 8 steps, guidance 1.25 on t/T 0.3-0.7, bf16: 10 network passes per digit).", ""]
+    if "profile" in sections:
+        p = sections["profile"]
+        achieved = p["flops_per_image"] * p["images_per_s"]
+        lines += ["## Where one pass spends its time", "", f"`{p['command']}`: batch {p['batch']}, "
+                  f"{p['threads']} threads, {p['ms_per_pass']:.1f} ms per pass ({p['images_per_s']:.0f} images/s).", "",
+                  *markdown_table(["part", "ms per pass", "share"],
+                                  [[name, f"{ms:.1f}", f"{100 * ms / p['ms_per_pass']:.0f}%"]
+                                   for name, ms in p["families_ms"].items()]), "",
+                  f"One image costs {p['flops_per_image'] / 1e6:.0f} MFLOP (convolutions and matrix products), so the "
+                  f"pass runs at {achieved / 1e9:.0f} GFLOP/s against {p['matmul_flops_bf16'] / 1e9:.0f} GFLOP/s for a "
+                  f"1024x1024 bf16 matrix product on the same threads ({100 * achieved / p['matmul_flops_bf16']:.0f}%; "
+                  f"fp32: {p['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s).", ""]
+    if "speed" in sections:
+        s = sections["speed"]
+        rows = []
+        for key, value in s["images_per_s"].items():
+            name, batch = key.split()
+            low, high = s["spread"][key]
+            eager = s["images_per_s"][f"eager {batch}"]
+            rows.append([name, batch, f"{value:.0f}", f"{low:.0f}-{high:.0f}", f"{value / eager:.2f}x",
+                         f"{s['compile_s'][batch]:.0f} s" if name == "compiled" else "-"])
+        lines += ["## Faster passes: torch.compile against eager", "", f"`{s['command']}`, {s['threads']} threads; "
+                  "images per second (median of the rounds, and their range). Compiled: inductor with freezing "
+                  "(weights folded in and pre-packed), bf16 autocast as sampling runs it; compile: the first call of "
+                  "each batch shape, from an empty kernel cache.", "",
+                  *markdown_table(["model", "batch", "images/s", "range", "vs eager", "compile"], rows), ""]
+        # A digit's walk: its unguided steps in batches of 64, its guided ones as one batch of 128 (both branches).
+        guided = s["passes_per_digit"] - s["steps"]
+
+        def per_digit(name: str) -> float:
+            rates = s["images_per_s"]
+            return (s["steps"] - guided) / rates[f"{name} 64"] + 2 * guided / rates[f"{name} 128"]
+
+        saved, start_up = per_digit("eager") - per_digit("compiled"), s["compile_s"]["64"] + s["compile_s"]["128"]
+        if saved > 0:
+            lines += [f"A digit's {s['passes_per_digit']} passes ({s['steps'] - guided} steps at batch 64, {guided} "
+                      f"guided ones at 128) take {1000 * per_digit('eager'):.1f} ms eager and "
+                      f"{1000 * per_digit('compiled'):.1f} ms compiled, so 10,000 digits take "
+                      f"{10_000 * per_digit('eager'):.0f} s and {10_000 * per_digit('compiled'):.0f} s. Compiling "
+                      f"both shapes from an empty cache ({start_up:.0f} s) pays for itself after about "
+                      f"{start_up / saved:,.0f} digits.", ""]
+    if "whole" in sections:
+        w = sections["whole"]
+        lines += ["## The speed target: one `sample` process", "", f"`{w['command']}`: wall seconds of "
+                  f"`mnist-diffusion sample --num {w['num']:,}` at the defaults, model load included (the target: "
+                  "60 s for 10,000).", "",
+                  *markdown_table(["run", "seconds"], [[r["run"], f"{r['seconds']:.0f}"] for r in w["rows"]]), ""]
+    if "threads" in sections:
+        t = sections["threads"]
+        alone = t["rows"][0]["seconds"]
+        lines += ["## Threads on a shared machine", "", f"`{t['command']}`: one `sample --num {t['num']}` process "
+                  "(model load included); the other program (a busy Python loop on one core, or a torch job with two "
+                  "threads of its own) starts with the draw or when its progress line says it has begun. `2` is "
+                  "what `--threads auto` chose once, at the start, before this round; `auto` now decides again "
+                  "before each network batch.", "",
+                  *markdown_table(["threads", "other program", "seconds", "vs alone"],
+                                  [[r["threads"], r["other program"], f"{r['seconds']:.1f}",
+                                    f"{r['seconds'] / alone:.2f}x"] for r in t["rows"]]), ""]
+    if "haze" in sections:
+        h = sections["haze"]
+        lines += ["## Where the haze comes from", "", f"`{h['command']}`: {h['num']:,} MNIST test digits, noised "
+                  "to timestep t and denoised in one conditional pass (bf16), the clean image the walk's last step "
+                  "returns; of their exactly-black pixels, the share that comes back black, at 1-5 and brighter.",
+                  "", *markdown_table(["t", "black stays 0", "becomes 1-5", "becomes > 5"],
+                                      [[r["t"], f"{100 * r['black_stays_black']:.1f}%",
+                                        f"{100 * r['black_turns_1_to_5']:.1f}%",
+                                        f"{100 * r['black_turns_above_5']:.1f}%"] for r in h["rows"]]), ""]
+    if "pixels" in sections:
+        x = sections["pixels"]
+        names = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "zero_pixels", "white_pixels",
+                 "stray_ink")
+        lines += ["## The full evaluation, raw and with the faint background set to 0", "",
+                  f"`{x['command']}`: {x['num']:,} digits per seed, an even mix; the snapped rows are the same digits "
+                  "with every grey level under the bound set to 0, scored the same way.", "",
+                  *markdown_table(["seed", "digits", "generate s", *names],
+                                  [[r["seed"], r["variant"], f"{r['generation_s']:.0f}",
+                                    *(f"{r['scores'][n]:.4g}" for n in names)] for r in x["runs"]]), "",
+                  "Pixel histogram, share of pixels per grey-level band:", "",
+                  *markdown_table(["set", *(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in BANDS)],
+                                  [["MNIST test", *(f"{100 * v:.1f}%" for v in x["mnist_histogram"])]] +
+                                  [[f"seed {r['seed']}, {r['variant']}", *(f"{100 * v:.1f}%" for v in r["histogram"])]
+                                   for r in x["runs"]]), ""]
+        lines += ["Targets missed by each set:", "",
+                  *markdown_table(["seed", "digits", "missed"],
+                                  [[r["seed"], r["variant"], ", ".join(g["target"] for g in r["targets"]
+                                                                       if not g["met"]) or "none"]
+                                   for r in x["runs"]]), ""]
+        first = x["runs"][0]
+        lines += [f"Targets, seed {first['seed']}, as drawn:", "",
+                  *markdown_table(["target", "goal", "reached", "met"],
+                                  [[g["target"], g["goal"], g["reached"], "yes" if g["met"] else "**no**"]
+                                   for g in first["targets"]]), ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = parser.add_subparsers(dest="part", required=True)
+    parts.add_parser("profile").add_argument("--passes", type=int, default=20)
+    speed = parts.add_parser("speed")
+    speed.add_argument("--batches", default="64,128,256")
+    speed.add_argument("--rounds", type=int, default=5)
+    speed.add_argument("--seconds", type=float, default=1.5)
+    parts.add_parser("threads").add_argument("--num", type=int, default=1000)
+    parts.add_parser("whole").add_argument("--num", type=int, default=10_000)
+    haze = parts.add_parser("haze")
+    haze.add_argument("--num", type=int, default=2000)
+    haze.add_argument("--timesteps", default="0,10,25,50,100")
+    haze.add_argument("--data-root", default="data")
+    pixels = parts.add_parser("pixels")
+    pixels.add_argument("--num", type=int, default=10_000)
+    pixels.add_argument("--seeds", default="0,1")
+    pixels.add_argument("--snap", default="3,6")
+    pixels.add_argument("--data-root", default="data")
+    args = parser.parse_args()
+    run = {"profile": part_profile, "speed": part_speed, "whole": part_whole, "threads": part_threads,
+           "haze": part_haze, "pixels": part_pixels}[args.part]
+    section = run(args)
+    path = OUT.with_suffix(".json")
+    sections = json.loads(path.read_text()) if path.exists() else {}
+    sections[args.part] = section
+    sections["machine"] = machine()
+    write_report(OUT, sections, render(sections))
+
+
+if __name__ == "__main__":
+    main()

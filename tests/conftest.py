@@ -41,6 +41,20 @@ def fake_mnist(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@pytest.fixture(autouse=True)
+def threads_as_the_test_sets_them(monkeypatch: pytest.MonkeyPatch):
+    """No test draws with a thread count that follows the machine's load (`devices.revisit_threads`): a
+    command or a `Pipeline.load` under test may ask for "auto", but the count it chose stays for the
+    test, so results never depend on what else the machine is doing. The count is put back after."""
+    from mnist_diffusion import devices
+
+    monkeypatch.setattr(devices, "_auto", None)
+    monkeypatch.setattr(devices, "_watch_load", lambda cores: None)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def mnist_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data root holding tiny IDX files in MNIST/raw, with their checksums made the known ones."""

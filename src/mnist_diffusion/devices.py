@@ -151,11 +151,17 @@ def choose_threads(requested: str | int, cores: int | None = None, busy: float |
             _last_reading = (now, busy_cores())
         busy = _last_reading[1]
     if measured:
-        try:
-            _auto = AutoThreads(cores)
-        except (OSError, ValueError, IndexError):  # no /proc/stat: decided once
-            _auto = None
+        _auto = _watch_load(cores)
     return max(1, min(cores, round(cores - busy)))
+
+
+def _watch_load(cores: int) -> AutoThreads | None:
+    """The `AutoThreads` that `revisit_threads` asks, or None where the machine has no /proc/stat
+    (there "auto" is decided once)."""
+    try:
+        return AutoThreads(cores)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def revisit_threads() -> int:

@@ -326,10 +326,11 @@ class SampleConfig:
     # Small batches stay in a CPU's cache (benchmarks/results/inference_speed.md).
     max_batch: int = _sample_option(64, "digits per network pass, at most (memory and speed, not how many digits)",
                                     flag="--max-batch", aliases=("--batch-size",))
-    # Inductor's fused kernels: faster passes after a start-up that only thousands of digits pay back
+    # Inductor's fused kernels: faster passes after a start-up that only many thousands of digits pay back
     # (benchmarks/results/faster-cleaner-2026-12-07.md), so off by default.
     compile: bool = _sample_option(False, "compile the network with torch.compile before drawing: faster passes "
-                                          "after a start-up of a minute or less, worth it for thousands of digits")
+                                          "after a start-up of a minute or more (less once an earlier run cached "
+                                          "the kernels), worth it for tens of thousands of digits")
     # The walk ends at this timestep (counted on a 1000-step schedule, scaled to others), and its last
     # step returns the clean image predicted there: t = 0 still holds noise the network removes poorly,
     # which showed as a faint haze and saturated strokes (benchmarks/results/last_timestep.md, solver.md).

@@ -193,7 +193,7 @@ class Pipeline:
         branches and network passes per digit, and the compiling `settings.compile` asks for first."""
         passes = describe_passes(self.steps_for(settings), self.passes(settings, conditional),
                                  self.checkpoint.model_config.guidance_input)
-        first = "; the network is compiled first (up to a minute)" if settings.compile else ""
+        first = "; the network is compiled first (a minute or more, less once cached)" if settings.compile else ""
         return f"{num} digits: {passes}{first}"
 
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,

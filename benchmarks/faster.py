@@ -354,11 +354,49 @@ def render(sections: dict) -> list[str]:
                                   [[r["seed"], r["variant"], ", ".join(g["target"] for g in r["targets"]
                                                                        if not g["met"]) or "none"]
                                    for r in x["runs"]]), ""]
+        lines += ["## The routes", "", *markdown_table(["route", "where it stands"], ROUTES), ""]
         lines += ["## Against the goal", "", "The defaults as drawn (seed 0) and the fastest whole run above, "
                   "against each target of issue 32 (the targets the table above checks are the project's older, "
                   "looser ones: FID within 3x, 300 s):", "",
                   *markdown_table(["target", "goal", "reached", "met"], goal_rows(sections)), ""]
+        if "speed" in sections:
+            sp = sections["speed"]
+            guided = sp["passes_per_digit"] - sp["steps"]
+            compiled_ms = 1000 * ((sp["steps"] - guided) / sp["images_per_s"]["compiled 64"]
+                                  + 2 * guided / sp["images_per_s"]["compiled 128"]) / sp["passes_per_digit"]
+            lines += ["What stood in the way:", "",
+                      f"- 10,000 digits in 60 s: at the compiled rate a pass costs {compiled_ms:.2f} ms per digit, so "
+                      f"60 s holds at most {60_000 / 10_000 / compiled_ms:.1f} passes per digit before loading, "
+                      "compiling and the sampler's own arithmetic are paid; the default walk takes "
+                      f"{sp['passes_per_digit']}. Fewer passes at equal quality is distillation, a training route "
+                      "not run this round.",
+                      "- FID within 2x the floor: the same model walked in 50 steps is not within 2x either "
+                      "([solver.md](solver.md), its 50-step row): the network, not the walk, sets it, and the routes "
+                      "that would move it (capacity, low-noise training) are training runs.",
+                      "- Digits in more than one ink piece: the specks are ink (above grey 50), which setting the "
+                      "faint background to 0 does not touch; fresh noise late in the walk washes them out but "
+                      "saturates stroke cores ([stochastic_tail.md](stochastic_tail.md)).",
+                      "- Exact-zero pixels: met only by setting the faint background to 0 after the walk, which "
+                      "costs precision on both sampling seeds (above), so the default draws as before.", ""]
     return lines
+
+
+GUIDANCE_FREE = RESULTS / "guidance_free_ab.md"  # benchmarks/ab.py --out guidance_free_ab (see its command)
+ROUTES = [
+    ("1. Fewer passes: guidance learned into the network (`--guidance-free`), 8 passes instead of 10",
+     "a pair trained side by side at an equal budget, one training seed: [guidance_free_ab.md](guidance_free_ab.md)"
+     if GUIDANCE_FREE.exists() else "a pair in training, not measured yet"),
+    ("1. Fewer passes: progressive or consistency distillation",
+     "not tried: each is a training run with the teacher in the loop, and a claim needs three training seeds"),
+    ("2. Faster passes: the profile, batch size, `torch.compile`", "above; `--compile` shipped, off by default"),
+    ("2. Faster passes: channels-last", "slower for sampling ([inference_speed.md](inference_speed.md))"),
+    ("2. Faster passes: both guidance branches in one batch", "already so (`sampling.Denoiser`)"),
+    ("3. Cleaner pixels: where the haze comes from", "above: the network's clean-image estimate of real digits"),
+    ("3. Cleaner pixels: the faint background set to 0 after the walk", "above: not adopted (precision)"),
+    ("3. Cleaner pixels: loss weight, parameterisation or data statistics at low noise", "not tried: training"),
+    ("4. Capacity within the hour", "not tried: training"),
+    ("5. Threads that follow the load", "above; shipped (`--threads auto` decides before each batch)"),
+]
 
 
 def goal_rows(sections: dict) -> list[list[str]]:

@@ -3,10 +3,10 @@ connection, and whether a real request is served while 32 of them hold every slo
 
     python benchmarks/slowloris.py [--every 2] [--clients 32]
 
-Starts the server as a user does (default settings, no MNIST files), then: one client that sends its
-request one byte every `--every` seconds, timed until the server drops it; then `--clients` such
-clients at once and, while they all hold their connections, one ordinary request, timed until its
-answer. Writes benchmarks/results/slowloris.md and .json.
+Starts the server as `mnist-diffusion serve` does (its library call, default settings, no MNIST
+files), then: one client that sends its request one byte every `--every` seconds, timed until the
+server drops it; then `--clients` such clients at once and, while they all hold their connections,
+one ordinary request, timed until its answer. Writes benchmarks/results/slowloris.md and .json.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]  # what else the machine was doing: client threads starved of CPU see a close late
     with tempfile.TemporaryDirectory() as empty:
-        server = subprocess.Popen([sys.executable, "-m", "mnist_diffusion", "serve", "--port", str(args.port),
-                                   "--data-root", empty], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        serve = ("import sys; from mnist_diffusion.serve import Demo, run_server; "
+                 "run_server(Demo.load(None, sys.argv[2]), '127.0.0.1', int(sys.argv[1]), say=lambda line: "
+                 "print(line, flush=True))")  # what `mnist-diffusion serve --port P --data-root EMPTY` runs
+        server = subprocess.Popen([sys.executable, "-c", serve, str(args.port), empty], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
         try:
             for line in server.stdout:  # the server says its address once it listens
                 if "http://" in line:

@@ -105,13 +105,12 @@ class RunDirectory:
     def _opened(self, name: str) -> Iterator[int]:
         """A descriptor of the held directory's sub-directory `name` (made if missing), opened without
         following a link; `RunDirError` if something other than a directory took its place."""
-        if self._fd is None:
-            raise RuntimeError("RunDirectory.held() must be entered before writing")
+        held = self._held()
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with contextlib.suppress(FileExistsError):
-                os.mkdir(name, dir_fd=self._fd)
-            fd = os.open(name, flags, dir_fd=self._fd)
+                os.mkdir(name, dir_fd=held)
+            fd = os.open(name, flags, dir_fd=held)
         except OSError as error:
             if error.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise RunDirError(f"{self.path / name} was replaced by a symbolic link or a file while the training "
@@ -160,12 +159,11 @@ class RunDirectory:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """`(step, path)` of this package's checkpoints, oldest step first (by the parsed number)."""
-        found = []
-        for path in (self.path / CHECKPOINT_DIR).glob("step_*.safetensors"):
-            match = _CHECKPOINT_NAME.fullmatch(path.name)
-            if match and path.is_file():
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        directory = self.path / CHECKPOINT_DIR
+        if not directory.is_dir():
+            return []
+        return sorted((step, directory / name) for step, name in _own_checkpoints(os.listdir(directory))
+                      if (directory / name).is_file())
 
     def loadable_checkpoints(self, warn: Callable[[str], None]) -> list[Checkpoint]:
         """Checkpoints that load, newest first; each that does not is reported through `warn`."""
@@ -188,10 +186,10 @@ class RunDirectory:
             except OSError as error:
                 raise RunDirError(f"could not write checkpoint {path}: {error.strerror or error}; "
                                   f"the previous checkpoint is kept") from None
-            older = sorted(step for step, name in _own_checkpoints(os.listdir(directory)) if step <= checkpoint.step)
-            for step in older[:-keep]:
+            older = sorted(found for found in _own_checkpoints(os.listdir(directory)) if found[0] <= checkpoint.step)
+            for _, name in older[:-keep]:
                 with contextlib.suppress(OSError):  # gone already, or not a file: not this run's to remove
-                    os.unlink(self.checkpoint_path(step).name, dir_fd=directory)
+                    os.unlink(name, dir_fd=directory)
         return path
 
     def remove_stale_temporaries(self) -> None:
@@ -233,9 +231,12 @@ class RunDirectory:
         self._write(CONFIG_FILE, json.dumps(sections, indent=2).encode())
 
     def _write(self, name: str, data: bytes) -> None:
+        atomic_write_at(self._held(), name, data, self.path / name)
+
+    def _held(self) -> int:
         if self._fd is None:
             raise RuntimeError("RunDirectory.held() must be entered before writing")
-        atomic_write_at(self._fd, name, data, self.path / name)
+        return self._fd
 
 
 def _own_checkpoints(names: list[str]) -> Iterator[tuple[int, str]]:

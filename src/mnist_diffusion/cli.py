@@ -126,7 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data is not None and trainer.group.is_main:
         datasets.store(data, run_dir.path)  # the lock is held: this run's own copy of what it trains on
 
-    trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule, DEFAULTS, trainer.device,
+    trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule, trainer.sample_settings,
+                                       trainer.device,
                                        warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:

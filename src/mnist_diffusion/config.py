@@ -178,6 +178,7 @@ def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> 
 
 LR_DECAYS = ("cosine", "none")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
+MAX_STUDENT_STEPS = 64
 TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -213,6 +214,10 @@ class TrainConfig:
     keep_checkpoints: int = _option(3, "newest checkpoints kept in RUN_DIR/checkpoints")
     sample_every: int = _option(1000, "steps between sample grids in RUN_DIR/samples")
     log_every: int = _option(50, "steps between lines of RUN_DIR/metrics.jsonl")
+    teacher: str | None = _option(None, "distil a trained model's sampling walk instead of learning from noise: "
+                                        "'shipped' or a checkpoint; the student starts as this model and learns "
+                                        "to draw in --student-steps passes (see distill.py)")
+    student_steps: int = _option(4, "with --teacher: the student's network passes per digit")
     precision: str = _option("auto", "the network's arithmetic while training: fp32, bf16 (bfloat16 autocast; "
                                      "the loss, gradients, optimizer and weights stay fp32), or auto: bf16 "
                                      "where the device computes it natively", choices=TRAIN_PRECISIONS)
@@ -250,6 +255,10 @@ class TrainConfig:
             raise ValueError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.p_uncond <= 1.0:
             raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
+        if self.teacher is not None and not self.teacher.strip():
+            raise ValueError("teacher must name a checkpoint or 'shipped', got nothing")
+        if not 1 <= self.student_steps <= MAX_STUDENT_STEPS:
+            raise ValueError(f"student_steps must be from 1 to {MAX_STUDENT_STEPS}, got {self.student_steps}")
         for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

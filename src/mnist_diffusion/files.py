@@ -52,6 +52,33 @@ def raise_on_signals() -> Callable[[], None]:
     return restore
 
 
+class StopRequest:
+    """What `stop_on_signals` saw: the signal asked to stop, else None."""
+
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Turn SIGINT/SIGTERM into a request the loop sees, so it can save a checkpoint and return."""
+    request = StopRequest()
+    previous = {}
+
+    def handler(signum: int, frame: object) -> None:
+        request.signal = signum
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 class InputFileError(ValueError):
     """A file the user named cannot be read as asked; the message names it."""
 

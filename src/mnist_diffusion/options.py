@@ -39,9 +39,11 @@ def number(low: float, high: float = math.inf, *, low_inclusive: bool = True) ->
     return parse
 
 
-def config_value(declared: str) -> Callable[[str], int | float]:
+def config_value(declared: str) -> Callable[[str], int | float | str]:
     """A value of a config field's declared type (`int` or `float`, perhaps `| None`), finite; its
-    range is for the config's own validator to check."""
+    range is for the config's own validator to check. Text (`str | None`) is taken as typed."""
+    if declared.startswith("str"):
+        return str
     return whole_number(-(2**63), 2**63 - 1) if declared.startswith("int") else number(-math.inf)
 
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,12 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError
-from .config import DiffusionConfig, ModelConfig, TrainConfig, to_dict
+from .config import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig, to_dict
 from .data import load_mnist, to_model_space
 from .devices import pick_device, resolve_precision
+from .distill import Distiller, load_teacher, student_flags, student_settings
 from .distributed import join_process_group
+from .files import stop_on_signals
 from .rundir import RunDirectory, RunDirError, RunLock
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
@@ -136,6 +137,11 @@ class TrainState:
         self.step, self.images_seen = 0, 0
         self.elapsed_before_s = 0.0  # training time of the runs before this resume
         self.warmup_elapsed_s: float | None = None  # elapsed time when warm-up ended
+
+    def restore_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from given weights (a distillation's teacher): the model and its EMA both."""
+        self.model.load_state_dict(weights)
+        self.ema.model.load_state_dict(weights)
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Load a checkpoint's weights, EMA, optimizer and counters; `CheckpointError` if they do not fit."""
@@ -251,6 +257,15 @@ class Trainer:
             if (resumed.model_config, resumed.diffusion_config) != (model_config, diffusion_config):
                 self.on_message("resuming with the model and diffusion configs stored in the checkpoint")
             model_config, diffusion_config = resumed.model_config, resumed.diffusion_config
+        self.distiller = None
+        if train_config.teacher is not None:
+            teacher = load_teacher(train_config.teacher)
+            if resumed is None:  # the student starts as the teacher, whatever the flags said of the network
+                model_config, diffusion_config = teacher.model_config, teacher.diffusion_config
+                self.state = TrainState(model_config, train_config, self.device)
+                self.state.restore_weights(teacher.weights())
+            self.distiller = Distiller.of(teacher, model_config, diffusion_config, train_config.student_steps,
+                                          self.device)
         self.resumed_from = resumed.step if resumed is not None else None
         self.model_config, self.diffusion_config, self.config = model_config, diffusion_config, train_config
         if train_config.batch_size % self.group.world_size:
@@ -274,6 +289,11 @@ class Trainer:
     @property
     def model(self) -> UNet:
         return self.state.model
+
+    @property
+    def sample_settings(self) -> SampleConfig:
+        """How this run's model is drawn: the defaults, or a distilled student's own walk."""
+        return student_settings(self.config.student_steps) if self.distiller is not None else SampleConfig()
 
     @property
     def step(self) -> int:
@@ -335,6 +355,8 @@ class Trainer:
         beta = (1 - torch.rand(len(index), generator=generator)) if self.model_config.guidance_input else None
         rank_share = slice(group.rank * len(index) // group.world_size,
                            (group.rank + 1) * len(index) // group.world_size)
+        if self.distiller is not None:  # which leg of the student's walk each row learns
+            t = torch.randint(0, self.distiller.num_legs, (len(index),), generator=generator)
         index, t, noise, drop = index[rank_share], t[rank_share], noise[rank_share], drop[rank_share]
         if beta is not None:
             beta = beta[rank_share].masked_fill(drop, 1.0).to(self.device)
@@ -348,8 +370,11 @@ class Trainer:
         for param_group in self.state.optimizer.param_groups:
             param_group["lr"] = self.lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device), noise.to(self.device),
-                                  config.min_snr_gamma, beta)
+            if self.distiller is not None:
+                loss = self.distiller.loss(self.ddp_model, x0, labels, t.to(self.device), noise.to(self.device))
+            else:
+                loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device),
+                                      noise.to(self.device), config.min_snr_gamma, beta)
         self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
@@ -386,6 +411,10 @@ class Trainer:
     def describe(self) -> str:
         processes = f"{self.group.world_size} process{'es' if self.group.world_size > 1 else ''}"
         start = f"resuming from step {self.resumed_from}" if self.resumed_from is not None else "from scratch"
+        if self.distiller is not None:
+            start = (f"{'starting as the teacher' if self.resumed_from is None else start}: distilling the walk of "
+                     f"{self.config.teacher} into {self.config.student_steps} passes per digit (draw the student "
+                     f"with {student_flags(self.config.student_steps)})")
         return (f"training {count_parameters(self.model) / 1e6:.2f}M-parameter UNet on {self.device} "
                 f"({processes}, {self.precision}) in {self.run_dir.path}, {start}")
 
@@ -405,7 +434,7 @@ class Trainer:
             return self.state.elapsed_before_s + self.clock() - start
 
         with (RunLock(self.run_dir.path) if main else nullcontext()), \
-                (self.run_dir.held() if main else nullcontext()), _stop_on_signals() as stop:
+                (self.run_dir.held() if main else nullcontext()), stop_on_signals() as stop:
             if main:
                 self._prepare_run_dir()
                 self.on_message(self.describe())
@@ -459,31 +488,6 @@ class _LossWindow:
         self.run_dir.append_metrics(row)
         trainer.on_log(row)
         self.losses, self.started = [], now
-
-
-class _StopRequest:
-    signal: int | None = None
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[_StopRequest]:
-    """Turn SIGINT/SIGTERM into a request the loop sees, so it can save a checkpoint and return."""
-    request = _StopRequest()
-    previous = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        request.signal = signum
-
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield request
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def train(run_dir: str | Path, model_config: ModelConfig, diffusion_config: DiffusionConfig,

@@ -1,0 +1,155 @@
+"""Distilling a sampling walk into fewer network passes (Salimans & Ho 2022, "Progressive
+Distillation for Fast Sampling of Diffusion Models"; guided teachers: Meng et al. 2023).
+
+The teacher is a trained model walked as the sampling defaults walk it (`SampleConfig()`: its
+sampler's steps, guidance on its interval, two branches where guided). The student has the teacher's
+architecture, starts from its weights, and learns to cover with one DDIM step (Song et al. 2021,
+eq. 12, deterministic) what the teacher's walk does between two points of a coarser grid, the
+guidance included, so every student step is one pass of the conditional branch. The student is then
+drawn with `student_settings(steps)`: `--sampler ddim --steps N --guidance 1`.
+
+One training row (Salimans & Ho 2022, Algorithm 2, for one leg of the walk):
+- a training digit x and noise eps give z = alpha_s x + sigma_s eps at the student's grid point s;
+- the teacher walks from z through its own timesteps between s and the next student point n
+  (DPM-Solver++(2M) steps, `_dpm_pp_2m_step`), landing at z_n; on the last leg it returns its
+  clean-image estimate instead;
+- the student's prediction (x_hat, eps_hat) at (z, s) lands at alpha_n x_hat + sigma_n eps_hat, and
+  the loss is that landing's distance to z_n in units of sigma_n (where the next steps start from);
+  on the last leg, the distance of x_hat to the teacher's clean image in units of sigma_s / alpha_s
+  (the epsilon MSE the teacher was trained with).
+The data are MNIST's noised digits, not the student's own trajectories, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import DiffusionConfig, ModelConfig, SampleConfig
+from .devices import resolve_precision
+from .sampling import Denoiser, timesteps_for
+from .schedule import NoiseSchedule
+from .solvers import _dpm_pp_2m_step
+
+SHIPPED = "shipped"  # `--teacher shipped`: the model the package ships
+STUDENT_SAMPLER = "ddim"  # one deterministic DDIM step per student step: the step the targets are made for
+
+
+def student_settings(steps: int) -> SampleConfig:
+    """How a student distilled to `steps` single passes is drawn: DDIM on its grid, conditional branch alone."""
+    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0)
+
+
+def load_teacher(name: str) -> Checkpoint:
+    """The teacher `--teacher` names: the shipped model, or a checkpoint written by this package."""
+    return load_checkpoint(None if name == SHIPPED else name)
+
+
+def student_flags(steps: int) -> str:
+    """`student_settings(steps)` as the command line's flags."""
+    return f"--sampler {STUDENT_SAMPLER} --steps {steps} --guidance 1"
+
+
+@dataclass(frozen=True)
+class Legs:
+    """The student's grid and, for each of its steps, the teacher's timesteps that step covers.
+
+    `student[k]` is where student step k starts (descending, the last one the walk's last timestep);
+    `teacher[k]` the teacher's evaluation points of that leg, `student[k]` first, then the teacher's
+    own timesteps strictly between `student[k]` and `student[k + 1]` (on the last leg: every teacher
+    timestep below it), so each leg is walked as finely as the teacher's default walk.
+    """
+
+    student: list[int]
+    teacher: list[list[int]]
+
+    @classmethod
+    def build(cls, schedule: NoiseSchedule, student_steps: int, teacher: SampleConfig) -> Legs:
+        grid = timesteps_for(student_settings(student_steps), schedule).tolist()
+        walk = timesteps_for(teacher, schedule).tolist()
+        bounds = [*grid[1:], -1]
+        legs = [[start, *(t for t in walk if below < t < start)] for start, below in zip(grid, bounds, strict=True)]
+        return cls(grid, legs)
+
+
+def teacher_landing(denoise: Denoiser, z: torch.Tensor, points: list[int], land: int | None,
+                    schedule: NoiseSchedule) -> torch.Tensor:
+    """Walk the teacher from `z` at `points[0]` through `points` with DPM-Solver++(2M) steps and return
+    where it lands at timestep `land`, or, when `land` is None, its clean-image estimate at the last point."""
+    levels = [*schedule.alphas_cumprod64[points].tolist(),
+              1.0 if land is None else float(schedule.alphas_cumprod64[land])]
+    x, previous_x0, previous_h = z, None, 0.0
+    for i, t in enumerate(points):
+        x0, _ = denoise(x, torch.full((len(x),), t, dtype=torch.long, device=x.device))
+        if land is None and i == len(points) - 1:
+            return x0
+        x, h = _dpm_pp_2m_step(x, x0, previous_x0, previous_h, levels[i], levels[i + 1])
+        previous_x0, previous_h = x0, h
+    return x
+
+
+class Distiller:
+    """The teacher, its walk and the student's legs: `loss(student, x0, labels, legs, noise)` is one
+    batch's distillation loss. `labels` holds the null label (index `num_classes`) where the row is
+    unconditional; such rows learn the teacher's unconditional walk, so the student still draws
+    without a class."""
+
+    def __init__(self, teacher: nn.Module, schedule: NoiseSchedule, student_steps: int,
+                 device: torch.device, walk: SampleConfig | None = None) -> None:
+        self.teacher = teacher.to(device).eval().requires_grad_(False)
+        self.schedule, self.walk = schedule, walk or SampleConfig()
+        self.legs = Legs.build(schedule, student_steps, self.walk)
+        self.precision = resolve_precision(self.walk.precision, device)
+        self.num_classes = getattr(teacher.config, "num_classes", 0)  # type: ignore[union-attr]
+
+    @classmethod
+    def of(cls, teacher: Checkpoint, model_config: ModelConfig, diffusion_config: DiffusionConfig,
+           student_steps: int, device: torch.device) -> Distiller:
+        """The distiller of a run whose student has `model_config`; `ValueError` unless the teacher's
+        network and schedule are the student's (a resumed run met a different teacher)."""
+        if (teacher.model_config, teacher.diffusion_config) != (model_config, diffusion_config):
+            raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
+                             "from the model it started as (resume with the --teacher the run began with)")
+        if model_config.guidance_input:
+            raise ValueError("a teacher that takes guidance as an input is not supported: distil a model "
+                             "trained with classifier-free guidance")
+        return cls(teacher.build_model(), NoiseSchedule(diffusion_config), student_steps, device)
+
+    @property
+    def num_legs(self) -> int:
+        return len(self.legs.student)
+
+    @torch.no_grad()
+    def targets(self, z: torch.Tensor, labels: torch.Tensor | None, leg: int) -> torch.Tensor:
+        """The teacher's landing point (or clean image, on the last leg) from `z` at the leg's start."""
+        land = self.legs.student[leg + 1] if leg + 1 < self.num_legs else None
+        out = torch.empty_like(z)
+        conditional = labels < self.num_classes if labels is not None else torch.zeros(len(z), dtype=torch.bool)
+        for rows, given in ((conditional, True), (~conditional, False)):
+            if rows.any():
+                denoise = Denoiser(self.teacher, self.schedule, labels[rows] if given else None,  # type: ignore[index]
+                                   self.walk.guidance, True, self.walk.guidance_interval, self.precision)
+                out[rows] = teacher_landing(denoise, z[rows], self.legs.teacher[leg], land, self.schedule)
+        return out
+
+    def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of each row's landing error (see the module's docstring). x0, noise `(B, C, H, W)`;
+        legs `(B,)` ints in [0, num_legs); labels `(B,)` or None."""
+        starts = torch.tensor(self.legs.student, device=x0.device)[legs]  # (B,)
+        z = self.schedule.q_sample(x0, starts, noise)
+        target = torch.empty_like(z)
+        for leg in legs.unique().tolist():
+            rows = legs == leg
+            target[rows] = self.targets(z[rows], labels[rows] if labels is not None else None, leg)
+        x_hat, eps_hat = self.schedule.to_x0_eps(z, starts, student(z, starts, labels).float())
+        landing = torch.tensor([*self.legs.student[1:], 0], device=x0.device)[legs]
+        alpha_n, sigma_n = self.schedule.alpha_sigma(landing, z)
+        alpha_s, sigma_s = self.schedule.alpha_sigma(starts, z)
+        last = (legs == self.num_legs - 1).view(-1, 1, 1, 1)
+        step_error = (alpha_n * x_hat + sigma_n * eps_hat - target) / sigma_n
+        clean_error = (x_hat - target) * alpha_s / sigma_s
+        return torch.where(last, clean_error, step_error).pow(2).flatten(1).mean(1).mean()

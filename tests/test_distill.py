@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mnist_diffusion.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from mnist_diffusion.config import DiffusionConfig, SampleConfig, TrainConfig, preset
-from mnist_diffusion.distill import Distiller, Legs, student_settings, teacher_landing
+from mnist_diffusion.config import DiffusionConfig, SampleConfig, TrainConfig, preset, student_settings
+from mnist_diffusion.distill import Distiller, Legs, teacher_landing
 from mnist_diffusion.sampling import Denoiser, generate, timesteps_for
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import Trainer
@@ -135,24 +135,25 @@ def test_null_label_rows_learn_the_teachers_unconditional_walk() -> None:
 
 def distillation(tmp_path: Path, teacher: Path, max_steps: int, **overrides) -> Trainer:
     images, labels = fake_mnist(64)
-    config = TrainConfig(batch_size=16, max_steps=max_steps, teacher=str(teacher), student_steps=2,
-                         sample_every=1000, checkpoint_every=1000, **overrides)
-    # The flags' network (a wider preset) is not what a student is: it is its teacher's.
-    return Trainer(tmp_path / "run", preset("small"), DiffusionConfig(num_timesteps=1000), config,
+    config = TrainConfig(batch_size=16, max_steps=max_steps, teacher=str(teacher), sample_every=1000,
+                         checkpoint_every=1000, **overrides)
+    # The flags' network (a wider preset) is not what a student is: it is its teacher's, with its steps.
+    return Trainer(tmp_path / "run", preset("small", student_steps=2), DiffusionConfig(num_timesteps=1000), config,
                    images=torch.from_numpy(images), labels=torch.from_numpy(labels.astype("int64")), device="cpu")
 
 
 def test_a_student_starts_as_its_teacher_and_resumes_as_a_distillation(tmp_path: Path, tiny_checkpoint: Path) -> None:
     teacher = load_checkpoint(tiny_checkpoint)
     trainer = distillation(tmp_path, tiny_checkpoint, 2)
-    assert trainer.model_config == teacher.model_config and trainer.diffusion_config == teacher.diffusion_config
+    assert trainer.model_config == dataclasses.replace(teacher.model_config, student_steps=2)
+    assert trainer.diffusion_config == teacher.diffusion_config
     for name, weight in trainer.model.state_dict().items():
         torch.testing.assert_close(weight, teacher.model_state[name])
     assert trainer.sample_settings == student_settings(2)
     result = trainer.run()
     saved = load_checkpoint(result.checkpoint)
-    assert saved.train_config.teacher == str(tiny_checkpoint) and saved.train_config.student_steps == 2
-    assert saved.model_config == teacher.model_config
+    assert saved.train_config.teacher == str(tiny_checkpoint)
+    assert saved.model_config == dataclasses.replace(teacher.model_config, student_steps=2)
     assert any(not torch.equal(saved.model_state[name], teacher.model_state[name]) for name in teacher.model_state)
 
     resumed = distillation(tmp_path, tiny_checkpoint, 3)
@@ -171,7 +172,9 @@ def test_a_resumed_student_refuses_a_teacher_of_another_network(tmp_path: Path, 
 
 @pytest.mark.parametrize("flags, message", [
     (["--teacher", "no-such.safetensors"], "no-such.safetensors"),
-    (["--teacher", "shipped", "--student-steps", "0"], "student_steps must be from 1 to 64"),
+    (["--teacher", "shipped", "--student-steps", "0"], "must be between 1 and 64"),
+    (["--student-steps", "2"], "give the --teacher too"),
+    (["--teacher", "shipped", "--guidance-free"], "--guidance-free does not apply"),
     (["--teacher", " "], "teacher must name a checkpoint"),
 ])
 def test_train_refuses_a_bad_teacher_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -179,3 +182,22 @@ def test_train_refuses_a_bad_teacher_in_one_line(tmp_path: Path, capsys: pytest.
     code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path / "run"), "--max-steps", "1", *flags)
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_the_command_line_distils_and_draws_the_student_with_its_own_walk(
+        tmp_path: Path, tiny_checkpoint: Path, mnist_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(run), "--teacher", str(tiny_checkpoint),
+                             "--student-steps", "3", "--max-steps", "1", "--batch-size", "16",
+                             "--data-root", str(mnist_root), "--device", "cpu")
+    assert code == 0, err
+    assert "distilling the walk of" in err and "--sampler ddim --steps 3 --guidance 1" in err
+    student = next((run / "checkpoints").glob("*.safetensors"))
+    assert load_checkpoint(student).model_config.student_steps == 3
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(student), "--digits", "0-9", "--per-digit", "1",
+                           "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    assert "3 steps, 1 branch = 3 network passes per digit" in err
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(tiny_checkpoint), "--digits", "0-9",
+                           "--per-digit", "1", "--out", str(tmp_path / "t.png"))
+    assert code == 0 and "8 steps, 2 branches on" in err, err  # a model that learned from noise: the defaults

@@ -12,8 +12,11 @@ import torch
 from PIL import Image
 
 from mnist_diffusion import Pipeline, SampleConfig, save_grid
+from mnist_diffusion.checkpoint import load_checkpoint, save_checkpoint
 from mnist_diffusion.cli import build_parser
+from mnist_diffusion.config import FEW_STEPS, student_settings
 from mnist_diffusion.demo import Demo
+from mnist_diffusion.flags import sample_settings
 
 from conftest import run_cli
 
@@ -23,18 +26,33 @@ def pipe(tiny_checkpoint: Path) -> Pipeline:
     return Pipeline.load(tiny_checkpoint, device="cpu")
 
 
-def test_one_set_of_defaults_for_the_api_the_command_line_and_the_page(tmp_path: Path) -> None:
-    defaults = SampleConfig()
-    assert Pipeline.load(device="cpu").defaults == defaults
+@pytest.fixture
+def student_checkpoint(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """The tiny model marked as a student distilled to 3 passes (`ModelConfig.student_steps`)."""
+    tiny = load_checkpoint(tiny_checkpoint)
+    student = dataclasses.replace(tiny, model_config=dataclasses.replace(tiny.model_config, student_steps=3))
+    return save_checkpoint(student, tmp_path / "student.safetensors")
+
+
+def test_one_set_of_defaults_for_the_api_the_command_line_and_the_page(tmp_path: Path,
+                                                                      student_checkpoint: Path) -> None:
+    """A model's defaults are the product's (`SampleConfig()`), or a distilled student's own walk; the
+    Python API, each drawing command's unset flags and the page all take them from there, and a flag
+    given replaces its own field only."""
     commands = {"sample": [], "evaluate": [], "complete": ["--images", "x.png", "--mask", "lower"],
                 "interpolate": ["--digits", "3,8"]}
-    for command, required in commands.items():
-        args = build_parser().parse_args([command, *required])
-        assert args.sample_fields, command
-        for name in args.sample_fields:
-            assert getattr(args, name) == getattr(defaults, name), (command, name)
-    page = Demo.load(None, tmp_path).info()["defaults"]
-    assert (page["sampler"], page["guidance"]) == (defaults.sampler, defaults.guidance)
+    for checkpoint, defaults in ((None, SampleConfig()), (str(student_checkpoint), student_settings(3))):
+        pipe = Pipeline.load(checkpoint, device="cpu")
+        assert pipe.defaults == defaults
+        for command, required in commands.items():
+            args = build_parser().parse_args([command, *required])
+            assert args.sample_fields, command
+            assert sample_settings(args, pipe) == defaults, command
+            args = build_parser().parse_args([command, *required, "--steps", "6"])
+            assert sample_settings(args, pipe) == dataclasses.replace(defaults, steps=6), command
+        page = Demo.load(checkpoint, tmp_path).info()["defaults"]
+        assert (page["sampler"], page["steps"], page["guidance"]) == (defaults.sampler, defaults.steps or FEW_STEPS,
+                                                                      defaults.guidance)
 
 
 def test_sample_gives_the_command_lines_digits(pipe: Pipeline, tiny_checkpoint: Path, tmp_path: Path,

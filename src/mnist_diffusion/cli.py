@@ -39,7 +39,6 @@ from .flags import (
     add_sampling,
     argument,
     check_training_request,
-    fits_model,
     sample_settings,
     whole_number,
 )
@@ -90,7 +89,8 @@ def _train_configs(args: argparse.Namespace, data: Any = None):
         classes = {"num_classes": 0, "dark_ink": classes.get("dark_ink", False)}
     if args.guidance_free and classes.get("num_classes", 10) == 0:
         raise UsageError("--guidance-free needs class labels; drop --unconditional (or give a folder with classes)")
-    model_config = config.preset(args.preset, image_size=args.image_size, **classes,
+    student = {"student_steps": args.student_steps or config.DEFAULT_STUDENT_STEPS} if args.teacher else {}
+    model_config = config.preset(args.preset, image_size=args.image_size, **classes, **student,
                                  **({"dropout": args.dropout} if args.dropout is not None else {}),
                                  **({"guidance_input": True} if args.guidance_free else {}))
     diffusion_config = config.DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
@@ -147,9 +147,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
-    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    fits_model(pipe, settings, args)
+    settings = sample_settings(args, pipe)
     steps = pipe.steps_for(settings)
     labels, num = pipe.labels(args.num, digit=args.digit, digits=args.digits, per_digit=args.per_digit,
                               guidance=settings.guidance)  # checked here, drawn again (same seed) by the pipeline
@@ -247,9 +246,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         drawn = scoring.Drawn(*scoring.read_samples(args.samples, MAX_DIGITS), "samples",
                               {"samples": str(args.samples)})
     else:
-        settings = sample_settings(args)
         pipe = _pipeline(args, use_ema=not args.no_ema)
-        fits_model(pipe, settings, args)
+        settings = sample_settings(args, pipe)
         steps = pipe.steps_for(settings)
     classifier = load_classifier(args.classifier)
     if args.inception:
@@ -298,12 +296,11 @@ def cmd_complete(args: argparse.Namespace) -> None:
     out = output_file(args.out, (".png",))
     npz = output_file(args.npz, (".npz",)) if args.npz else None
     pixels, keep = read_completion_inputs(args.images, MAX_DIGITS), read_mask(args.mask)
-    if args.method == "repaint" and (args.eta is not None or args.noise_below is not None):
+    if args.method == "repaint" and (hasattr(args, "eta") or hasattr(args, "noise_below")):
         raise UsageError("--eta and --noise-below apply to --method replace; RePaint resamples with DDPM steps of "
                          "its own")
-    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    fits_model(pipe, settings, args)
+    settings = sample_settings(args, pipe)
     if args.digit is not None:
         pipe.check_classes("digit", [args.digit])
     walk, guessing = pipe.completion_walk(settings, args.digit, not args.no_guess)
@@ -337,9 +334,8 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         raise UsageError("give --seeds A,B (with --digit D on a conditional model) or --digits A,B")
     if args.digits is not None and args.digit is not None:
         raise UsageError("--digit sets the digit of a --seeds walk; a --digits walk names both digits")
-    settings = sample_settings(args)
     pipe = _pipeline(args, use_ema=not args.no_ema)
-    fits_model(pipe, settings, args)
+    settings = sample_settings(args, pipe)
     steps = pipe.steps_for(settings)
     pipe.check_classes("digit", [args.digit] if args.digit is not None else args.digits or [])
     conditional = args.digits is not None or args.digit is not None
@@ -400,6 +396,9 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--guidance-free", action="store_true",
                    help="learn guidance into the network (guidance-free training, Chen et al. 2025): "
                         "guided digits then cost one network pass per step instead of two")
+    p.add_argument("--student-steps", type=whole_number(1, config.MAX_STUDENT_STEPS), default=None,
+                   help=f"with --teacher: the passes per digit the student learns to draw in "
+                        f"(default: {config.DEFAULT_STUDENT_STEPS})")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=share_or_weight(0.99), default=None)

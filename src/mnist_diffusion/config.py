@@ -27,6 +27,8 @@ MAX_RES_BLOCKS = 8
 MAX_CLASSES = 1000
 MAX_TIMESTEPS = 100_000
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
+MAX_STUDENT_STEPS = 64
+DEFAULT_STUDENT_STEPS = 4  # a distillation's student steps unless told: half the default walk's 8
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -84,6 +86,9 @@ class ModelConfig:
     extra "null" label (index `num_classes`) for classifier-free guidance. `guidance_input = True`
     (conditional models only) gives the network the guidance weight as an input, so one pass draws
     a guided digit (guidance-free training, Chen et al. 2025; see `UNet.forward`).
+    `student_steps = N` (N >= 1) marks a student distilled from a teacher's walk (`distill.py`): it
+    draws in N deterministic DDIM steps of one pass each, its own walk (`model_defaults`); 0 is a
+    model that learned from noise and draws with the product's defaults.
     `class_names` names the classes in label order (empty: the digits 0-9, or none for an
     unconditional model); `dark_ink` says the training data was dark ink on light paper, which the
     model learned inverted (bright on black) and gives back inverted (`datasets.prepare`).
@@ -101,6 +106,7 @@ class ModelConfig:
     guidance_input: bool = False
     class_names: tuple[str, ...] = ()
     dark_ink: bool = False
+    student_steps: int = 0
 
     def __post_init__(self) -> None:
         # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
@@ -119,6 +125,7 @@ class ModelConfig:
         _check_int("num_res_blocks", self.num_res_blocks, 1, MAX_RES_BLOCKS)
         _check_int("num_classes", self.num_classes, 0, MAX_CLASSES)
         _check_int("norm_groups", self.norm_groups, 1, MAX_LEVEL_CHANNELS)
+        _check_int("student_steps", self.student_steps, 0, MAX_STUDENT_STEPS)
         for mult in self.channel_mults:
             _check_int("each of channel_mults", mult, 1, MAX_LEVEL_CHANNELS)
             if self.base_channels * mult > MAX_LEVEL_CHANNELS:
@@ -178,7 +185,6 @@ def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> 
 
 LR_DECAYS = ("cosine", "none")
 TIMESTEP_SAMPLINGS = ("uniform", "lognormal")
-MAX_STUDENT_STEPS = 64
 TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -217,7 +223,6 @@ class TrainConfig:
     teacher: str | None = _option(None, "distil a trained model's sampling walk instead of learning from noise: "
                                         "'shipped' or a checkpoint; the student starts as this model and learns "
                                         "to draw in --student-steps passes (see distill.py)")
-    student_steps: int = _option(4, "with --teacher: the student's network passes per digit")
     precision: str = _option("auto", "the network's arithmetic while training: fp32, bf16 (bfloat16 autocast; "
                                      "the loss, gradients, optimizer and weights stay fp32), or auto: bf16 "
                                      "where the device computes it natively", choices=TRAIN_PRECISIONS)
@@ -257,8 +262,6 @@ class TrainConfig:
             raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond}")
         if self.teacher is not None and not self.teacher.strip():
             raise ValueError("teacher must name a checkpoint or 'shipped', got nothing")
-        if not 1 <= self.student_steps <= MAX_STUDENT_STEPS:
-            raise ValueError(f"student_steps must be from 1 to {MAX_STUDENT_STEPS}, got {self.student_steps}")
         for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -389,6 +392,21 @@ class SampleConfig:
         where = "every step" if interval == ALL_STEPS else f"t/T {interval[0]:g}-{interval[1]:g}"
         return (f"{self.steps or FEW_STEPS} steps of `{self.sampler}` ending at t = {self.last_timestep}, "
                 f"guidance {self.guidance:g} on {where}")
+
+
+STUDENT_SAMPLER = "ddim"  # a distilled student's step: the one deterministic DDIM step its targets are made for
+
+
+def student_settings(steps: int) -> SampleConfig:
+    """How a student distilled to `steps` passes is drawn: DDIM on its grid, the conditional branch alone
+    (the teacher's guidance is in its weights)."""
+    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0)
+
+
+def model_defaults(model: ModelConfig) -> SampleConfig:
+    """The sampling settings a model is drawn with unless told otherwise: the product's defaults
+    (`SampleConfig()`), or a distilled student's own walk."""
+    return student_settings(model.student_steps) if model.student_steps else SampleConfig()
 
 
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the

@@ -22,7 +22,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .completion import COMPLETION_METHODS, DEFAULT_METHOD, REPAINT_STEPS
-from .config import FEW_STEPS, MAX_GUIDANCE, SAMPLER_NAMES, SampleConfig
+from .config import FEW_STEPS, MAX_GUIDANCE, SAMPLER_NAMES, SampleConfig, model_defaults
 from .data import DataError, load_mnist, to_uint8
 from .interpolation import DETERMINISTIC_SAMPLERS
 from .pipeline import Pipeline
@@ -132,15 +132,16 @@ class Demo:
 
     @property
     def defaults(self) -> SampleConfig:
-        return SampleConfig()
+        """The model's own settings: the product's defaults, or a distilled student's walk."""
+        return model_defaults(self.checkpoint.model_config)
 
     def info(self) -> dict[str, Any]:
         defaults = self.defaults
         return {"num_classes": self.num_classes, "class_names": list(self._pipeline(self.model).class_names),
                 "samplers": list(SAMPLER_NAMES),
                 "interpolation_samplers": list(DETERMINISTIC_SAMPLERS), "completion_methods": list(COMPLETION_METHODS),
-                "defaults": {"sampler": defaults.sampler, "steps": FEW_STEPS, "guidance": defaults.guidance,
-                             "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},
+                "defaults": {"sampler": defaults.sampler, "steps": defaults.steps or FEW_STEPS,
+                             "guidance": defaults.guidance, "method": DEFAULT_METHOD, "pace_ms": DEFAULT_PACE_MS},
                 "limits": {"steps": min(MAX_STEPS, self.schedule.num_timesteps - self.last_step),
                            "guidance": MAX_GUIDANCE, "frames": MAX_FRAMES, "seed": MAX_SEED},
                 "test_digits": self.test_images is not None}

@@ -1,12 +1,14 @@
 """Distilling a sampling walk into fewer network passes (Salimans & Ho 2022, "Progressive
 Distillation for Fast Sampling of Diffusion Models"; guided teachers: Meng et al. 2023).
 
-The teacher is a trained model walked as the sampling defaults walk it (`SampleConfig()`: its
-sampler's steps, guidance on its interval, two branches where guided). The student has the teacher's
-architecture, starts from its weights, and learns to cover with one DDIM step (Song et al. 2021,
-eq. 12, deterministic) what the teacher's walk does between two points of a coarser grid, the
-guidance included, so every student step is one pass of the conditional branch. The student is then
-drawn with `student_settings(steps)`: `--sampler ddim --steps N --guidance 1`.
+The teacher is a trained model walked as it is drawn by default (`model_defaults`: the product's
+sampler and steps, guidance on its interval, two branches where guided). The student has the
+teacher's architecture, starts from its weights, and learns to cover with one DDIM step (Song et al.
+2021, eq. 12, deterministic) what the teacher's walk does between two points of a coarser grid, the
+guidance included, so every student step is one pass of the conditional branch. The student's
+`ModelConfig.student_steps` says so, and it is drawn with its own walk, `student_settings(steps)`
+(`--sampler ddim --steps N --guidance 1`). A student can teach in turn (8 -> 4 -> 2, as in the
+paper): its legs are then walked with its own first-order DDIM steps.
 
 One training row (Salimans & Ho 2022, Algorithm 2, for one leg of the walk):
 - a training digit x and noise eps give z = alpha_s x + sigma_s eps at the student's grid point s;
@@ -22,27 +24,20 @@ The data are MNIST's noised digits, not the student's own trajectories, as in th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import DiffusionConfig, ModelConfig, SampleConfig
+from .config import STUDENT_SAMPLER, DiffusionConfig, ModelConfig, SampleConfig, model_defaults, student_settings
 from .devices import resolve_precision
 from .sampling import Denoiser, timesteps_for
 from .schedule import NoiseSchedule
 from .solvers import _dpm_pp_2m_step
 
 SHIPPED = "shipped"  # `--teacher shipped`: the model the package ships
-STUDENT_SAMPLER = "ddim"  # one deterministic DDIM step per student step: the step the targets are made for
-
-
-def student_settings(steps: int) -> SampleConfig:
-    """How a student distilled to `steps` single passes is drawn: DDIM on its grid, conditional branch alone."""
-    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0)
-
-
 def load_teacher(name: str) -> Checkpoint:
     """The teacher `--teacher` names: the shipped model, or a checkpoint written by this package."""
     return load_checkpoint(None if name == SHIPPED else name)
@@ -76,9 +71,10 @@ class Legs:
 
 
 def teacher_landing(denoise: Denoiser, z: torch.Tensor, points: list[int], land: int | None,
-                    schedule: NoiseSchedule) -> torch.Tensor:
-    """Walk the teacher from `z` at `points[0]` through `points` with DPM-Solver++(2M) steps and return
-    where it lands at timestep `land`, or, when `land` is None, its clean-image estimate at the last point."""
+                    schedule: NoiseSchedule, second_order: bool = True) -> torch.Tensor:
+    """Walk the teacher from `z` at `points[0]` through `points` with DPM-Solver++(2M) steps (first-order
+    ones, which are DDIM's, unless `second_order`) and return where it lands at timestep `land`, or,
+    when `land` is None, its clean-image estimate at the last point."""
     levels = [*schedule.alphas_cumprod64[points].tolist(),
               1.0 if land is None else float(schedule.alphas_cumprod64[land])]
     x, previous_x0, previous_h = z, None, 0.0
@@ -87,7 +83,7 @@ def teacher_landing(denoise: Denoiser, z: torch.Tensor, points: list[int], land:
         if land is None and i == len(points) - 1:
             return x0
         x, h = _dpm_pp_2m_step(x, x0, previous_x0, previous_h, levels[i], levels[i + 1])
-        previous_x0, previous_h = x0, h
+        previous_x0, previous_h = (x0, h) if second_order else (None, 0.0)
     return x
 
 
@@ -100,23 +96,28 @@ class Distiller:
     def __init__(self, teacher: nn.Module, schedule: NoiseSchedule, student_steps: int,
                  device: torch.device, walk: SampleConfig | None = None) -> None:
         self.teacher = teacher.to(device).eval().requires_grad_(False)
-        self.schedule, self.walk = schedule, walk or SampleConfig()
+        self.schedule, self.walk = schedule, walk or model_defaults(teacher.config)  # type: ignore[arg-type]
+        self.second_order = self.walk.sampler != STUDENT_SAMPLER
         self.legs = Legs.build(schedule, student_steps, self.walk)
         self.precision = resolve_precision(self.walk.precision, device)
         self.num_classes = getattr(teacher.config, "num_classes", 0)  # type: ignore[union-attr]
 
     @classmethod
     def of(cls, teacher: Checkpoint, model_config: ModelConfig, diffusion_config: DiffusionConfig,
-           student_steps: int, device: torch.device) -> Distiller:
-        """The distiller of a run whose student has `model_config`; `ValueError` unless the teacher's
-        network and schedule are the student's (a resumed run met a different teacher)."""
-        if (teacher.model_config, teacher.diffusion_config) != (model_config, diffusion_config):
+           device: torch.device) -> Distiller:
+        """The distiller of a run whose student has `model_config`; `ValueError` unless it is a student
+        (`student_steps` >= 1) of the teacher's network and schedule (a resumed run may meet another)."""
+        if model_config.student_steps < 1:
+            raise ValueError("a distillation needs the student's steps: student_steps from 1 to 64 in its model "
+                             "config (--student-steps)")
+        if ((dataclasses.replace(teacher.model_config, student_steps=0), teacher.diffusion_config)
+                != (dataclasses.replace(model_config, student_steps=0), diffusion_config)):
             raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
                              "from the model it started as (resume with the --teacher the run began with)")
         if model_config.guidance_input:
             raise ValueError("a teacher that takes guidance as an input is not supported: distil a model "
                              "trained with classifier-free guidance")
-        return cls(teacher.build_model(), NoiseSchedule(diffusion_config), student_steps, device)
+        return cls(teacher.build_model(), NoiseSchedule(diffusion_config), model_config.student_steps, device)
 
     @property
     def num_legs(self) -> int:
@@ -132,7 +133,8 @@ class Distiller:
             if rows.any():
                 denoise = Denoiser(self.teacher, self.schedule, labels[rows] if given else None,  # type: ignore[index]
                                    self.walk.guidance, True, self.walk.guidance_interval, self.precision)
-                out[rows] = teacher_landing(denoise, z[rows], self.legs.teacher[leg], land, self.schedule)
+                out[rows] = teacher_landing(denoise, z[rows], self.legs.teacher[leg], land, self.schedule,
+                                            self.second_order)
         return out
 
     def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,

@@ -51,6 +51,10 @@ def check_training_request(args: argparse.Namespace) -> None:
     """What `train` can refuse from its flags alone, before it fetches or prepares any data."""
     if args.epochs is None and args.max_minutes is None and args.max_steps is None:
         raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
+    if args.student_steps is not None and args.teacher is None:
+        raise UsageError("--student-steps sets what a distillation learns: give the --teacher too")
+    if args.guidance_free and args.teacher is not None:
+        raise UsageError("a student is its teacher's network: --guidance-free does not apply with --teacher")
     if args.data == "mnist" and args.batch_size > SPLIT_SIZES["train"]:
         raise UsageError(f"--batch-size {args.batch_size} exceeds MNIST's {SPLIT_SIZES['train']} training images")
 
@@ -99,7 +103,8 @@ def add_sampling(parser: argparse.ArgumentParser, fields: Sequence[str] | None =
     chosen = [f for f in dataclasses.fields(SampleConfig) if fields is None or f.name in fields]
     for field in chosen:
         meta = field.metadata
-        spec: dict[str, Any] = {"dest": field.name, "default": field.default,
+        # Unset flags are left out, so the model's own walk (`Pipeline.defaults`) fills them in.
+        spec: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS,
                                 "help": _sample_help(field, steps_default)}
         if meta["metavar"]:
             spec["metavar"] = meta["metavar"]
@@ -129,17 +134,14 @@ def _name_the_flag(error: ValueError, fields: Sequence[str]) -> UsageError:
     return UsageError(message)
 
 
-def sample_settings(args: argparse.Namespace) -> SampleConfig:
-    """The `SampleConfig` of this command's sampling flags, checked by its validator before any work."""
+def sample_settings(args: argparse.Namespace, pipe: Any) -> SampleConfig:
+    """The model's own settings (`pipe.defaults`: the product's defaults, or a distilled student's walk)
+    with the sampling flags given replacing theirs, checked by `SampleConfig`'s validator and against
+    the model (steps beyond its T, an end point below its log-SNR floor) before any work."""
+    given = {name: getattr(args, name) for name in args.sample_fields if hasattr(args, name)}
     try:
-        return SampleConfig(**{name: getattr(args, name) for name in args.sample_fields})
-    except ValueError as error:
-        raise _name_the_flag(error, args.sample_fields) from None
-
-
-def fits_model(pipe: Any, settings: SampleConfig, args: argparse.Namespace) -> None:
-    """What only the model can check (steps beyond its T, an end point below its log-SNR floor)."""
-    try:
+        settings = pipe.settings(**given)
         pipe.steps_for(settings)
     except ValueError as error:
         raise _name_the_flag(error, args.sample_fields) from None
+    return settings

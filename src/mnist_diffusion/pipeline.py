@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .completion import DEFAULT_METHOD, complete, guess_digit, model_inputs, region_mask
-from .config import MAX_SEED, SampleConfig
+from .config import MAX_SEED, SampleConfig, model_defaults
 from .data import to_uint8
 from .devices import choose_threads, pick_device, resolve_precision
 from .interpolation import MAX_FRAMES, interpolate_digits, interpolate_seeds
@@ -134,7 +134,7 @@ class Pipeline:
         if threads is not None:
             torch.set_num_threads(choose_threads(threads))
         return cls(loaded, loaded.build_model(use_ema=use_ema).to(chosen), NoiseSchedule(loaded.diffusion_config),
-                   chosen, defaults or SampleConfig())
+                   chosen, defaults or model_defaults(config))
 
     def to(self, device: str | torch.device) -> Pipeline:
         """Move the model to `device` (as `load` reads it) and return this pipeline."""

@@ -20,6 +20,7 @@ draws batches and steps; `Trainer.run` is the loop.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -32,10 +33,10 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError
-from .config import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig, to_dict
+from .config import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig, model_defaults, to_dict
 from .data import load_mnist, to_model_space
 from .devices import pick_device, resolve_precision
-from .distill import Distiller, load_teacher, student_flags, student_settings
+from .distill import Distiller, load_teacher, student_flags
 from .distributed import join_process_group
 from .files import stop_on_signals
 from .rundir import RunDirectory, RunDirError, RunLock
@@ -260,12 +261,12 @@ class Trainer:
         self.distiller = None
         if train_config.teacher is not None:
             teacher = load_teacher(train_config.teacher)
-            if resumed is None:  # the student starts as the teacher, whatever the flags said of the network
-                model_config, diffusion_config = teacher.model_config, teacher.diffusion_config
+            if resumed is None:  # the student starts as the teacher, whatever else the flags said of the network
+                model_config = dataclasses.replace(teacher.model_config, student_steps=model_config.student_steps)
+                diffusion_config = teacher.diffusion_config
                 self.state = TrainState(model_config, train_config, self.device)
                 self.state.restore_weights(teacher.weights())
-            self.distiller = Distiller.of(teacher, model_config, diffusion_config, train_config.student_steps,
-                                          self.device)
+            self.distiller = Distiller.of(teacher, model_config, diffusion_config, self.device)
         self.resumed_from = resumed.step if resumed is not None else None
         self.model_config, self.diffusion_config, self.config = model_config, diffusion_config, train_config
         if train_config.batch_size % self.group.world_size:
@@ -292,8 +293,8 @@ class Trainer:
 
     @property
     def sample_settings(self) -> SampleConfig:
-        """How this run's model is drawn: the defaults, or a distilled student's own walk."""
-        return student_settings(self.config.student_steps) if self.distiller is not None else SampleConfig()
+        """How this run's model is drawn: the product's defaults, or a distilled student's own walk."""
+        return model_defaults(self.model_config)
 
     @property
     def step(self) -> int:
@@ -413,8 +414,8 @@ class Trainer:
         start = f"resuming from step {self.resumed_from}" if self.resumed_from is not None else "from scratch"
         if self.distiller is not None:
             start = (f"{'starting as the teacher' if self.resumed_from is None else start}: distilling the walk of "
-                     f"{self.config.teacher} into {self.config.student_steps} passes per digit (draw the student "
-                     f"with {student_flags(self.config.student_steps)})")
+                     f"{self.config.teacher} into {self.model_config.student_steps} passes per digit (drawn with "
+                     f"{student_flags(self.model_config.student_steps)} unless told otherwise)")
         return (f"training {count_parameters(self.model) / 1e6:.2f}M-parameter UNet on {self.device} "
                 f"({processes}, {self.precision}) in {self.run_dir.path}, {start}")
 

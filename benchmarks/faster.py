@@ -143,20 +143,21 @@ def part_speed(args: argparse.Namespace) -> dict:
             "steps": pipe.steps_for(pipe.defaults)}
 
 
-# One drawing process, as `mnist-diffusion sample --num N --threads T [--compile]` runs it: load (threads
-# chosen as the command line chooses them), draw, write the grid. It says "drawing" once the model is loaded.
+# One drawing process, as `mnist-diffusion sample --num N --threads T [--compile] [--checkpoint C]` runs it:
+# load (threads chosen as the command line chooses them), draw with the model's own walk, write the grid.
+# It says "drawing" once the model is loaded.
 DRAW = """
 import sys
 from mnist_diffusion import Pipeline, save_grid
-num, threads, compiled, out = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "compile", sys.argv[4]
-pipe = Pipeline.load(threads=threads if threads == "auto" else int(threads))
+num, threads, compiled, out, model = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "compile", sys.argv[4], sys.argv[5]
+pipe = Pipeline.load(None if model == "shipped" else model, threads=threads if threads == "auto" else int(threads))
 print("drawing", file=sys.stderr, flush=True)
 save_grid(pipe.sample(num, seed=0, compile=compiled)[:1000], out)
 """
 
 
-def draw_command(num: int, threads: str, compiled: bool, out: str) -> list[str]:
-    return [sys.executable, "-c", DRAW, str(num), threads, "compile" if compiled else "eager", out]
+def draw_command(num: int, threads: str, compiled: bool, out: str, model: str = "shipped") -> list[str]:
+    return [sys.executable, "-c", DRAW, str(num), threads, "compile" if compiled else "eager", out, model]
 # Other programs: a pure-Python loop (one core, no threads of its own), and another torch job with two
 # threads of its own (as a second `sample` started on an idle machine would be), looping on matrix products.
 OTHERS = {"python loop": "while True:\n    pass\n",
@@ -247,16 +248,25 @@ def snapped(images: torch.Tensor, below: int) -> torch.Tensor:
 
 
 def part_pixels(args: argparse.Namespace) -> dict:
-    pipe = Pipeline.load(device="cpu")
-    evaluator, train_images, test_images = scoring.evaluator_for(args.data_root)
+    runs, test_images = full_evaluation(Pipeline.load(device="cpu"), args.num, args.seeds, args.snap, args.data_root)
+    return {"command": f"python benchmarks/faster.py pixels --num {args.num} --seeds {args.seeds} --snap {args.snap}",
+            "date": DATE, "threads": torch.get_num_threads(), "num": args.num,
+            "mnist_histogram": histogram(test_images), "runs": runs}
+
+
+def full_evaluation(pipe: Pipeline, num: int, seeds: str, snap: str, data_root: str) -> tuple[list[dict], torch.Tensor]:
+    """`num` digits of `pipe`'s own walk per sampling seed, scored as `evaluate` scores them against
+    issue 32's targets, raw and with the grey levels under each bound of `snap` set to 0; and MNIST's
+    test digits."""
+    evaluator, train_images, test_images = scoring.evaluator_for(data_root)
     runs = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        drawn = scoring.draw_for_scoring(pipe, args.num, pipe.defaults, seed=seed)
+    for seed in (int(s) for s in seeds.split(",")):
+        drawn = scoring.draw_for_scoring(pipe, num, pipe.defaults, seed=seed)
         with tempfile.TemporaryDirectory() as tmp:
             report = scoring.score(drawn, evaluator, train_images, test_images, tmp)
         floor, test = report.rows[1], report.rows[2]
         variants = {"as drawn": drawn.images, **{f"grey < {b} set to 0": snapped(drawn.images, b)
-                                                 for b in (int(v) for v in args.snap.split(","))}}
+                                                 for b in (int(v) for v in snap.split(",") if v)}}
         for name, images in variants.items():
             row = report.rows[0] if name == "as drawn" else evaluator.score(name, images, drawn.labels)[0]
             scores = {key: getattr(row, key) for key in ("fid", "precision", "recall", "density", "coverage",
@@ -266,13 +276,11 @@ def part_pixels(args: argparse.Namespace) -> dict:
             reference = {"zero_pixels": test.zero_pixels, "white_pixels": histogram(test_images)[-1],
                          "stray_ink": test.stray_ink}
             goals = targets(scores, {k: getattr(floor, k) for k in ("fid", "precision", "recall", "coverage")},
-                            reference, drawn.settings, args.num)
+                            reference, drawn.settings, num)
             runs.append({"seed": seed, "variant": name, "scores": scores, "histogram": histogram(images),
                          "generation_s": drawn.settings["generation_s"], "floor_fid": floor.fid,
                          "targets": [{"target": n, "goal": g, "reached": r, "met": m} for n, g, r, m in goals]})
-    return {"command": f"python benchmarks/faster.py pixels --num {args.num} --seeds {args.seeds} --snap {args.snap}",
-            "date": DATE, "threads": torch.get_num_threads(), "num": args.num,
-            "mnist_histogram": histogram(test_images), "runs": runs}
+    return runs, test_images
 
 
 def render(sections: dict) -> list[str]:

@@ -161,6 +161,21 @@ def test_a_student_starts_as_its_teacher_and_resumes_as_a_distillation(tmp_path:
     assert resumed.run().step == 3
 
 
+def test_an_interrupted_distillation_resumes_to_the_weights_of_a_straight_one(tmp_path: Path,
+                                                                             tiny_checkpoint: Path) -> None:
+    """Each step's legs, noise and teacher targets come from the step's own seed, so two steps, a
+    stop and two more give the weights of four steps in a row."""
+    recipe = {"lr_decay": "none", "warmup_steps": 0}
+    straight = distillation(tmp_path / "a", tiny_checkpoint, 4, **recipe).run()
+    distillation(tmp_path / "b", tiny_checkpoint, 2, **recipe).run()
+    resumed = distillation(tmp_path / "b", tiny_checkpoint, 4, **recipe).run()
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert b.step == a.step == 4
+    for name in a.model_state:
+        assert torch.equal(a.model_state[name], b.model_state[name]), name
+        assert torch.equal(a.ema_state[name], b.ema_state[name]), name
+
+
 def test_a_resumed_student_refuses_a_teacher_of_another_network(tmp_path: Path, tiny_checkpoint: Path) -> None:
     distillation(tmp_path, tiny_checkpoint, 1).run()
     other = UNet(preset("small"))

@@ -26,7 +26,7 @@ import torch
 
 from . import __version__, config, datasets, options
 from .checkpoint import CheckpointError, export_model, load_checkpoint
-from .config import MAX_SEED, SampleConfig, TrainConfig
+from .config import MAX_SEED, TrainConfig
 from .data import DataError, DataUnavailable, ensure_mnist, load_mnist
 from .figures import GRID_MAX_COLUMNS, GRID_MAX_ROWS
 from .files import Terminated, check_writable, output_dir, output_file, raise_on_signals, save_npz, written_together
@@ -48,7 +48,6 @@ from .progress import progress as _progress
 from .progress import say as info
 from .sampling import describe_passes
 
-DEFAULTS = SampleConfig()  # the sampling defaults, shared with the page and the Python API
 PROG = "mnist-diffusion"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 

@@ -38,6 +38,8 @@ from .schedule import NoiseSchedule
 from .solvers import _dpm_pp_2m_step
 
 SHIPPED = "shipped"  # `--teacher shipped`: the model the package ships
+
+
 def load_teacher(name: str) -> Checkpoint:
     """The teacher `--teacher` names: the shipped model, or a checkpoint written by this package."""
     return load_checkpoint(None if name == SHIPPED else name)
@@ -114,9 +116,6 @@ class Distiller:
                 != (dataclasses.replace(model_config, student_steps=0), diffusion_config)):
             raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
                              "from the model it started as (resume with the --teacher the run began with)")
-        if model_config.guidance_input:
-            raise ValueError("a teacher that takes guidance as an input is not supported: distil a model "
-                             "trained with classifier-free guidance")
         return cls(teacher.build_model(), NoiseSchedule(diffusion_config), model_config.student_steps, device)
 
     @property

@@ -1,0 +1,132 @@
+"""Fewer passes by distillation (issue 32, route 1): a student distilled from the shipped model's
+default walk (`mnist-diffusion train --teacher shipped --student-steps N`), against its teacher.
+
+    python benchmarks/distill.py whole --student PATH [--num 10000] [--rounds 2]
+        # one `sample` process per run, teacher and student alternating, model load included
+    python benchmarks/distill.py full --student PATH [--num 10000] [--seeds 0,1]
+        # the student's full evaluation against issue 32's targets, and what its training cost
+
+The paired A/B (the same noise and labels; the teacher also walked as the student is, to show what the
+training bought) is benchmarks/ab.py's, in results/distill_ab.md. Each part adds its section to
+results/distill-DATE.json and rewrites the .md from all of them. Run `whole` on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from faster import draw_command, full_evaluation, goal_rows, machine
+from report import markdown_table, write_report
+from shipped_model import histogram
+
+from mnist_diffusion.checkpoint import load_checkpoint
+from mnist_diffusion.pipeline import Pipeline
+
+RESULTS = Path(__file__).parent / "results"
+DATE = "2026-12-07"
+OUT = RESULTS / f"distill-{DATE}"
+
+
+def passes(model: str) -> int:
+    pipe = Pipeline.load(None if model == "shipped" else model, device="cpu", threads=None)
+    return pipe.passes(pipe.defaults, True)
+
+
+def part_whole(args: argparse.Namespace) -> dict:
+    """Wall seconds of one process drawing `num` digits with the model's own walk, as `sample` does."""
+    models = {"teacher (shipped)": "shipped", "student": args.student}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):  # alternating, so a busy moment hurts both alike
+            for name, model in models.items():
+                start = time.perf_counter()
+                subprocess.run(draw_command(args.num, "auto", False, f"{tmp}/d.png", model), check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                seconds[name].append(time.perf_counter() - start)
+    return {"command": f"python benchmarks/distill.py whole --student {args.student} --num {args.num} "
+                       f"--rounds {args.rounds}", "date": DATE, "num": args.num,
+            "rows": [{"run": name, "passes": passes(model), "seconds": seconds[name]}
+                     for name, model in models.items()]}
+
+
+def part_full(args: argparse.Namespace) -> dict:
+    student = load_checkpoint(args.student)
+    runs, test_images = full_evaluation(Pipeline.load(args.student, device="cpu"), args.num, args.seeds, "",
+                                        args.data_root)
+    train = student.train_config
+    return {"command": f"python benchmarks/distill.py full --student {args.student} --num {args.num} "
+                       f"--seeds {args.seeds}", "date": DATE, "num": args.num, "threads": torch.get_num_threads(),
+            "mnist_histogram": histogram(test_images), "runs": runs,
+            "training": {"teacher": train.teacher if train else None, "step": student.step,
+                         "images_seen": student.images_seen, "minutes": student.extra.get("elapsed_s", 0) / 60,
+                         "student_steps": student.model_config.student_steps,
+                         "recipe": {k: getattr(train, k) for k in ("batch_size", "lr", "warmup_steps", "seed")}
+                         if train else {}}}
+
+
+def render(sections: dict) -> list[str]:
+    lines = [f"# Fewer passes by distillation ({DATE})", "",
+             f"Made by `benchmarks/distill.py` on {sections.get('machine', machine())}; each section gives its "
+             "command. The teacher is the shipped model at the default walk; the student draws with its own "
+             "(`ModelConfig.student_steps`: DDIM, one pass per step). The paired A/B, with the teacher walked "
+             "as the student is: [distill_ab.md](distill_ab.md).", ""]
+    if "full" in sections:
+        f = sections["full"]
+        t = f["training"]
+        lines += ["## The student", "", f"Distilled from `{t['teacher']}` into {t['student_steps']} passes per "
+                  f"digit: {t['step']:,} steps, {t['images_seen']:,} training digits, {t['minutes']:.0f} minutes of "
+                  f"training on this machine (recipe: {', '.join(f'{k} {v}' for k, v in t['recipe'].items())}).", "",
+                  "## The student's full evaluation", "", f"`{f['command']}`: {f['num']:,} digits per seed, "
+                  "an even mix, scored as `mnist-diffusion evaluate` scores.", ""]
+        keys = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "zero_pixels", "white_pixels",
+                "stray_ink")
+        rows = [[r["seed"], r["generation_s"], f"{r['scores']['fid']:.4f}",
+                 f"{r['scores']['fid'] / r['floor_fid']:.2f}x", *(f"{r['scores'][k]:.4f}" for k in keys[1:])]
+                for r in f["runs"]]
+        lines += [*markdown_table(["seed", "generate s", "FID", "FID / floor", *keys[1:]], rows), ""]
+        goal = {"pixels": f} | ({"whole": {"rows": [{"run": "student, one process", "seconds": min(row["seconds"])}
+                                                    for row in sections["whole"]["rows"] if row["run"] == "student"]}}
+                                if "whole" in sections else {})
+        lines += ["Against issue 32's goal (seed 0):", "",
+                  *markdown_table(["target", "goal", "reached", "met"], goal_rows(goal)), ""]
+    if "whole" in sections:
+        w = sections["whole"]
+        lines += ["## One `sample` process, teacher and student", "", f"`{w['command']}`: wall seconds of one process "
+                  f"drawing {w['num']:,} digits with the model's own walk (threads `auto`, model load and the grid "
+                  "included), the runs alternating.", "",
+                  *markdown_table(["model", "passes per digit", "seconds, each run", "median"],
+                                  [[r["run"], r["passes"], ", ".join(f"{s:.0f}" for s in r["seconds"]),
+                                    f"{statistics.median(r['seconds']):.0f}"] for r in w["rows"]]), ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = parser.add_subparsers(dest="part", required=True)
+    whole = parts.add_parser("whole")
+    whole.add_argument("--num", type=int, default=10_000)
+    whole.add_argument("--rounds", type=int, default=2)
+    full = parts.add_parser("full")
+    full.add_argument("--num", type=int, default=10_000)
+    full.add_argument("--seeds", default="0,1")
+    full.add_argument("--data-root", default="data")
+    for part in (whole, full):
+        part.add_argument("--student", required=True, help="the distilled checkpoint")
+    args = parser.parse_args()
+    section = {"whole": part_whole, "full": part_full}[args.part](args)
+    path = OUT.with_suffix(".json")
+    sections = json.loads(path.read_text()) if path.exists() else {}
+    sections[args.part] = section
+    sections["machine"] = machine()
+    write_report(OUT, sections, render(sections))
+
+
+if __name__ == "__main__":
+    main()

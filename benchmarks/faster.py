@@ -404,6 +404,7 @@ def render(sections: dict) -> list[str]:
 
 
 GUIDANCE_FREE = RESULTS / "guidance_free_ab.md"  # benchmarks/ab.py --out guidance_free_ab (see its command)
+DISTILLED = RESULTS / "distill-2026-12-07.md"  # benchmarks/distill.py (see its commands)
 ROUTES = [
     ("1. Fewer passes: guidance learned into the network (`--guidance-free`), 8 passes instead of 10",
      "a pair trained side by side, one core each, 2,600 steps, training seed 0: `mnist-diffusion train --run-dir "
@@ -411,8 +412,13 @@ ROUTES = [
      "`benchmarks/ab.py --out guidance_free_ab`: 8 passes, but a higher FID on both sampling seeds (the ranges do "
      "not overlap) and 1.3x the training time per step; not adopted ([guidance_free_ab.md](guidance_free_ab.md))"
      if GUIDANCE_FREE.exists() else "a pair in training, not measured yet"),
-    ("1. Fewer passes: progressive or consistency distillation",
-     "not tried: each is a training run with the teacher in the loop, and a claim needs three training seeds"),
+    ("1. Fewer passes: progressive distillation of the default walk into 4 passes",
+     "one student, training seed 0: `mnist-diffusion train --run-dir runs/distill/s4 --teacher shipped "
+     "--student-steps 4 --max-steps 2500 --lr 1e-4 --warmup-steps 200`, scored by `benchmarks/distill.py` and "
+     "`benchmarks/ab.py --out distill_ab` ([distill-2026-12-07.md](distill-2026-12-07.md), "
+     "[distill_ab.md](distill_ab.md))"
+     if DISTILLED.exists() else "a student in training, not measured yet"),
+    ("1. Fewer passes: consistency distillation", "not tried"),
     ("2. Faster passes: the profile, batch size, `torch.compile`", "above; `--compile` shipped, off by default"),
     ("2. Faster passes: channels-last", "slower for sampling ([inference_speed.md](inference_speed.md))"),
     ("2. Faster passes: both guidance branches in one batch", "already so (`sampling.Denoiser`)"),

@@ -573,6 +573,20 @@ def test_bf16_precision_runs_the_network_under_autocast_and_returns_fp32() -> No
         Denoiser(net, schedule, precision="fp16")
 
 
+@pytest.mark.parametrize("fp32_from, expected", [(None, [True] * 4), (1.0, [False, True, True, True]),
+                                                (0.4, [False, False, True, True]), (0.0, [False] * 4)])
+def test_steps_from_a_share_of_t_run_in_fp32_whatever_the_precision(fp32_from: float | None,
+                                                                      expected: list[bool]) -> None:
+    """`fp32_from`: the steps at t / (T - 1) >= SHARE leave autocast off (1: the first step alone)."""
+    net, schedule = AutocastSpy(), NoiseSchedule(DiffusionConfig(num_timesteps=1000))
+    net.config = preset("tiny", num_classes=0)
+    settings = plain(sampler="ddim", steps=4, precision="bf16", fp32_from=fp32_from, last_timestep=25)
+    seen: list[int] = []
+    generate(net, schedule, 2, settings, callback=lambda step: seen.append(step["t"]))
+    assert seen[0] == 999 and 0.4 <= seen[1] / 999 < 1 and seen[2] / 999 < 0.4  # the shares the cases rely on
+    assert net.autocast == expected
+
+
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
     for native in (True, False):
         monkeypatch.setattr(devices, "bf16_is_native", lambda device, native=native: native)

@@ -109,7 +109,8 @@ def complete(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor, ke
         part = slice(start, start + settings.max_batch)
         batch_known, batch_mask = known[part].to(device), mask[part].to(device)
         denoise = Denoiser(model, schedule, all_labels[part].to(device) if all_labels is not None else None,
-                           settings.guidance, guidance_interval=settings.guidance_interval, precision=precision)
+                           settings.guidance, guidance_interval=settings.guidance_interval, precision=precision,
+                           fp32_from=settings.fp32_from)
         x = torch.randn(batch_known.shape, generator=generator).to(device)
         if method == "repaint":
             out = sample_repaint(denoise, x, timesteps, schedule, known=batch_known, keep=batch_mask,

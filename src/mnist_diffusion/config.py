@@ -335,6 +335,12 @@ class SampleConfig:
                                             "faster on a CPU with AVX-512 BF16 or AMX and on recent GPUs), fp32, or "
                                             "auto: bf16 where the device computes it natively, else fp32",
                                     choices=SAMPLE_PRECISIONS)
+    # In the clean image a step predicts, bf16's rounding of the predicted noise is magnified by sigma / alpha,
+    # about 160x at pure noise; a walk whose first step is long carries that into every later step
+    # (a distilled student's; benchmarks/results/distill-2026-12-07.md). The default walk's is short.
+    fp32_from: float | None = _sample_option(None, "run the steps at t/T >= SHARE in fp32 whatever --precision "
+                                                   "says (1: the first step, from pure noise; default: none)",
+                                             metavar="SHARE")
     # Small batches stay in a CPU's cache (benchmarks/results/inference_speed.md).
     max_batch: int = _sample_option(64, "digits per network pass, at most (memory and speed, not how many digits)",
                                     flag="--max-batch", aliases=("--batch-size",))
@@ -374,6 +380,8 @@ class SampleConfig:
         _check_int("last_timestep", self.last_timestep, 0, MAX_LAST_TIMESTEP)
         if self.eta is not None and not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.fp32_from is not None and not 0.0 <= self.fp32_from <= 1.0:
+            raise ValueError(f"fp32_from is a share of T in [0, 1], got {self.fp32_from}")
         if self.noise_below is not None and not 0.0 < self.noise_below <= 1.0:
             raise ValueError(f"noise_below is a share of T in (0, 1], got {self.noise_below}")
         for name, samplers in STOCHASTIC_SETTINGS.items():
@@ -395,12 +403,13 @@ class SampleConfig:
 
 
 STUDENT_SAMPLER = "ddim"  # a distilled student's step: the one deterministic DDIM step its targets are made for
+STUDENT_FP32_FROM = 1.0  # its first step, from pure noise to mid-walk, in fp32 (`SampleConfig.fp32_from`)
 
 
 def student_settings(steps: int) -> SampleConfig:
     """How a student distilled to `steps` passes is drawn: DDIM on its grid, the conditional branch alone
     (the teacher's guidance is in its weights)."""
-    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0)
+    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0, fp32_from=STUDENT_FP32_FROM)
 
 
 def model_defaults(model: ModelConfig) -> SampleConfig:

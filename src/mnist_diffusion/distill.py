@@ -131,7 +131,8 @@ class Distiller:
         for rows, given in ((conditional, True), (~conditional, False)):
             if rows.any():
                 denoise = Denoiser(self.teacher, self.schedule, labels[rows] if given else None,  # type: ignore[index]
-                                   self.walk.guidance, True, self.walk.guidance_interval, self.precision)
+                                   self.walk.guidance, True, self.walk.guidance_interval, self.precision,
+                                   fp32_from=self.walk.fp32_from)
                 out[rows] = teacher_landing(denoise, z[rows], self.legs.teacher[leg], land, self.schedule,
                                             self.second_order)
         return out

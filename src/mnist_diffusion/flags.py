@@ -92,8 +92,9 @@ def _sample_help(field: dataclasses.Field, steps_default: str | None) -> str:
 
 
 # The `SampleConfig` fields each drawing command takes as flags (sample and evaluate: all of them).
-COMPLETE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "max_batch", "eta", "noise_below")
-INTERPOLATE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "last_timestep",
+COMPLETE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "fp32_from", "max_batch", "eta",
+                   "noise_below")
+INTERPOLATE_FIELDS = ("sampler", "steps", "guidance", "guidance_interval", "precision", "fp32_from", "last_timestep",
                       "log_snr_floor")
 
 

@@ -235,7 +235,8 @@ class Denoiser:
     input (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
     guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the
     data range) and re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"`
-    runs the network under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`).
+    runs the network under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`),
+    except at the steps with t / (T - 1) >= `fp32_from` (`SampleConfig.fp32_from`).
 
     Autoguidance (Karras et al. 2024): with a `guide` network, a weaker model of the same data (an
     earlier snapshot of the same run, or a smaller net), the base of the guided output is the
@@ -248,7 +249,7 @@ class Denoiser:
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor | None = None,
                  guidance: float = 1.0, clip: bool = True, guidance_interval: GuidanceInterval = ALL_STEPS,
                  precision: str = "fp32", guide: nn.Module | None = None, guide_weight: float | None = None,
-                 guide_below: float | None = None) -> None:
+                 guide_below: float | None = None, fp32_from: float | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         config = getattr(model, "config", None)
@@ -258,7 +259,7 @@ class Denoiser:
         self.plan = Guidance(labels is not None, guidance, check_interval(guidance_interval),
                              getattr(config, "guidance_input", False), guide is not None, guide_weight, guide_below)
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
-        self.precision, self.guide, self.null_label = precision, guide, num_classes
+        self.precision, self.guide, self.null_label, self.fp32_from = precision, guide, num_classes, fp32_from
 
     def _null_labels(self, like: torch.Tensor) -> torch.Tensor:
         """"No label" for each row of `like`: the null index, or its one-hot row for label weights."""
@@ -284,7 +285,9 @@ class Denoiser:
         return uncond + self.guidance * (cond - uncond)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        share = timestep_share(int(t[0]), self.schedule.num_timesteps)
+        bf16 = self.precision == "bf16" and (self.fp32_from is None or share < self.fp32_from)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             output = self._output(x, t)
         x0, eps = self.schedule.to_x0_eps(x, t, output.float())
         if self.clip:
@@ -369,7 +372,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: Samp
         if settings.compile and count < min(settings.max_batch, num):  # a compiled shape, not a new one
             x, batch_labels = _padded(x, batch_labels, settings.max_batch)
         denoise = Denoiser(network, schedule, batch_labels, settings.guidance, clip, settings.guidance_interval,
-                           precision, guide, guide_weight, guide_below)
+                           precision, guide, guide_weight, guide_below, settings.fp32_from)
         outputs.append(sample_fn(denoise, x, timesteps, schedule, generator=generator, callback=callback,
                                  **settings.sampler_kwargs())[:count].cpu())
     return torch.cat(outputs)

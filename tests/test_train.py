@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from mnist_diffusion import train as train_module
 from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.config import DiffusionConfig, TrainConfig, preset
 from mnist_diffusion.data import to_model_space
-from mnist_diffusion.rundir import LOCK_FILE, RunDirectory, RunDirError, RunInUseError
+from mnist_diffusion.rundir import LOCK_FILE, RunDirectory, RunDirError, RunInUseError, RunLock
 from mnist_diffusion.schedule import NoiseSchedule
 from mnist_diffusion.train import EMA, Trainer, TrainingError, diffusion_loss, learning_rate
 from mnist_diffusion.unet import UNet
@@ -299,6 +300,21 @@ def test_a_lock_file_naming_an_unrelated_live_process_does_not_block(tmp_path: P
     run_dir.mkdir()
     (run_dir / LOCK_FILE).write_text("1")
     assert make_trainer(run_dir).run().step == 6
+
+
+def test_a_run_ending_after_its_directory_was_made_again_leaves_the_new_runs_lock(tmp_path: Path) -> None:
+    """The directory removed under a run and made again for a new one: the old run's end must not
+    delete the new run's lock file (it did, leaving the new run unlocked to a third)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = RunLock(run_dir).__enter__()
+    shutil.rmtree(run_dir)
+    run_dir.mkdir()
+    with RunLock(run_dir):
+        old.__exit__(None, None, None)
+        assert (run_dir / LOCK_FILE).exists()
+        with pytest.raises(RunInUseError):
+            RunLock.check_free(run_dir)
 
 
 RACE = """

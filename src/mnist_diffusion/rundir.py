@@ -313,7 +313,10 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
-            self.path.unlink(missing_ok=True)  # while still locked, so no one else holds this inode
+            # While still locked, so no one else holds this inode; and only if the path still names it:
+            # a directory removed and made again holds a new run's lock there, which is not ours to remove.
+            if _same_file(self._fd, self.path):
+                self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
 

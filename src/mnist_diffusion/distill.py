@@ -19,7 +19,9 @@ One training row (Salimans & Ho 2022, Algorithm 2, for one leg of the walk):
   the loss is that landing's distance to z_n in units of sigma_n (where the next steps start from);
   on the last leg, the distance of x_hat to the teacher's clean image in units of sigma_s / alpha_s
   (the epsilon MSE the teacher was trained with).
-The data are MNIST's noised digits, not the student's own trajectories, as in the paper.
+The student learns at noised training images, not along its own trajectories, as in the paper.
+A student draws its first step, from pure noise, in fp32 (`STUDENT_FP32_FROM`); it is trained under
+the run's precision throughout.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class Distiller:
     """The teacher, its walk and the student's legs: `loss(student, x0, labels, legs, noise)` is one
     batch's distillation loss. `labels` holds the null label (index `num_classes`) where the row is
     unconditional; such rows learn the teacher's unconditional walk, so the student still draws
-    without a class."""
+    without a class. `walk` is how the teacher is walked (default: its own, `model_defaults`)."""
 
     def __init__(self, teacher: nn.Module, schedule: NoiseSchedule, student_steps: int,
                  device: torch.device, walk: SampleConfig | None = None) -> None:

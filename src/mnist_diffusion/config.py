@@ -337,7 +337,7 @@ class SampleConfig:
                                     choices=SAMPLE_PRECISIONS)
     # In the clean image a step predicts, bf16's rounding of the predicted noise is magnified by sigma / alpha,
     # about 160x at pure noise; a walk whose first step is long carries that into every later step
-    # (a distilled student's; benchmarks/results/distill-2026-12-07.md). The default walk's is short.
+    # (a distilled student's: benchmarks/results/distill_ab.md, its bf16 rows). The default walk's is short.
     fp32_from: float | None = _sample_option(None, "run the steps at t/T >= SHARE in fp32 whatever --precision "
                                                    "says (1: the first step, from pure noise; default: none)",
                                              metavar="SHARE")

@@ -120,6 +120,19 @@ class Distiller:
                              "from the model it started as (resume with the --teacher the run began with)")
         return cls(teacher.build_model(), NoiseSchedule(diffusion_config), model_config.student_steps, device)
 
+    @classmethod
+    def for_run(cls, teacher_name: str, resumed: bool, model_config: ModelConfig, diffusion_config: DiffusionConfig,
+                device: torch.device) -> tuple[Distiller, ModelConfig, DiffusionConfig, dict[str, torch.Tensor] | None]:
+        """A training run's distiller, the student's configs and the weights it starts from. A fresh student
+        is its teacher's network and schedule with `model_config.student_steps`, whatever else the flags said,
+        and starts from the teacher's (EMA) weights; a resumed one keeps its own configs and weights (None)."""
+        teacher = load_teacher(teacher_name)
+        if not resumed:
+            model_config = dataclasses.replace(teacher.model_config, student_steps=model_config.student_steps)
+            diffusion_config = teacher.diffusion_config
+        start = None if resumed else teacher.weights()
+        return cls.of(teacher, model_config, diffusion_config, device), model_config, diffusion_config, start
+
     @property
     def num_legs(self) -> int:
         return len(self.legs.student)

@@ -20,7 +20,6 @@ draws batches and steps; `Trainer.run` is the loop.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from .checkpoint import Checkpoint, CheckpointError
 from .config import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig, model_defaults, to_dict
 from .data import load_mnist, to_model_space
 from .devices import pick_device, resolve_precision
-from .distill import Distiller, load_teacher, student_flags
+from .distill import Distiller, student_flags
 from .distributed import join_process_group
 from .files import stop_on_signals
 from .rundir import RunDirectory, RunDirError, RunLock
@@ -260,13 +259,11 @@ class Trainer:
             model_config, diffusion_config = resumed.model_config, resumed.diffusion_config
         self.distiller = None
         if train_config.teacher is not None:
-            teacher = load_teacher(train_config.teacher)
-            if resumed is None:  # the student starts as the teacher, whatever else the flags said of the network
-                model_config = dataclasses.replace(teacher.model_config, student_steps=model_config.student_steps)
-                diffusion_config = teacher.diffusion_config
+            self.distiller, model_config, diffusion_config, start = Distiller.for_run(
+                train_config.teacher, resumed is not None, model_config, diffusion_config, self.device)
+            if start is not None:  # a fresh student: the teacher's weights
                 self.state = TrainState(model_config, train_config, self.device)
-                self.state.restore_weights(teacher.weights())
-            self.distiller = Distiller.of(teacher, model_config, diffusion_config, self.device)
+                self.state.restore_weights(start)
         self.resumed_from = resumed.step if resumed is not None else None
         self.model_config, self.diffusion_config, self.config = model_config, diffusion_config, train_config
         if train_config.batch_size % self.group.world_size:
@@ -371,11 +368,7 @@ class Trainer:
         for param_group in self.state.optimizer.param_groups:
             param_group["lr"] = self.lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            if self.distiller is not None:
-                loss = self.distiller.loss(self.ddp_model, x0, labels, t.to(self.device), noise.to(self.device))
-            else:
-                loss = diffusion_loss(self.ddp_model, self.schedule, x0, labels, t.to(self.device),
-                                      noise.to(self.device), config.min_snr_gamma, beta)
+            loss = self._loss(x0, labels, t.to(self.device), noise.to(self.device), beta)
         self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of all ranks here
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
@@ -388,6 +381,13 @@ class Trainer:
         self.state.step += 1
         self.state.images_seen += config.batch_size
         return loss.item()
+
+    def _loss(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor, noise: torch.Tensor,
+              beta: torch.Tensor | None) -> torch.Tensor:
+        """The batch's loss: a distillation's (t: each row's leg), or the diffusion MSE (t: timesteps)."""
+        if self.distiller is not None:
+            return self.distiller.loss(self.ddp_model, x0, labels, t, noise)
+        return diffusion_loss(self.ddp_model, self.schedule, x0, labels, t, noise, self.config.min_snr_gamma, beta)
 
     def _kept_checkpoint(self) -> str:
         saved = self.run_dir.checkpoints()

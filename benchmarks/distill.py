@@ -14,7 +14,6 @@ results/distill-DATE.json and rewrites the .md from all of them. Run `whole` on 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import tempfile
@@ -22,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from faster import draw_command, full_evaluation, goal_rows, machine
-from report import markdown_table, write_report
+from faster import draw_command, full_evaluation, goal_rows, machine, save_section
+from report import markdown_table
 from shipped_model import histogram
 
 from mnist_diffusion.checkpoint import load_checkpoint
@@ -120,12 +119,7 @@ def main() -> None:
     for part in (whole, full):
         part.add_argument("--student", required=True, help="the distilled checkpoint")
     args = parser.parse_args()
-    section = {"whole": part_whole, "full": part_full}[args.part](args)
-    path = OUT.with_suffix(".json")
-    sections = json.loads(path.read_text()) if path.exists() else {}
-    sections[args.part] = section
-    sections["machine"] = machine()
-    write_report(OUT, sections, render(sections))
+    save_section(OUT, args.part, {"whole": part_whole, "full": part_full}[args.part](args), render)
 
 
 if __name__ == "__main__":

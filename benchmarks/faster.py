@@ -482,12 +482,17 @@ def main() -> None:
     args = parser.parse_args()
     run = {"profile": part_profile, "speed": part_speed, "whole": part_whole, "threads": part_threads,
            "haze": part_haze, "pixels": part_pixels}[args.part]
-    section = run(args)
-    path = OUT.with_suffix(".json")
+    save_section(OUT, args.part, run(args), render)
+
+
+def save_section(out: Path, part: str, section: dict, render_all) -> None:
+    """Put `section` under `part` in OUT.json beside the sections of earlier runs, and rewrite OUT.md
+    from all of them with `render_all`."""
+    path = out.with_suffix(".json")
     sections = json.loads(path.read_text()) if path.exists() else {}
-    sections[args.part] = section
+    sections[part] = section
     sections["machine"] = machine()
-    write_report(OUT, sections, render(sections))
+    write_report(out, sections, render_all(sections))
 
 
 if __name__ == "__main__":

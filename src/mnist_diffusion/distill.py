@@ -7,7 +7,7 @@ teacher's architecture, starts from its weights, and learns to cover with one DD
 2021, eq. 12, deterministic) what the teacher's walk does between two points of a coarser grid, the
 guidance included, so every student step is one pass of the conditional branch. The student's
 `ModelConfig.student_steps` says so, and it is drawn with its own walk, `student_settings(steps)`
-(`--sampler ddim --steps N --guidance 1`). A student can teach in turn (8 -> 4 -> 2, as in the
+(`--sampler ddim --steps N --guidance 1 --fp32-from 1`). A student can teach in turn (8 -> 4 -> 2, as in the
 paper): its legs are then walked with its own first-order DDIM steps.
 
 One training row (Salimans & Ho 2022, Algorithm 2, for one leg of the walk):
@@ -49,7 +49,8 @@ def load_teacher(name: str) -> Checkpoint:
 
 def student_flags(steps: int) -> str:
     """`student_settings(steps)` as the command line's flags."""
-    return f"--sampler {STUDENT_SAMPLER} --steps {steps} --guidance 1"
+    walk = student_settings(steps)
+    return f"--sampler {walk.sampler} --steps {walk.steps} --guidance {walk.guidance:g} --fp32-from {walk.fp32_from:g}"
 
 
 @dataclass(frozen=True)

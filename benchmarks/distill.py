@@ -25,7 +25,6 @@ from faster import draw_command, full_evaluation, goal_rows, machine, save_secti
 from report import markdown_table
 from shipped_model import histogram
 
-from mnist_diffusion.checkpoint import load_checkpoint
 from mnist_diffusion.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,9 +55,9 @@ def part_whole(args: argparse.Namespace) -> dict:
 
 
 def part_full(args: argparse.Namespace) -> dict:
-    student = load_checkpoint(args.student)
-    runs, test_images = full_evaluation(Pipeline.load(args.student, device="cpu"), args.num, args.seeds, "",
-                                        args.data_root)
+    pipe = Pipeline.load(args.student, device="cpu")
+    student = pipe.checkpoint
+    runs, test_images = full_evaluation(pipe, args.num, args.seeds, "", args.data_root)
     train = student.train_config
     return {"command": f"python benchmarks/distill.py full --student {args.student} --num {args.num} "
                        f"--seeds {args.seeds}", "date": DATE, "num": args.num, "threads": torch.get_num_threads(),

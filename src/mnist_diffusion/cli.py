@@ -126,8 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         datasets.store(data, run_dir.path)  # the lock is held: this run's own copy of what it trains on
 
     trainer.on_sample = training_grids(trainer.run_dir.write_sample, trainer.schedule, trainer.sample_settings,
-                                       trainer.device,
-                                       warn=info)
+                                       trainer.device, warn=info)
     progress.total_steps, progress.first_step = trainer.total_steps(), trainer.step
     try:
         result = trainer.run()

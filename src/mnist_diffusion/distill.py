@@ -33,11 +33,19 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import STUDENT_SAMPLER, DiffusionConfig, ModelConfig, SampleConfig, model_defaults, student_settings
+from .config import (
+    MAX_STUDENT_STEPS,
+    STUDENT_SAMPLER,
+    DiffusionConfig,
+    ModelConfig,
+    SampleConfig,
+    model_defaults,
+    student_settings,
+)
 from .devices import resolve_precision
 from .sampling import Denoiser, timesteps_for
 from .schedule import NoiseSchedule
-from .solvers import _dpm_pp_2m_step
+from .solvers import _batched, _dpm_pp_2m_step
 
 SHIPPED = "shipped"  # `--teacher shipped`: the model the package ships
 
@@ -84,7 +92,7 @@ def teacher_landing(denoise: Denoiser, z: torch.Tensor, points: list[int], land:
               1.0 if land is None else float(schedule.alphas_cumprod64[land])]
     x, previous_x0, previous_h = z, None, 0.0
     for i, t in enumerate(points):
-        x0, _ = denoise(x, torch.full((len(x),), t, dtype=torch.long, device=x.device))
+        x0, _ = denoise(x, _batched(t, x))
         if land is None and i == len(points) - 1:
             return x0
         x, h = _dpm_pp_2m_step(x, x0, previous_x0, previous_h, levels[i], levels[i + 1])
@@ -113,8 +121,8 @@ class Distiller:
         """The distiller of a run whose student has `model_config`; `ValueError` unless it is a student
         (`student_steps` >= 1) of the teacher's network and schedule (a resumed run may meet another)."""
         if model_config.student_steps < 1:
-            raise ValueError("a distillation needs the student's steps: student_steps from 1 to 64 in its model "
-                             "config (--student-steps)")
+            raise ValueError(f"a distillation needs the student's steps: student_steps from 1 to {MAX_STUDENT_STEPS} "
+                             f"in its model config (--student-steps)")
         if ((dataclasses.replace(teacher.model_config, student_steps=0), teacher.diffusion_config)
                 != (dataclasses.replace(model_config, student_steps=0), diffusion_config)):
             raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
@@ -143,7 +151,8 @@ class Distiller:
         """The teacher's landing point (or clean image, on the last leg) from `z` at the leg's start."""
         land = self.legs.student[leg + 1] if leg + 1 < self.num_legs else None
         out = torch.empty_like(z)
-        conditional = labels < self.num_classes if labels is not None else torch.zeros(len(z), dtype=torch.bool)
+        conditional = (labels < self.num_classes if labels is not None
+                       else torch.zeros(len(z), dtype=torch.bool, device=z.device))
         for rows, given in ((conditional, True), (~conditional, False)):
             if rows.any():
                 denoise = Denoiser(self.teacher, self.schedule, labels[rows] if given else None,  # type: ignore[index]

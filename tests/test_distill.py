@@ -58,6 +58,16 @@ def test_each_leg_starts_at_a_student_point_and_every_teacher_point_is_in_one_le
     assert set(walk) <= set(covered)
 
 
+def test_a_student_teaches_with_its_own_walk_in_first_order_steps() -> None:
+    """A student as teacher (8 -> 4 -> 2): its legs are cut from its own DDIM grid and walked with
+    DDIM's first-order steps, the steps it was trained to take."""
+    teacher = PointNet(images(0, 1))
+    teacher.config = preset("tiny", student_steps=4)
+    distiller = Distiller(teacher, SCHEDULE, 2, torch.device("cpu"))
+    assert distiller.walk == student_settings(4) and not distiller.second_order
+    assert [t for leg in distiller.legs.teacher for t in leg] == timesteps_for(student_settings(4), SCHEDULE).tolist()
+
+
 @pytest.mark.parametrize("points, land", [([999, 702, 579], 458), ([458, 434, 273, 139], 133), ([133, 62], 25)])
 def test_the_teacher_lands_on_the_exact_flow_of_one_image(points: list[int], land: int) -> None:
     """For data that is one image the flow is x_t = alpha_t point + sigma_t eps with eps fixed, and

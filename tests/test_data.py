@@ -77,6 +77,26 @@ def test_pixel_conversion_round_trips_and_pads() -> None:
     assert torch.equal(data.to_uint8(padded), images)
 
 
+def test_a_taught_black_puts_only_exact_zeros_and_the_border_below_minus_one() -> None:
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    images[:, :3] = 0
+    images[:, 3] = 1  # the faintest grey stays on the plain scale
+    x = data.to_model_space(images, 32, black=-1.1)
+    plain = data.to_model_space(images, 32)
+    black = torch.nn.functional.pad(images == 0, (2, 2, 2, 2), value=True).unsqueeze(1)
+    assert torch.all(x[black] == -1.1) and torch.equal(x[~black], plain[~black])
+    assert torch.equal(data.to_uint8(x), images)  # below -1 decodes as black
+
+
+def test_a_black_margin_outside_its_range_is_refused() -> None:
+    from mnist_diffusion.config import MAX_BLACK_MARGIN, ModelConfig
+
+    assert ModelConfig(black_margin=0.08).black == pytest.approx(-1.08) and ModelConfig().black == -1.0
+    for bad in (-0.01, MAX_BLACK_MARGIN + 0.01, float("nan")):
+        with pytest.raises(ValueError, match="black_margin"):
+            ModelConfig(black_margin=bad)
+
+
 def test_a_failed_download_is_exit_1_and_leaves_no_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """No network is the environment failing (exit 1, not 2), and a refused command creates nothing:

@@ -665,3 +665,21 @@ def test_the_last_timestep_scales_with_the_schedule() -> None:
 
     assert last_timestep_for(12, 1000) == 12 and last_timestep_for(12, 300) == 4 and last_timestep_for(12, 50) == 1
     assert last_timestep_for(0, 50) == 0 and last_timestep_for(500, 3) == 1  # a walk keeps two levels
+
+
+def test_the_walk_clamps_a_clean_estimate_at_the_models_taught_black() -> None:
+    """x0_hat is kept between the model's black (below -1 when taught, `ModelConfig.black_margin`) and 1."""
+    class FarBelow(torch.nn.Module):
+        def __init__(self, margin: float) -> None:
+            super().__init__()
+            self.config = preset("tiny", black_margin=margin)
+
+        def forward(self, x, t, labels=None):  # an x0 far below any black: eps = (x - sqrt(a) x0) / sqrt(1-a)
+            alpha = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+            return (x - alpha.sqrt() * -3.0) / (1 - alpha).sqrt()
+
+    schedule = NoiseSchedule(DiffusionConfig(num_timesteps=10))
+    x, t = torch.zeros(2, 1, 4, 4), torch.tensor([5, 5])
+    for margin in (0.0, 0.2):
+        x0, _ = Denoiser(FarBelow(margin), schedule, torch.tensor([1, 2]))(x, t)
+        assert torch.allclose(x0, torch.full_like(x, -1.0 - margin))

@@ -64,6 +64,25 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
     assert fixed_loss() < 0.7 * before
 
 
+def test_a_model_taught_black_trains_on_black_below_minus_one(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def recording_loss(model, schedule, x0, *rest):
+        seen.append(x0)
+        return original(model, schedule, x0, *rest)
+
+    original = train_module.diffusion_loss
+    monkeypatch.setattr(train_module, "diffusion_loss", recording_loss)
+    images, labels = tiny_data()
+    trainer = Trainer(tmp_path / "run", preset("tiny", black_margin=0.25), DIFFUSION,
+                      TrainConfig(batch_size=16, max_steps=1), images=images, labels=labels, device="cpu")
+    trainer.run()
+    x0 = seen[0]
+    assert x0.min() == -1.25 and not torch.any((x0 < -1) & (x0 > -1.25))
+    assert load_checkpoint(trainer.run_dir.checkpoints()[-1][1]).model_config.black_margin == 0.25
+
+
 def test_ema_update_matches_its_formula() -> None:
     model = torch.nn.Linear(3, 1)
     ema = EMA(model, decay=0.9, warmup_steps=2)

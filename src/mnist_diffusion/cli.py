@@ -91,6 +91,7 @@ def _train_configs(args: argparse.Namespace, data: Any = None):
     student = {"student_steps": args.student_steps or config.DEFAULT_STUDENT_STEPS} if args.teacher else {}
     model_config = config.preset(args.preset, image_size=args.image_size, **classes, **student,
                                  **({"dropout": args.dropout} if args.dropout is not None else {}),
+                                 black_margin=args.black_margin,
                                  **({"guidance_input": True} if args.guidance_free else {}))
     diffusion_config = config.DiffusionConfig(num_timesteps=args.timesteps, beta_schedule=args.schedule,
                                        prediction_type=args.prediction)
@@ -400,6 +401,9 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=share_or_weight(0.99), default=None)
+    p.add_argument("--black-margin", type=share_or_weight(config.MAX_BLACK_MARGIN), default=0.0, metavar="M",
+                   help="learn exact black (pixel 0) at -1-M, below the clamp at -1, so that the network's "
+                        "small errors on the background still give 0 (default: 0, plain [-1, 1])")
     p.add_argument("--timesteps", type=whole_number(2, 100_000), default=config.DiffusionConfig.num_timesteps,
                    help="diffusion steps T (default: 1000)")
     p.add_argument("--schedule", choices=config.BETA_SCHEDULES, default=config.DiffusionConfig.beta_schedule)

@@ -209,12 +209,14 @@ def region_mask(name: str, size: int = 28) -> torch.Tensor:
 MASK_REGIONS: tuple[str, ...] = ("lower", "upper", "left", "right", "center")
 
 
-def model_inputs(pixels: torch.Tensor, keep: torch.Tensor, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def model_inputs(pixels: torch.Tensor, keep: torch.Tensor, image_size: int,
+                 black: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 digits `(N, 28, 28)` and their keep-masks `(N, 28, 28)` -> model-space images and masks
-    `(N, 1, S, S)`. A model trained on padded 32x32 images gets the black border as known pixels."""
+    `(N, 1, S, S)`, black at `black` (`ModelConfig.black`). A model trained on padded 32x32 images gets
+    the black border as known pixels."""
     from .data import to_model_space
 
-    images = to_model_space(pixels, image_size)
+    images = to_model_space(pixels, image_size, black)
     pad = image_size - pixels.shape[-1]
     mask = torch.nn.functional.pad(keep[:, None], (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=True)
     return images, mask

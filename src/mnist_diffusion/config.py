@@ -28,6 +28,7 @@ MAX_CLASSES = 1000
 MAX_TIMESTEPS = 100_000
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 MAX_STUDENT_STEPS = 64
+MAX_BLACK_MARGIN = 0.5  # in model units, where [-1, 1] spans 0-255
 DEFAULT_STUDENT_STEPS = 4  # a distillation's student steps unless told: half the default walk's 8
 
 
@@ -89,6 +90,9 @@ class ModelConfig:
     `student_steps = N` (N >= 1) marks a student distilled from a teacher's walk (`distill.py`): it
     draws in N deterministic DDIM steps of one pass each, its own walk (`model_defaults`); 0 is a
     model that learned from noise and draws with the product's defaults.
+    `black_margin = m` (m > 0) teaches the model exact black: data pixels of 0 are learned at -1 - m
+    instead of -1, so the network's small errors on a black background fall below -1, where images
+    are clamped to black (`data.to_model_space`, `Denoiser`); 0 keeps the plain [-1, 1] encoding.
     `class_names` names the classes in label order (empty: the digits 0-9, or none for an
     unconditional model); `dark_ink` says the training data was dark ink on light paper, which the
     model learned inverted (bright on black) and gives back inverted (`datasets.prepare`).
@@ -107,6 +111,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()
     dark_ink: bool = False
     student_steps: int = 0
+    black_margin: float = 0.0
 
     def __post_init__(self) -> None:
         # JSON gives lists back; keep tuples so configs compare and hash the same after a round trip.
@@ -145,6 +150,8 @@ class ModelConfig:
                 )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.black_margin <= MAX_BLACK_MARGIN:
+            raise ValueError(f"black_margin must be in [0, {MAX_BLACK_MARGIN}], got {self.black_margin}")
         if type(self.guidance_input) is not bool:
             raise ValueError(f"guidance_input must be true or false, got {self.guidance_input!r}")
         if self.guidance_input and not self.conditional:
@@ -153,6 +160,11 @@ class ModelConfig:
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def black(self) -> float:
+        """The value the network learned for a pixel of exactly 0 (see `black_margin`)."""
+        return -1.0 - self.black_margin
 
 
 @dataclass(frozen=True)

@@ -260,19 +260,24 @@ def load_mnist(root: str | Path = "data", split: str = "train", *,
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def to_model_space(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """uint8 `(N, H, W)` -> float `(N, 1, size, size)` in [-1, 1], zero-padded (black) if larger."""
+def to_model_space(images: torch.Tensor, size: int = IMAGE_SIZE, black: float = -1.0) -> torch.Tensor:
+    """uint8 `(N, H, W)` -> float `(N, 1, size, size)` in [-1, 1], zero-padded (black) if larger.
+    `black` is the value of a pixel of exactly 0 (`ModelConfig.black`; below -1 for a model taught
+    exact black), and of the padding."""
     x = images.float().div(127.5).sub(1.0).unsqueeze(1)  # (N, 1, 28, 28)
+    if black != -1.0:
+        x = x.masked_fill(images.unsqueeze(1) == 0, black)
     pad = size - x.shape[-1]
     if pad < 0:
         raise ValueError(f"cannot fit {x.shape[-1]}px images into {size}px")
     if pad:
-        x = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=-1.0)
+        x = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=black)
     return x
 
 
 def to_uint8(x: torch.Tensor, crop_to: int = IMAGE_SIZE, *, dark_ink: bool = False) -> torch.Tensor:
-    """float `(N, 1, H, W)` in [-1, 1] -> uint8 `(N, crop_to, crop_to)`, undoing `to_model_space`.
+    """float `(N, 1, H, W)` in [-1, 1] -> uint8 `(N, crop_to, crop_to)`, undoing `to_model_space`
+    (values below -1, a taught black's, are black).
     `dark_ink`: the model learned data of dark ink on light paper inverted (`ModelConfig.dark_ink`);
     give its images back as the data was."""
     size = x.shape[-1]

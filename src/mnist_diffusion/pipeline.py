@@ -335,8 +335,9 @@ class Pipeline:
         if not isinstance(guess, bool):
             raise TypeError(f"guess must be True or False, got {guess!r}")
         config = self.settings(**settings)
+        model_config = self.checkpoint.model_config
         model_images, model_mask = model_inputs(pixels, keep.expand(len(pixels), 28, 28),
-                                                self.checkpoint.model_config.image_size)
+                                                model_config.image_size, model_config.black)
         generator = _generator(seed, generator)
         walk, guessing = self.completion_walk(config, digit, guess)
         if digit is not None:

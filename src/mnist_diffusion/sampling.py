@@ -233,10 +233,11 @@ class Denoiser:
     purely conditional; both branches run in one batched forward pass. Outside the guidance interval
     the conditional branch alone runs, one pass instead of two. A network trained with guidance as an
     input (`ModelConfig.guidance_input`) gives the guided output of any w >= 1 in one pass, at
-    guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to [-1, 1] (the
-    data range) and re-derives eps_hat from it, as DDPM's reference sampler does. `precision="bf16"`
-    runs the network under bfloat16 autocast and takes its output back to fp32 (see `PRECISIONS`),
-    except at the steps with t / (T - 1) >= `fp32_from` (`SampleConfig.fp32_from`).
+    guidance_beta = 1 / w; w in (0, 1) still mixes two branches. `clip` clamps x0_hat to the data
+    range, [-1, 1] or from the model's taught black (`ModelConfig.black`) to 1, and re-derives eps_hat
+    from it, as DDPM's reference sampler does. `precision="bf16"` runs the network under bfloat16
+    autocast and takes its output back to fp32 (see `PRECISIONS`), except at the steps with
+    t / (T - 1) >= `fp32_from` (`SampleConfig.fp32_from`).
 
     Autoguidance (Karras et al. 2024): with a `guide` network, a weaker model of the same data (an
     earlier snapshot of the same run, or a smaller net), the base of the guided output is the
@@ -260,6 +261,7 @@ class Denoiser:
                              getattr(config, "guidance_input", False), guide is not None, guide_weight, guide_below)
         self.model, self.schedule, self.labels, self.guidance, self.clip = model, schedule, labels, guidance, clip
         self.precision, self.guide, self.null_label, self.fp32_from = precision, guide, num_classes, fp32_from
+        self.black = getattr(config, "black", -1.0)
 
     def _null_labels(self, like: torch.Tensor) -> torch.Tensor:
         """"No label" for each row of `like`: the null index, or its one-hot row for label weights."""
@@ -291,7 +293,7 @@ class Denoiser:
             output = self._output(x, t)
         x0, eps = self.schedule.to_x0_eps(x, t, output.float())
         if self.clip:
-            x0 = x0.clamp(-1.0, 1.0)
+            x0 = x0.clamp(self.black, 1.0)
             eps = self.schedule.eps_from_x0(x, t, x0)
         return x0, eps
 

@@ -358,7 +358,7 @@ class Trainer:
         index, t, noise, drop = index[rank_share], t[rank_share], noise[rank_share], drop[rank_share]
         if beta is not None:
             beta = beta[rank_share].masked_fill(drop, 1.0).to(self.device)
-        x0 = to_model_space(self.images[index], self.model_config.image_size).to(self.device)
+        x0 = to_model_space(self.images[index], self.model_config.image_size, self.model_config.black).to(self.device)
         labels = None
         if self.model_config.conditional:
             labels = self.labels[index].clone()

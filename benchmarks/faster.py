@@ -406,6 +406,7 @@ def render(sections: dict) -> list[str]:
 
 GUIDANCE_FREE = RESULTS / "guidance_free_ab.md"  # benchmarks/ab.py --out guidance_free_ab (see its command)
 DISTILLED = RESULTS / "distill-2026-12-07.md"  # benchmarks/distill.py (see its commands)
+TRAINING_ROUTES = RESULTS / "training_routes.md"  # benchmarks/ab.py --out training_routes (see its command)
 ROUTES = [
     ("1. Fewer passes: guidance learned into the network (`--guidance-free`), 8 passes instead of 10",
      "a pair trained side by side, one core each, 2,600 steps, training seed 0: `mnist-diffusion train --run-dir "
@@ -426,8 +427,22 @@ ROUTES = [
     ("2. Faster passes: both guidance branches in one batch", "already so (`sampling.Denoiser`)"),
     ("3. Cleaner pixels: where the haze comes from", "above: the network's clean-image estimate of real digits"),
     ("3. Cleaner pixels: the faint background set to 0 after the walk", "above: not adopted (precision)"),
-    ("3. Cleaner pixels: loss weight, parameterisation or data statistics at low noise", "not tried: training"),
-    ("4. Capacity within the hour", "not tried: training"),
+    ("3. Cleaner pixels: plain epsilon MSE (full weight on the lowest noise levels)",
+     "measured 2026-11-28 at an hour of one core: worse on every count, haze included "
+     "([training.md](training.md), section `default vs eps-mse`)"),
+    ("3. Cleaner pixels: the data's exact black taught (`train --black-margin 0.08`)",
+     "a pair trained side by side, one core each, 2,600 steps, training seed 0: `mnist-diffusion train --run-dir "
+     "runs/r3/margin --max-steps 2600 --threads 1 --black-margin 0.08` against the recipe's `runs/gf-ab/base` "
+     "above, scored by `benchmarks/ab.py --out training_routes`: MNIST's share of exact-zero pixels (80% against "
+     "47%) at the same FID, precision and read-as-asked on both sampling seeds ([training_routes.md]"
+     "(training_routes.md)); the hour's recipe with it is below"
+     if TRAINING_ROUTES.exists() else "a pair in training, not measured yet"),
+    ("4. Capacity within the hour: the `medium` preset (two residual blocks per level, 1.62M parameters)",
+     "trained beside the pair above on one core for the recipe's 44 minutes: `mnist-diffusion train --run-dir "
+     "runs/r4/medium --preset medium --max-minutes 44 --threads 1` (2,189 steps against 2,600), scored in the same "
+     "file: no lower FID (0.421 against 0.401, the seeds' ranges touching), fewer specks, and 1.4x the generation time; not adopted "
+     "([training_routes.md](training_routes.md))"
+     if TRAINING_ROUTES.exists() else "in training, not measured yet"),
     ("5. Threads that follow the load", "above; shipped (`--threads auto` decides before each batch)"),
 ]
 

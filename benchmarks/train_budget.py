@@ -32,6 +32,8 @@ Recipes:
 - default-seed1: the default with another seed (how far two runs of one recipe differ).
 - bf16: the default with the network in bfloat16 autocast (`--precision bf16`): about twice the
   images per second on a CPU with AMX or AVX-512 BF16 (benchmarks/train_throughput.py).
+- bf16-black: bf16 with exact black taught (`train --black-margin 0.08`: pixels of 0 learned at
+  -1.08, below the clamp at -1, so the network's small errors on the background still give 0).
 - v, cosine, ema-9995, ema-998, lr-2e-3: the default with v-prediction, cosine betas, EMA decay
   0.9995 or 0.998, peak learning rate 2e-3.
 - lognormal, lognormal-v: training noise levels drawn log-normally, ln(sigma) ~ N(-1.2, 1.2^2)
@@ -72,6 +74,7 @@ RECIPES = {
     # Issue 13's routes, A/B'd on a GPU at the CPU's budget by benchmarks/gpu_ab.py.
     "default-seed1": (preset("small"), DiffusionConfig(), TrainConfig(seed=1)),
     "bf16": (preset("small"), DiffusionConfig(), TrainConfig(precision="bf16")),
+    "bf16-black": (preset("small", black_margin=0.08), DiffusionConfig(), TrainConfig(precision="bf16")),
     "v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig()),
     "lognormal": (preset("small"), DiffusionConfig(), TrainConfig(timestep_sampling="lognormal")),
     "lognormal-v": (preset("small"), DiffusionConfig(prediction_type="v"), TrainConfig(timestep_sampling="lognormal")),

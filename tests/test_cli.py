@@ -67,6 +67,8 @@ def test_sample_writes_grid_and_npz(tmp_path: Path, tiny_checkpoint: Path, capsy
         (["train", "--run-dir", "r", "--max-steps", "1", "--timestep-sampling", "beta"], "invalid choice"),
         (["train", "--run-dir", "r", "--max-steps", "1", "--lognormal-std", "0"],
          "needs a finite mean and a positive std"),
+        (["train", "--run-dir", "r", "--max-steps", "1", "--black-margin", "0.6"],
+         "--black-margin: must be a finite number >= 0 and <= 0.5"),
         (["export", "--checkpoint", "nope.safetensors", "--out", "m.safetensors"], "does not exist"),
         (["figures", "--run-dir", "nowhere"], "no metrics.jsonl"),
         (["frobnicate"], "invalid choice"),
@@ -144,6 +146,21 @@ def test_train_then_sample_then_figures_end_to_end(tmp_path: Path, mnist_root: P
     assert code == 0, err
     assert f"drawing with {run_dir / 'checkpoints' / 'step_00000006.safetensors'} (step 6)" in err
     assert "figures: 100% (40/40 steps" in err  # 20 DDPM steps for the reverse process, 20 for the GIF
+
+
+def test_train_black_margin_travels_in_the_model(tmp_path: Path, mnist_root: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_diffusion.checkpoint import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(run_dir), "--preset", "tiny", "--max-steps", "2",
+                           "--batch-size", "8", "--black-margin", "0.1", "--data-root", str(mnist_root))
+    assert code == 0, err
+    checkpoint = run_dir / "checkpoints" / "step_00000002.safetensors"
+    assert load_checkpoint(checkpoint).model_config.black_margin == 0.1
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--num", "2", "--steps", "2",
+                           "--out", str(tmp_path / "s.png"))
+    assert code == 0, err
 
 
 def test_train_records_the_timestep_law_it_was_asked_for(tmp_path: Path, mnist_root: Path,

@@ -184,3 +184,26 @@ def test_an_unconditional_row_is_named_without_a_guidance_weight() -> None:
     assert row_name(SampleConfig(sampler="ddim"), 8, conditional=False) == "model (ddim, 8 steps, unconditional)"
     assert row_name(SampleConfig(sampler="ddim", guidance=1.25), 8, conditional=True) == \
         "model (ddim, 8 steps, w=1.25 on t/T 0.3-0.7)"
+
+
+def test_completion_gives_a_model_taught_black_its_known_pixels_at_that_black(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_diffusion import pipeline as pipeline_module
+
+    tiny = load_checkpoint(tiny_checkpoint)
+    taught = dataclasses.replace(tiny, model_config=dataclasses.replace(tiny.model_config, black_margin=0.1))
+    pipe = Pipeline.load(save_checkpoint(taught, tmp_path / "taught.safetensors"), device="cpu")
+    seen = []
+
+    def recording_complete(model, schedule, images, mask, *args, **kwargs):
+        seen.append(images)
+        return original(model, schedule, images, mask, *args, **kwargs)
+
+    original = pipeline_module.complete
+    monkeypatch.setattr(pipeline_module, "complete", recording_complete)
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a stroke on black
+    pipe.complete(digit, mask="lower", digit=1, num_per_image=1, steps=2)
+    kept = seen[0][0, 0, :14]
+    black, ink = kept[torch.from_numpy(digit[:14] == 0)], kept[torch.from_numpy(digit[:14] == 255)]
+    assert len(black) and torch.allclose(black, torch.full_like(black, -1.1)) and torch.all(ink == 1.0)

@@ -210,12 +210,12 @@ def loss_curve(metrics_path: str | Path, path: str | Path, rows: list[dict] | No
 # -- the recipes of `mnist-diffusion figures` and `evaluate` ------------------------------------
 
 def forward_process_figure(schedule, clean: torch.Tensor, image_size: int, generator: torch.Generator,
-                           path: str | Path, source: str) -> Path:
+                           path: str | Path, source: str, black: float = -1.0) -> Path:
     """Clean uint8 digits `(N, 28, 28)` noised by q(x_t | x_0) at ten levels from t = 0 to T-1, one
-    row per digit; `source` says where the digits came from."""
+    row per digit, black at `black` as the model learned it; `source` says where the digits came from."""
     from .data import to_model_space, to_uint8
 
-    x0 = to_model_space(clean, image_size)  # (N, 1, S, S)
+    x0 = to_model_space(clean, image_size, black)  # (N, 1, S, S)
     # Ten noise levels, as fractions of T: dense early, where the digit is still readable.
     fractions = (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
     shown_t = sorted({min(int(f * schedule.num_timesteps), schedule.num_timesteps - 1) for f in fractions})
@@ -347,7 +347,7 @@ def process_figures(model, schedule, out_dir: str | Path, *, clean: torch.Tensor
         clean = to_uint8(generate(model, schedule, 6, settings, labels=labels, generator=generator, device=device))
         source = "digits drawn by the model (no MNIST data found)"
     yield forward_process_figure(schedule, clean, model.config.image_size, generator,
-                                 out_dir / "forward_process.png", source)
+                                 out_dir / "forward_process.png", source, model.config.black)
     on_start(f"reverse process ({schedule.num_timesteps} steps)")
     shown = torch.tensor([0, 2, 4, 6, 8, 9]) % model.config.num_classes if conditional else None
     yield reverse_process_figure(model, schedule, shown,

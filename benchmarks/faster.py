@@ -433,14 +433,14 @@ ROUTES = [
     ("3. Cleaner pixels: the data's exact black taught (`train --black-margin 0.08`)",
      "a pair trained side by side, one core each, 2,600 steps, training seed 0: `mnist-diffusion train --run-dir "
      "runs/r3/margin --max-steps 2600 --threads 1 --black-margin 0.08` against the recipe's `runs/gf-ab/base` "
-     "above, scored by `benchmarks/ab.py --out training_routes`: MNIST's share of exact-zero pixels (80% against "
-     "47%) at the same FID, precision and read-as-asked on both sampling seeds ([training_routes.md]"
+     "above, scored by `benchmarks/ab.py --out training_routes`: MNIST's share of exact-zero pixels (the "
+     "recipe's was near half) at the same FID, precision and read-as-asked on both sampling seeds ([training_routes.md]"
      "(training_routes.md)); the hour's recipe with it is below"
      if TRAINING_ROUTES.exists() else "a pair in training, not measured yet"),
     ("4. Capacity within the hour: the `medium` preset (two residual blocks per level, 1.62M parameters)",
      "trained beside the pair above on one core for the recipe's 44 minutes: `mnist-diffusion train --run-dir "
      "runs/r4/medium --preset medium --max-minutes 44 --threads 1` (2,189 steps against 2,600), scored in the same "
-     "file: no lower FID (0.421 against 0.401, the seeds' ranges touching), fewer specks, and 1.4x the generation time; not adopted "
+     "file: no lower FID (the seeds' ranges touch), fewer specks, and 1.4x the generation time; not adopted "
      "([training_routes.md](training_routes.md))"
      if TRAINING_ROUTES.exists() else "in training, not measured yet"),
     ("5. Threads that follow the load", "above; shipped (`--threads auto` decides before each batch)"),

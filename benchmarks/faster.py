@@ -223,7 +223,7 @@ def part_haze(args: argparse.Namespace) -> dict:
     pipe = Pipeline.load(device="cpu")
     images, labels = load_mnist(args.data_root, "test")
     images, labels = images[:args.num], labels[:args.num]
-    clean, black = to_model_space(images), images == 0
+    clean, black = to_model_space(images, black=pipe.checkpoint.model_config.black), images == 0
     generator, rows = torch.Generator().manual_seed(0), []
     for t in (int(v) for v in args.timesteps.split(",")):
         predicted = []

@@ -37,7 +37,8 @@ RESULTS = Path(__file__).parent / "results"
 
 def guesses(pipe: Pipeline, pixels: torch.Tensor, keep: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
     """`guess_digit` on uint8 digits `(N, 28, 28)` with keep-masks `(N, 28, 28)`, as `Pipeline.complete` calls it."""
-    images, mask = model_inputs(pixels, keep, pipe.checkpoint.model_config.image_size)
+    config = pipe.checkpoint.model_config
+    images, mask = model_inputs(pixels, keep, config.image_size, config.black)
     return guess_digit(pipe.model, pipe.schedule, images, mask, draws=draws,
                        generator=torch.Generator().manual_seed(seed), max_batch=pipe.defaults.max_batch,
                        device=pipe.device, precision=resolve_precision(pipe.defaults.precision, pipe.device))

@@ -230,7 +230,6 @@ GUESS_LEVELS = (0.1, 0.25, 0.4, 0.55)
 # Noise draws per level: each class is scored on the same draws, and more draws make the guess
 # depend less on the seed (benchmarks/results/completion_guess.md).
 GUESS_DRAWS = 2
-BACKGROUND = -1.0  # the model-space value of an empty pixel (black, as MNIST's background)
 
 
 def guess_timesteps(schedule: NoiseSchedule, levels: tuple[float, ...] = GUESS_LEVELS) -> list[int]:
@@ -247,17 +246,17 @@ def guess_digit(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor,
     error in predicting the noise on the known pixels, averaged over `draws` noise draws at each of the
     timesteps at `levels` (shares of T), every class scored on the same draws; the class with the
     smallest error wins (a diffusion classifier, Li et al. 2023, eq. 5, restricted to the pixels that
-    are known). The erased pixels are set to the background before noising, so the guess never reads
-    them. images, keep: `(N, 1, S, S)` as for `complete`. Costs len(levels) x draws x classes network
+    are known). The erased pixels are set to the background (the model's black) before noising, so the
+    guess never reads them. images, keep: `(N, 1, S, S)` as for `complete`. Costs len(levels) x draws x classes network
     passes per image."""
-    num_classes = model.config.num_classes  # type: ignore[attr-defined]
+    num_classes, black = model.config.num_classes, model.config.black  # type: ignore[attr-defined]
     if num_classes == 0:
         raise ValueError("an unconditional model has no classes to choose between")
     model = model.to(device).eval()
     guesses = []
     for start in range(0, len(images), max_batch):
         known = keep[start:start + max_batch].to(device)
-        x0 = torch.where(known, images[start:start + max_batch].to(device), BACKGROUND)
+        x0 = torch.where(known, images[start:start + max_batch].to(device), black)
         count, weight = len(x0), known.float().repeat_interleave(num_classes, 0)
         errors = torch.zeros(count, num_classes, device=device)
         classes = torch.arange(num_classes, device=device).repeat(count)  # (B*K,)

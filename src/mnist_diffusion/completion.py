@@ -247,8 +247,8 @@ def guess_digit(model: nn.Module, schedule: NoiseSchedule, images: torch.Tensor,
     timesteps at `levels` (shares of T), every class scored on the same draws; the class with the
     smallest error wins (a diffusion classifier, Li et al. 2023, eq. 5, restricted to the pixels that
     are known). The erased pixels are set to the background (the model's black) before noising, so the
-    guess never reads them. images, keep: `(N, 1, S, S)` as for `complete`. Costs len(levels) x draws x classes network
-    passes per image."""
+    guess never reads them. images, keep: `(N, 1, S, S)` as for `complete`. Costs len(levels) x draws x
+    classes network passes per image."""
     num_classes, black = model.config.num_classes, model.config.black  # type: ignore[attr-defined]
     if num_classes == 0:
         raise ValueError("an unconditional model has no classes to choose between")

@@ -340,7 +340,8 @@ def generate(model: nn.Module, schedule: NoiseSchedule, num: int, settings: Samp
              device: torch.device | str = "cpu", callback: Callback = None, noise: torch.Tensor | None = None,
              clip: bool = True, spacing: str | None = None, guide: nn.Module | None = None,
              guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
-    """Generate `num` images `(num, C, S, S)` in [-1, 1] at the size the model was trained at, drawn as
+    """Generate `num` images `(num, C, S, S)` in [-1, 1] (from `ModelConfig.black` for a model taught exact
+    black; `data.to_uint8` makes pixels of them) at the size the model was trained at, drawn as
     `settings` say (default: `SampleConfig()`, the product's defaults).
 
     `labels` `(num,)` asks for classes (conditional models); `None` samples unconditionally. Initial

@@ -199,7 +199,8 @@ class Pipeline:
     def generate(self, num: int, labels: torch.Tensor | None, settings: SampleConfig, generator: torch.Generator, *,
                  callback: Callback = None, noise: torch.Tensor | None = None, guide: nn.Module | None = None,
                  guide_weight: float | None = None, guide_below: float | None = None) -> torch.Tensor:
-        """`sampling.generate` on this model and device: `(num, 1, S, S)` in [-1, 1]. The one place
+        """`sampling.generate` on this model and device: `(num, 1, S, S)` in [-1, 1] (from the model's
+        black, `ModelConfig.black`, for a model taught it; `to_pixels` makes uint8 of them). The one place
         `sample`, the page and the scoring draw go through. `guide`: a weaker network to guide with
         instead of the unconditional branch (autoguidance, see `load_guide` and `sampling.Denoiser`)."""
         return generate(self.model, self.schedule, num, settings, labels=labels, generator=generator,

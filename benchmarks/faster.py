@@ -213,6 +213,49 @@ def part_whole(args: argparse.Namespace) -> dict:
             "rows": rows}
 
 
+# One process compiling the shipped network as `--compile` does, with inductor's freezing on or off:
+# seconds of each batch shape's first call (compiling, or loading from the cache), ms per image after it,
+# and what inductor's caches did.
+CACHE_PROBE = """
+import json, sys, time
+import torch
+import torch._inductor.config as inductor
+from torch._dynamo.utils import counters
+from mnist_diffusion.pipeline import Pipeline
+freezing = sys.argv[1] == "1"
+torch.set_num_threads(2)
+compiled = torch.compile(Pipeline.load(device="cpu").model.eval(), dynamic=False)
+row = {"freezing": freezing}
+with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), inductor.patch(freezing=freezing):
+    for batch in (64, 128):
+        x, t, y = torch.randn(batch, 1, 28, 28), torch.full((batch,), 500), torch.arange(batch) % 10
+        start = time.perf_counter()
+        compiled(x, t, y)
+        first = time.perf_counter()
+        for _ in range(10):
+            compiled(x, t, y)
+        row[f"first_call_{batch}_s"] = first - start
+        row[f"ms_per_image_{batch}"] = (time.perf_counter() - first) / 10 / batch * 1000
+row["graph_cache_hits"] = counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+row["cache_bypassed"] = counters["aot_autograd"]["autograd_cache_bypass"]
+print(json.dumps(row))
+"""
+
+
+def part_cache(args: argparse.Namespace) -> dict:
+    """`--compile` from one process to the next: with and without inductor's freezing, a process from an
+    empty kernel cache and one from the cache it left."""
+    rows = []
+    for freezing in (True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor"}
+            for cache in ("empty", "of the run before"):
+                done = subprocess.run([sys.executable, "-c", CACHE_PROBE, "1" if freezing else "0"], env=env,
+                                      check=True, capture_output=True, text=True)
+                rows.append(json.loads(done.stdout.splitlines()[-1]) | {"cache": cache})
+    return {"command": "python benchmarks/faster.py cache", "date": DATE, "rows": rows}
+
+
 def part_haze(args: argparse.Namespace) -> dict:
     """MNIST test digits noised to timestep t and denoised in one pass (the clean image the network
     predicts there, as the walk's last step returns it): which of their exactly-black pixels come back
@@ -335,6 +378,19 @@ def render(sections: dict) -> list[str]:
                   f"process drawing {w['num']:,} digits at the defaults as `mnist-diffusion sample` does (threads "
                   "`auto`, model load and the grid included; the target: 60 s for 10,000).", "",
                   *markdown_table(["run", "seconds"], [[r["run"], f"{r['seconds']:.0f}"] for r in w["rows"]]), ""]
+    if "cache" in sections:
+        c = sections["cache"]
+        lines += ["## --compile from one process to the next", "",
+                  f"`{c['command']}`: one process compiling the shipped network as `--compile` does (bf16 autocast, "
+                  "2 threads), from an empty kernel cache and again from the cache that process left; the first call "
+                  "of each batch shape compiles it or loads it, and passes after it show the compiled speed.", "",
+                  *markdown_table(["freezing", "cache", "first call, batch 64 (s)", "first call, batch 128 (s)",
+                                   "ms per image, 64", "ms per image, 128", "cache hits", "cache bypassed"],
+                                  [["on" if r["freezing"] else "off", r["cache"], f"{r['first_call_64_s']:.1f}",
+                                    f"{r['first_call_128_s']:.1f}", f"{r['ms_per_image_64']:.3f}",
+                                    f"{r['ms_per_image_128']:.3f}", r["graph_cache_hits"], r["cache_bypassed"]]
+                                   for r in c["rows"]]), "",
+                  *cache_verdict(c["rows"], sections.get("speed")), ""]
     if "threads" in sections:
         t = sections["threads"]
         alone = t["rows"][0]["seconds"]
@@ -406,6 +462,24 @@ def render(sections: dict) -> list[str]:
                       "([model_ab.md](model_ab.md)), so the shipped model stays. Whether that loss is the margin or "
                       "the seed needs two more training seeds of each.", ""]
     return lines
+
+
+def cache_verdict(rows: list[dict], speed: dict | None) -> list[str]:
+    """What the cache rows mean for one drawing process: the digits at which freezing's faster passes
+    pay back its compiling again, from the processes that started from a cache."""
+    warm = {r["freezing"]: r for r in rows if r["cache"] != "empty"}
+    start = {k: r["first_call_64_s"] + r["first_call_128_s"] for k, r in warm.items()}
+    line = ("Freezing folds the weights into the graph, and graphs with frozen weights are not cached, so every "
+            "process compiles again; `--compile` runs without it (`devices.CompiledNetwork`)")
+    if speed is None:
+        return [line + "."]
+    guided = speed["passes_per_digit"] - speed["steps"]
+    per_digit = {k: (speed["steps"] - guided) * r["ms_per_image_64"] + 2 * guided * r["ms_per_image_128"]
+                 for k, r in warm.items()}
+    even = 1000 * (start[True] - start[False]) / (per_digit[False] - per_digit[True])
+    return [f"{line}: from a cache a process starts in {start[False]:.0f} s instead of {start[True]:.0f} s, and its "
+            f"{speed['passes_per_digit']} passes per digit take {per_digit[False]:.1f} ms instead of "
+            f"{per_digit[True]:.1f} ms, so it is ahead for processes of up to about {even:,.0f} digits."]
 
 
 GUIDANCE_FREE = RESULTS / "guidance_free_ab.md"  # benchmarks/ab.py --out guidance_free_ab (see its command)
@@ -497,6 +571,7 @@ def main() -> None:
     parts.add_parser("threads").add_argument("--num", type=int, default=1000)
     parts.add_parser("whole").add_argument("--num", type=int, default=10_000)
     parts.add_parser("render", help="rewrite the report from the sections measured so far")
+    parts.add_parser("cache")
     haze = parts.add_parser("haze")
     haze.add_argument("--num", type=int, default=2000)
     haze.add_argument("--timesteps", default="0,10,25,50,100")
@@ -511,7 +586,8 @@ def main() -> None:
         sections = json.loads(OUT.with_suffix(".json").read_text())
         write_report(OUT, sections, render(sections))
         return
-    run = {"profile": part_profile, "speed": part_speed, "whole": part_whole, "threads": part_threads,
+    run = {"profile": part_profile, "speed": part_speed, "whole": part_whole, "cache": part_cache,
+           "threads": part_threads,
            "haze": part_haze, "pixels": part_pixels}[args.part]
     save_section(OUT, args.part, run(args), render)
 

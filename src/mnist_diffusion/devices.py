@@ -209,12 +209,15 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 class CompiledNetwork:
     """A network under `torch.compile` for sampling (`SampleConfig.compile`), called like the network.
 
-    Inductor with freezing: the weights are folded into the graph and pre-packed for oneDNN, and
-    group norm, SiLU and the additions fuse around the convolutions, which is where eager spends most
-    of a pass (benchmarks/results/faster-cleaner-2026-12-07.md). Each input shape compiles once, on
-    its first call. A failure to compile (no C++ compiler for the CPU, no triton for CUDA) is a
-    `RuntimeError` saying so, and the network's weights are those of the moment it was compiled:
-    `compiled_network` compiles again when they change."""
+    Inductor fuses group norm, SiLU and the additions around the convolutions, which is where eager
+    spends most of a pass (benchmarks/results/faster-cleaner-2026-12-07.md). Each input shape compiles
+    once, on its first call, and inductor's on-disk caches keep the result for the next process.
+    Without freezing: folding the weights into the graph makes each pass faster, but graphs with frozen
+    weights are not cached, so every process compiled again; from a cache a process now starts in
+    seconds, which pays for the slower passes in a process of up to thousands of digits (there,
+    "--compile from one process to the next"). A failure to compile (no C++ compiler for the
+    CPU, no triton for CUDA) is a `RuntimeError` saying so. `compiled_network` compiles again when the
+    weights change in place, so a cached network never outlives the weights it was made for."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model, self.config = model, getattr(model, "config", None)
@@ -222,11 +225,8 @@ class CompiledNetwork:
         self._compiled = torch.compile(model, dynamic=False)
 
     def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
-        import torch._inductor.config as inductor
-
         try:
-            with inductor.patch(freezing=True):
-                return self._compiled(*args, **kwargs)
+            return self._compiled(*args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as error:
             reason = " ".join(str(error).split())[:300]
             raise RuntimeError(f"--compile: torch.compile could not compile the network here ({reason}); "
@@ -246,6 +246,6 @@ def compiled_network(model: torch.nn.Module) -> CompiledNetwork:
     network = _compiled.get(id(model))
     if network is None or network.model is not model or network.weights != _weights_version(model):
         if network is not None:
-            torch._dynamo.reset()  # frozen weights are constants of the old graphs: compile afresh
+            torch._dynamo.reset()  # new weights: compile afresh (quick from inductor's caches)
         network = _compiled[id(model)] = CompiledNetwork(model)
     return network

@@ -357,12 +357,11 @@ def render(sections: dict) -> list[str]:
                   "(weights folded in and pre-packed), bf16 autocast as sampling runs it; compile: the first call of "
                   "each batch shape, from an empty kernel cache.", "",
                   *markdown_table(["model", "batch", "images/s", "range", "vs eager", "compile"], rows), ""]
-        # A digit's walk: its unguided steps in batches of 64, its guided ones as one batch of 128 (both branches).
         guided = s["passes_per_digit"] - s["steps"]
 
         def per_digit(name: str) -> float:
             rates = s["images_per_s"]
-            return (s["steps"] - guided) / rates[f"{name} 64"] + 2 * guided / rates[f"{name} 128"]
+            return digit_cost(s, 1 / rates[f"{name} 64"], 1 / rates[f"{name} 128"])
 
         saved, start_up = per_digit("eager") - per_digit("compiled"), s["compile_s"]["64"] + s["compile_s"]["128"]
         if saved > 0:
@@ -439,9 +438,9 @@ def render(sections: dict) -> list[str]:
                   *markdown_table(["target", "goal", "reached", "met"], goal_rows(sections)), ""]
         if "speed" in sections:
             sp = sections["speed"]
-            guided = sp["passes_per_digit"] - sp["steps"]
-            compiled_ms = 1000 * ((sp["steps"] - guided) / sp["images_per_s"]["compiled 64"]
-                                  + 2 * guided / sp["images_per_s"]["compiled 128"]) / sp["passes_per_digit"]
+            rates = sp["images_per_s"]
+            compiled_ms = (1000 * digit_cost(sp, 1 / rates["compiled 64"], 1 / rates["compiled 128"])
+                           / sp["passes_per_digit"])
             lines += ["What stood in the way:", "",
                       f"- 10,000 digits in 60 s: at the compiled rate a pass costs {compiled_ms:.2f} ms per digit, so "
                       f"60 s holds at most {60_000 / 10_000 / compiled_ms:.1f} passes per digit before loading, "
@@ -464,6 +463,13 @@ def render(sections: dict) -> list[str]:
     return lines
 
 
+def digit_cost(speed: dict, per_image_64: float, per_image_128: float) -> float:
+    """One digit's walk at these costs per image of a batch of 64 and of 128: its unguided steps in
+    batches of 64, its guided ones as one batch of 128 (both branches); the walk is `speed`'s."""
+    guided = speed["passes_per_digit"] - speed["steps"]
+    return (speed["steps"] - guided) * per_image_64 + 2 * guided * per_image_128
+
+
 def cache_verdict(rows: list[dict], speed: dict | None) -> list[str]:
     """What the cache rows mean for one drawing process: the digits at which freezing's faster passes
     pay back its compiling again, from the processes that started from a cache."""
@@ -473,9 +479,7 @@ def cache_verdict(rows: list[dict], speed: dict | None) -> list[str]:
             "process compiles again; `--compile` runs without it (`devices.CompiledNetwork`)")
     if speed is None:
         return [line + "."]
-    guided = speed["passes_per_digit"] - speed["steps"]
-    per_digit = {k: (speed["steps"] - guided) * r["ms_per_image_64"] + 2 * guided * r["ms_per_image_128"]
-                 for k, r in warm.items()}
+    per_digit = {k: digit_cost(speed, r["ms_per_image_64"], r["ms_per_image_128"]) for k, r in warm.items()}
     even = 1000 * (start[True] - start[False]) / (per_digit[False] - per_digit[True])
     return [f"{line}: from a cache a process starts in {start[False]:.0f} s instead of {start[True]:.0f} s, and its "
             f"{speed['passes_per_digit']} passes per digit take {per_digit[False]:.1f} ms instead of "
@@ -587,8 +591,7 @@ def main() -> None:
         write_report(OUT, sections, render(sections))
         return
     run = {"profile": part_profile, "speed": part_speed, "whole": part_whole, "cache": part_cache,
-           "threads": part_threads,
-           "haze": part_haze, "pixels": part_pixels}[args.part]
+           "threads": part_threads, "haze": part_haze, "pixels": part_pixels}[args.part]
     save_section(OUT, args.part, run(args), render)
 
 

@@ -88,7 +88,8 @@ def _train_configs(args: argparse.Namespace, data: Any = None):
         classes = {"num_classes": 0, "dark_ink": classes.get("dark_ink", False)}
     if args.guidance_free and classes.get("num_classes", 10) == 0:
         raise UsageError("--guidance-free needs class labels; drop --unconditional (or give a folder with classes)")
-    student = {"student_steps": args.student_steps or config.DEFAULT_STUDENT_STEPS} if args.teacher else {}
+    student = {"student_steps": args.student_steps or config.DEFAULT_STUDENT_STEPS,
+               "student_sampler": config.DISTILLATIONS[args.distillation or "progressive"]} if args.teacher else {}
     model_config = config.preset(args.preset, image_size=args.image_size, **classes, **student,
                                  **({"dropout": args.dropout} if args.dropout is not None else {}),
                                  black_margin=args.black_margin,
@@ -398,6 +399,9 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--student-steps", type=whole_number(1, config.MAX_STUDENT_STEPS), default=None,
                    help=f"with --teacher: the passes per digit the student learns to draw in "
                         f"(default: {config.DEFAULT_STUDENT_STEPS})")
+    p.add_argument("--distillation", choices=sorted(config.DISTILLATIONS), default=None,
+                   help="with --teacher: progressive (default; each student step learns a leg of the teacher's "
+                        "walk) or consistency (the walk's end from any point of it: draws in any number of steps)")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=share_or_weight(0.99), default=None)

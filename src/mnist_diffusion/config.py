@@ -29,6 +29,11 @@ MAX_TIMESTEPS = 100_000
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 MAX_STUDENT_STEPS = 64
 MAX_BLACK_MARGIN = 0.5  # in model units, where [-1, 1] spans 0-255
+# How a distilled student steps, by how it was distilled (`distill.py`, `train --distillation`): a
+# progressive student takes the one deterministic DDIM step its targets are made for; a consistency
+# student's clean image is noised afresh at each step (Song et al. 2023, Algorithm 1).
+DISTILLATIONS: dict[str, str] = {"progressive": "ddim", "consistency": "consistency"}
+STUDENT_SAMPLERS: tuple[str, ...] = tuple(DISTILLATIONS.values())
 DEFAULT_STUDENT_STEPS = 4  # a distillation's student steps unless told: half the default walk's 8
 
 
@@ -88,8 +93,10 @@ class ModelConfig:
     (conditional models only) gives the network the guidance weight as an input, so one pass draws
     a guided digit (guidance-free training, Chen et al. 2025; see `UNet.forward`).
     `student_steps = N` (N >= 1) marks a student distilled from a teacher's walk (`distill.py`): it
-    draws in N deterministic DDIM steps of one pass each, its own walk (`model_defaults`); 0 is a
-    model that learned from noise and draws with the product's defaults.
+    draws in N steps of one pass each, its own walk (`model_defaults`), with `student_sampler`: "ddim"
+    (deterministic steps, progressive distillation) or "consistency" (a clean image each step, noised
+    afresh to the next: consistency distillation); 0 is a model that learned from noise and draws with
+    the product's defaults.
     `black_margin = m` (m > 0) teaches the model exact black: data pixels of 0 are learned at -1 - m
     instead of -1, so the network's small errors on a black background fall below -1, where images
     are clamped to black (`data.to_model_space`, `Denoiser`); 0 keeps the plain [-1, 1] encoding.
@@ -111,6 +118,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()
     dark_ink: bool = False
     student_steps: int = 0
+    student_sampler: str = "ddim"
     black_margin: float = 0.0
 
     def __post_init__(self) -> None:
@@ -131,6 +139,9 @@ class ModelConfig:
         _check_int("num_classes", self.num_classes, 0, MAX_CLASSES)
         _check_int("norm_groups", self.norm_groups, 1, MAX_LEVEL_CHANNELS)
         _check_int("student_steps", self.student_steps, 0, MAX_STUDENT_STEPS)
+        if self.student_sampler not in STUDENT_SAMPLERS:
+            raise ValueError(f"student_sampler must be one of {', '.join(STUDENT_SAMPLERS)}, "
+                             f"got {self.student_sampler!r}")
         for mult in self.channel_mults:
             _check_int("each of channel_mults", mult, 1, MAX_LEVEL_CHANNELS)
             if self.base_channels * mult > MAX_LEVEL_CHANNELS:
@@ -282,7 +293,7 @@ class TrainConfig:
 FEW_STEPS = 8  # timesteps the few-step samplers visit when no count is asked for; DDPM visits all T
 
 # What a sampling request may name; `solvers.SAMPLERS` holds the update rules under these names.
-SAMPLER_NAMES: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc")
+SAMPLER_NAMES: tuple[str, ...] = ("consistency", "ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "unipc")
 SAMPLE_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Largest guidance weight accepted: far past any useful value (w = 3 already costs much variety)
 # while refusing nonsense such as 1e308, which drew pure noise.
@@ -414,20 +425,21 @@ class SampleConfig:
                 f"guidance {self.guidance:g} on {where}")
 
 
-STUDENT_SAMPLER = "ddim"  # a distilled student's step: the one deterministic DDIM step its targets are made for
 STUDENT_FP32_FROM = 1.0  # its first step, from pure noise to mid-walk, in fp32 (`SampleConfig.fp32_from`)
 
 
-def student_settings(steps: int) -> SampleConfig:
-    """How a student distilled to `steps` passes is drawn: DDIM on its grid, the conditional branch alone
-    (the teacher's guidance is in its weights)."""
-    return SampleConfig(sampler=STUDENT_SAMPLER, steps=steps, guidance=1.0, fp32_from=STUDENT_FP32_FROM)
+def student_settings(steps: int, sampler: str = STUDENT_SAMPLERS[0]) -> SampleConfig:
+    """How a student distilled to `steps` passes is drawn: its sampler (`ModelConfig.student_sampler`)
+    on its grid, the conditional branch alone (the teacher's guidance is in its weights)."""
+    return SampleConfig(sampler=sampler, steps=steps, guidance=1.0, fp32_from=STUDENT_FP32_FROM)
 
 
 def model_defaults(model: ModelConfig) -> SampleConfig:
     """The sampling settings a model is drawn with unless told otherwise: the product's defaults
     (`SampleConfig()`), or a distilled student's own walk."""
-    return student_settings(model.student_steps) if model.student_steps else SampleConfig()
+    if model.student_steps:
+        return student_settings(model.student_steps, model.student_sampler)
+    return SampleConfig()
 
 
 # Presets. "small" is the default: native 28x28, quick on a CPU. "seed-002" is the scale of the

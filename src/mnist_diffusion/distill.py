@@ -22,6 +22,19 @@ One training row (Salimans & Ho 2022, Algorithm 2, for one leg of the walk):
 The student learns at noised training images, not along its own trajectories, as in the paper.
 A student draws its first step, from pure noise, in fp32 (`STUDENT_FP32_FROM`); it is trained under
 the run's precision throughout.
+
+Consistency distillation (Song et al. 2023, "Consistency Models", Algorithm 2; the guided teacher of
+Luo et al. 2023, "Latent Consistency Models") is the other method (`ModelConfig.student_sampler =
+"consistency"`, `train --distillation consistency`). Its student learns one function, the end of the
+teacher's walk from any point of it, so it draws in any number of steps (`solvers.sample_consistency`).
+On a grid of `CONSISTENCY_INTERVALS` timesteps spaced and ended as the teacher's walk, a row at grid
+point k (`ConsistencyDistiller.loss`):
+- z = alpha_k x + sigma_k eps; the teacher takes one DDIM step from z to the next point, z';
+- the student's clean image at (z, k) learns its own at (z', k + 1), without gradient through the
+  target (the target network is the student itself, as in Song & Dhariwal 2023, "Improved Techniques
+  for Training Consistency Models"), by their pseudo-Huber distance (same paper, sec. 3.3);
+- at the last point, the walk's end, it learns the teacher's clean image there: the boundary condition
+  that anchors the chain (the paper's f(x, eps) = x, at the point where the product's walk stops).
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from torch import nn
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import (
     MAX_STUDENT_STEPS,
-    STUDENT_SAMPLER,
+    STUDENT_SAMPLERS,
     DiffusionConfig,
     ModelConfig,
     SampleConfig,
@@ -55,9 +68,18 @@ def load_teacher(name: str) -> Checkpoint:
     return load_checkpoint(None if name == SHIPPED else name)
 
 
-def student_flags(steps: int) -> str:
-    """`student_settings(steps)` as the command line's flags."""
-    walk = student_settings(steps)
+CONSISTENCY = STUDENT_SAMPLERS[1]  # a consistency student's sampler, and its distillation's name
+# The grid a consistency student learns on: each teacher step covers 1/20 of the walk, fine enough for
+# one DDIM step (Luo et al. 2023 skip 20 of 1000 timesteps), few enough links for the boundary to reach
+# the top of the chain in a few thousand training steps.
+CONSISTENCY_INTERVALS = 20
+# Pseudo-Huber's c for a 28x28 image in [-1, 1]: 0.00054 sqrt(784) (Song & Dhariwal 2023, sec. 3.3).
+HUBER_C = 0.00054 * 784 ** 0.5
+
+
+def student_flags(model: ModelConfig) -> str:
+    """A student's own walk (`model_defaults`) as the command line's flags."""
+    walk = model_defaults(model)
     return f"--sampler {walk.sampler} --steps {walk.steps} --guidance {walk.guidance:g} --fp32-from {walk.fp32_from:g}"
 
 
@@ -81,6 +103,13 @@ class Legs:
         bounds = [*grid[1:], -1]
         legs = [[start, *(t for t in walk if below < t < start)] for start, below in zip(grid, bounds, strict=True)]
         return cls(grid, legs)
+
+    @classmethod
+    def consistency(cls, schedule: NoiseSchedule, teacher: SampleConfig, intervals: int) -> Legs:
+        """A consistency student's grid: `intervals` timesteps spaced and ended as the teacher's walk,
+        each leg one teacher step to the next point."""
+        grid = timesteps_for(dataclasses.replace(teacher, steps=intervals), schedule).tolist()
+        return cls(grid, [[t] for t in grid])
 
 
 def teacher_landing(denoise: Denoiser, z: torch.Tensor, points: list[int], land: int | None,
@@ -110,7 +139,7 @@ class Distiller:
                  device: torch.device, walk: SampleConfig | None = None) -> None:
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.schedule, self.walk = schedule, walk or model_defaults(teacher.config)  # type: ignore[arg-type]
-        self.second_order = self.walk.sampler != STUDENT_SAMPLER
+        self.second_order = self.walk.sampler != STUDENT_SAMPLERS[0]
         self.legs = Legs.build(schedule, student_steps, self.walk)
         self.precision = resolve_precision(self.walk.precision, device)
         self.num_classes = getattr(teacher.config, "num_classes", 0)  # type: ignore[union-attr]
@@ -123,11 +152,17 @@ class Distiller:
         if model_config.student_steps < 1:
             raise ValueError(f"a distillation needs the student's steps: student_steps from 1 to {MAX_STUDENT_STEPS} "
                              f"in its model config (--student-steps)")
-        if ((dataclasses.replace(teacher.model_config, student_steps=0), teacher.diffusion_config)
-                != (dataclasses.replace(model_config, student_steps=0), diffusion_config)):
+        def network(config: ModelConfig) -> ModelConfig:
+            return dataclasses.replace(config, student_steps=0, student_sampler=STUDENT_SAMPLERS[0])
+
+        if (network(teacher.model_config), teacher.diffusion_config) != (network(model_config), diffusion_config):
             raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
                              "from the model it started as (resume with the --teacher the run began with)")
-        return cls(teacher.build_model(), NoiseSchedule(diffusion_config), model_config.student_steps, device)
+        if teacher.model_config.student_sampler == CONSISTENCY and teacher.model_config.student_steps:
+            raise ValueError("a consistency student cannot teach: its walk draws fresh noise at each step, so it "
+                             "follows no path a student could learn to shorten")
+        method = ConsistencyDistiller if model_config.student_sampler == CONSISTENCY else Distiller
+        return method(teacher.build_model(), NoiseSchedule(diffusion_config), model_config.student_steps, device)
 
     @classmethod
     def for_run(cls, teacher_name: str, resumed: bool, model_config: ModelConfig, diffusion_config: DiffusionConfig,
@@ -137,7 +172,8 @@ class Distiller:
         and starts from the teacher's (EMA) weights; a resumed one keeps its own configs and weights (None)."""
         teacher = load_teacher(teacher_name)
         if not resumed:
-            model_config = dataclasses.replace(teacher.model_config, student_steps=model_config.student_steps)
+            model_config = dataclasses.replace(teacher.model_config, student_steps=model_config.student_steps,
+                                               student_sampler=model_config.student_sampler)
             diffusion_config = teacher.diffusion_config
         start = None if resumed else teacher.weights()
         return cls.of(teacher, model_config, diffusion_config, device), model_config, diffusion_config, start
@@ -162,16 +198,23 @@ class Distiller:
                                             self.second_order)
         return out
 
-    def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
-             noise: torch.Tensor) -> torch.Tensor:
-        """Mean over rows of each row's landing error (see the module's docstring). x0, noise `(B, C, H, W)`;
-        legs `(B,)` ints in [0, num_legs); labels `(B,)` or None."""
+    def noised_and_targets(self, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
+                           noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row noised to its leg's start `(B, C, H, W)`, and the teacher's target from there (`targets`)."""
         starts = torch.tensor(self.legs.student, device=x0.device)[legs]  # (B,)
         z = self.schedule.q_sample(x0, starts, noise)
         target = torch.empty_like(z)
         for leg in legs.unique().tolist():
             rows = legs == leg
             target[rows] = self.targets(z[rows], labels[rows] if labels is not None else None, leg)
+        return z, target
+
+    def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of each row's landing error (see the module's docstring). x0, noise `(B, C, H, W)`;
+        legs `(B,)` ints in [0, num_legs); labels `(B,)` or None."""
+        starts = torch.tensor(self.legs.student, device=x0.device)[legs]  # (B,)
+        z, target = self.noised_and_targets(x0, labels, legs, noise)
         x_hat, eps_hat = self.schedule.to_x0_eps(z, starts, student(z, starts, labels).float())
         landing = torch.tensor([*self.legs.student[1:], 0], device=x0.device)[legs]
         alpha_n, sigma_n = self.schedule.alpha_sigma(landing, z)
@@ -180,3 +223,37 @@ class Distiller:
         step_error = (alpha_n * x_hat + sigma_n * eps_hat - target) / sigma_n
         clean_error = (x_hat - target) * alpha_s / sigma_s
         return torch.where(last, clean_error, step_error).pow(2).flatten(1).mean(1).mean()
+
+
+class ConsistencyDistiller(Distiller):
+    """Consistency distillation (see the module's docstring): the same teacher and rows as `Distiller`, on
+    the grid `Legs.consistency`; `student_steps` is only how the student is drawn unless told otherwise."""
+
+    def __init__(self, teacher: nn.Module, schedule: NoiseSchedule, student_steps: int,
+                 device: torch.device, walk: SampleConfig | None = None,
+                 intervals: int = CONSISTENCY_INTERVALS) -> None:
+        super().__init__(teacher, schedule, student_steps, device, walk)
+        self.legs = Legs.consistency(schedule, self.walk, intervals)
+        self.black = teacher.config.black  # type: ignore[union-attr]
+
+    def clean_image(self, student: nn.Module, z: torch.Tensor, t: torch.Tensor,
+                    labels: torch.Tensor | None) -> torch.Tensor:
+        """The student's clean-image estimate at `(z, t)`, the consistency function it learns."""
+        return self.schedule.to_x0_eps(z, t, student(z, t, labels).float())[0]
+
+    def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of the pseudo-Huber distance between the student's clean image at the row's grid
+        point and its target: its own clean image (no gradient, clamped as the walk clamps it) where the
+        teacher's step lands, or, at the last point, the teacher's clean image. Shapes as `Distiller.loss`."""
+        grid = torch.tensor([*self.legs.student, self.legs.student[-1]], device=x0.device)
+        z, landing = self.noised_and_targets(x0, labels, legs, noise)
+        goal = landing.clone()
+        inner = legs < self.num_legs - 1
+        if inner.any():
+            with torch.no_grad():
+                rows_labels = labels[inner] if labels is not None else None
+                own = self.clean_image(student, landing[inner], grid[legs + 1][inner], rows_labels)
+                goal[inner] = own.clamp(self.black, 1.0)
+        error = (self.clean_image(student, z, grid[legs], labels) - goal).flatten(1)
+        return ((error.pow(2).sum(1) + HUBER_C ** 2).sqrt() - HUBER_C).mean()

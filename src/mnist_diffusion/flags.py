@@ -51,8 +51,9 @@ def check_training_request(args: argparse.Namespace) -> None:
     """What `train` can refuse from its flags alone, before it fetches or prepares any data."""
     if args.epochs is None and args.max_minutes is None and args.max_steps is None:
         raise UsageError("say how long to train: --epochs N, --max-minutes M or --max-steps S")
-    if args.student_steps is not None and args.teacher is None:
-        raise UsageError("--student-steps sets what a distillation learns: give the --teacher too")
+    for flag in ("student_steps", "distillation"):
+        if getattr(args, flag) is not None and args.teacher is None:
+            raise UsageError(f"--{flag.replace('_', '-')} sets what a distillation learns: give the --teacher too")
     if args.guidance_free and args.teacher is not None:
         raise UsageError("a student is its teacher's network: --guidance-free does not apply with --teacher")
     if args.data == "mnist" and args.batch_size > SPLIT_SIZES["train"]:

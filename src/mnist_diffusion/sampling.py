@@ -108,9 +108,10 @@ def _strictly_descending(steps: torch.Tensor, num_timesteps: int) -> torch.Tenso
     return torch.tensor(result)
 
 
-# Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py).
-DEFAULT_SPACING: dict[str, str] = {"ddpm": "quadratic", "ddim": "quadratic", "dpm++2m": "logsnr",
-                                   "dpm++2m-sde": "logsnr", "unipc": "logsnr"}
+# Each sampler's best spacing on the analytic Gaussian tests (tests/test_sampling.py); consistency's is
+# the default walk's, the grid a consistency student learns on (`distill.Legs.consistency`).
+DEFAULT_SPACING: dict[str, str] = {"consistency": "logsnr", "ddpm": "quadratic", "ddim": "quadratic",
+                                   "dpm++2m": "logsnr", "dpm++2m-sde": "logsnr", "unipc": "logsnr"}
 
 
 def default_steps(sampler: str, num_timesteps: int) -> int:

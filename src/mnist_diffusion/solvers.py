@@ -252,8 +252,27 @@ def sample_dpm_solver_pp_sde(denoise: DenoiseFn, x: torch.Tensor, timesteps: tor
     return x
 
 
+@torch.no_grad()
+def sample_consistency(denoise: DenoiseFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, *,
+                       generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+    """Multistep consistency sampling, Song et al. (2023) Algorithm 1: at each visited timestep the clean
+    image `x0_hat`, then fresh noise to the next level, x = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) z; the
+    last step returns `x0_hat` itself. Made for a consistency-distilled student (`distill.py`), whose
+    `x0_hat` is the end of the teacher's walk from any point of it; any model can be drawn this way.
+    """
+    levels = noise_levels(schedule, timesteps)
+    for i, t in enumerate(timesteps.tolist()):
+        x0, _ = denoise(x, _batched(t, x))
+        abar_s = levels[i + 1]
+        x = x0 if abar_s >= 1.0 else abar_s ** 0.5 * x0 + (1 - abar_s) ** 0.5 * noise_like(x0, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x0})
+    return x
+
+
 Sampler = Callable[..., torch.Tensor]
 SAMPLERS: dict[str, Sampler] = {
+    "consistency": sample_consistency,
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpm++2m": sample_dpm_solver_pp,

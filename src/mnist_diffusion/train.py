@@ -415,7 +415,7 @@ class Trainer:
         if self.distiller is not None:
             start = (f"{'starting as the teacher' if self.resumed_from is None else start}: distilling the walk of "
                      f"{self.config.teacher} into {self.model_config.student_steps} passes per digit (drawn with "
-                     f"{student_flags(self.model_config.student_steps)} unless told otherwise)")
+                     f"{student_flags(self.model_config)} unless told otherwise)")
         return (f"training {count_parameters(self.model) / 1e6:.2f}M-parameter UNet on {self.device} "
                 f"({processes}, {self.precision}) in {self.run_dir.path}, {start}")
 

@@ -65,6 +65,8 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
             beta = 1 - a_t / a_s
             mean = (math.sqrt(a_s) * beta * x0 + math.sqrt(1 - beta) * (1 - a_s) * x) / (1 - a_t)
             x = mean + math.sqrt(beta * (1 - a_s) / (1 - a_t)) * torch.randn(x.shape, generator=generator).double()
+        elif sampler == "consistency":  # Song et al. 2023, Algorithm 1: the clean image, noised afresh
+            x = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s) * torch.randn(x.shape, generator=generator).double()
         elif sampler == "ddim":  # Song et al. 2021, eqs. 12 and 16
             sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
             x = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s - sigma ** 2) * eps
@@ -87,7 +89,8 @@ def reference(model, schedule: NoiseSchedule, labels: torch.Tensor, sampler: str
 
 
 @pytest.mark.parametrize(("sampler", "eta", "noise_below"),
-                         [("ddpm", None, None), ("ddim", None, None), ("ddim", 0.7, None), ("dpm++2m", None, None),
+                         [("consistency", None, None), ("ddpm", None, None), ("ddim", None, None),
+                          ("ddim", 0.7, None), ("dpm++2m", None, None),
                           ("dpm++2m-sde", 1.0, None), ("dpm++2m-sde", 1.0, 0.45), ("unipc", None, None)])
 def test_each_sampler_loop_matches_its_paper(tiny_checkpoint: Path, sampler: str, eta: float | None,
                                              noise_below: float | None) -> None:

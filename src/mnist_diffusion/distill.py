@@ -83,6 +83,11 @@ def student_flags(model: ModelConfig) -> str:
     return f"--sampler {walk.sampler} --steps {walk.steps} --guidance {walk.guidance:g} --fp32-from {walk.fp32_from:g}"
 
 
+def _network(config: ModelConfig) -> ModelConfig:
+    """`config` with what marks a student cleared: the network alone, which teacher and student share."""
+    return dataclasses.replace(config, student_steps=0, student_sampler=STUDENT_SAMPLERS[0])
+
+
 @dataclass(frozen=True)
 class Legs:
     """The student's grid and, for each of its steps, the teacher's timesteps that step covers.
@@ -152,10 +157,7 @@ class Distiller:
         if model_config.student_steps < 1:
             raise ValueError(f"a distillation needs the student's steps: student_steps from 1 to {MAX_STUDENT_STEPS} "
                              f"in its model config (--student-steps)")
-        def network(config: ModelConfig) -> ModelConfig:
-            return dataclasses.replace(config, student_steps=0, student_sampler=STUDENT_SAMPLERS[0])
-
-        if (network(teacher.model_config), teacher.diffusion_config) != (network(model_config), diffusion_config):
+        if (_network(teacher.model_config), teacher.diffusion_config) != (_network(model_config), diffusion_config):
             raise ValueError("the teacher's network or noise schedule is not the student's: a student is distilled "
                              "from the model it started as (resume with the --teacher the run began with)")
         if teacher.model_config.student_sampler == CONSISTENCY and teacher.model_config.student_steps:

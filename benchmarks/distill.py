@@ -1,5 +1,6 @@
-"""Fewer passes by distillation (issue 32, route 1): a student distilled from the shipped model's
-default walk (`mnist-diffusion train --teacher shipped --student-steps N`), against its teacher.
+"""Fewer passes by distillation (issue 32, route 1): students distilled from the shipped model's
+default walk (`mnist-diffusion train --teacher shipped --student-steps N`, progressive or with
+`--distillation consistency`), each against its teacher.
 
     python benchmarks/distill.py whole --student PATH [--num 10000] [--rounds 2]
         # one `sample` process per run, teacher and student alternating, model load included
@@ -7,13 +8,15 @@ default walk (`mnist-diffusion train --teacher shipped --student-steps N`), agai
         # the student's full evaluation against issue 32's targets, and what its training cost
 
 The paired A/B (the same noise and labels; the teacher also walked as the student is, to show what the
-training bought) is benchmarks/ab.py's, in results/distill_ab.md. Each part adds its section to
-results/distill-DATE.json and rewrites the .md from all of them. Run `whole` on an idle machine.
+training bought) is benchmarks/ab.py's, in results/distill_ab.md. Each part adds its section for its
+student to results/distill-DATE.json and rewrites the .md from all of them. Run `whole` on an idle
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import tempfile
@@ -21,8 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-from faster import draw_command, full_evaluation, goal_rows, machine, save_section
-from report import markdown_table
+from faster import draw_command, full_evaluation, goal_rows, machine
+from report import markdown_table, write_report
 from shipped_model import histogram
 
 from mnist_diffusion.pipeline import Pipeline
@@ -65,24 +68,39 @@ def part_full(args: argparse.Namespace) -> dict:
             "training": {"teacher": train.teacher if train else None, "step": student.step,
                          "images_seen": student.images_seen, "minutes": student.extra.get("elapsed_s", 0) / 60,
                          "student_steps": student.model_config.student_steps,
+                         "student_sampler": student.model_config.student_sampler,
                          "recipe": {k: getattr(train, k) for k in ("batch_size", "lr", "warmup_steps", "seed")}
                          if train else {}}}
+
+
+METHODS = {"ddim": "progressive distillation", "consistency": "consistency distillation"}
 
 
 def render(sections: dict) -> list[str]:
     lines = [f"# Fewer passes by distillation ({DATE})", "",
              f"Made by `benchmarks/distill.py` on {sections.get('machine', machine())}; each section gives its "
-             "command. The teacher is the shipped model at the default walk; the student draws with its own "
-             "(`ModelConfig.student_steps`: DDIM, one pass per step). The paired A/B, with the teacher walked "
-             "as the student is: [distill_ab.md](distill_ab.md).", ""]
-    if "full" in sections:
-        f = sections["full"]
+             "command. The teacher is the shipped model at the default walk; a student draws with its own "
+             "(`ModelConfig.student_steps` and `student_sampler`: one pass per step). The paired A/B, with the "
+             "teacher walked as a student is: [distill_ab.md](distill_ab.md).", ""]
+    for student, parts in sections["students"].items():
+        lines += render_student(student, parts)
+    return lines
+
+
+def render_student(student: str, parts: dict) -> list[str]:
+    """One student's sections: its training, its full evaluation against issue 32's goal, and the
+    whole-process timing against its teacher."""
+    lines = [f"## `{student}`", ""]
+    if "full" in parts:
+        f = parts["full"]
         t = f["training"]
-        lines += ["## The student", "", f"Distilled from `{t['teacher']}` into {t['student_steps']} passes per "
-                  f"digit: {t['step']:,} steps, {t['images_seen']:,} training digits, {t['minutes']:.0f} minutes of "
+        method = METHODS[t.get("student_sampler", "ddim")]
+        lines += [f"Distilled from `{t['teacher']}` by {method} into {t['student_steps']} passes per digit: "
+                  f"{t['step']:,} steps, {t['images_seen']:,} training digits, {t['minutes']:.0f} minutes of "
                   f"training on this machine (recipe: {', '.join(f'{k} {v}' for k, v in t['recipe'].items())}).", "",
-                  "## The student's full evaluation", "", f"`{f['command']}`: {f['num']:,} digits per seed, "
-                  "an even mix, scored as `mnist-diffusion evaluate` scores.", ""]
+                  "### Its full evaluation", "", f"`{f['command']}`: {f['num']:,} digits per seed, "
+                  "an even mix, drawn with the student's own walk and scored as `mnist-diffusion evaluate` "
+                  "scores.", ""]
         keys = ("fid", "precision", "recall", "coverage", "conditional_accuracy", "zero_pixels", "white_pixels",
                 "stray_ink")
         rows = [[r["seed"], r["generation_s"], f"{r['scores']['fid']:.4f}",
@@ -90,19 +108,28 @@ def render(sections: dict) -> list[str]:
                 for r in f["runs"]]
         lines += [*markdown_table(["seed", "generate s", "FID", "FID / floor", *keys[1:]], rows), ""]
         goal = {"pixels": f} | ({"whole": {"rows": [{"run": "student, one process", "seconds": min(row["seconds"])}
-                                                    for row in sections["whole"]["rows"] if row["run"] == "student"]}}
-                                if "whole" in sections else {})
+                                                    for row in parts["whole"]["rows"] if row["run"] == "student"]}}
+                                if "whole" in parts else {})
         lines += ["Against issue 32's goal (seed 0):", "",
                   *markdown_table(["target", "goal", "reached", "met"], goal_rows(goal)), ""]
-    if "whole" in sections:
-        w = sections["whole"]
-        lines += ["## One `sample` process, teacher and student", "", f"`{w['command']}`: wall seconds of one process "
-                  f"drawing {w['num']:,} digits with the model's own walk (threads `auto`, model load and the grid "
-                  "included), the runs alternating.", "",
+    if "whole" in parts:
+        w = parts["whole"]
+        lines += ["### One `sample` process, teacher and student", "", f"`{w['command']}`: wall seconds of one "
+                  f"process drawing {w['num']:,} digits with the model's own walk (threads `auto`, model load and "
+                  "the grid included), the runs alternating.", "",
                   *markdown_table(["model", "passes per digit", "seconds, each run", "median"],
                                   [[r["run"], r["passes"], ", ".join(f"{s:.0f}" for s in r["seconds"]),
                                     f"{statistics.median(r['seconds']):.0f}"] for r in w["rows"]]), ""]
     return lines
+
+
+def save(student: str, part: str, section: dict) -> None:
+    """Put `section` under its student and part in OUT.json beside the earlier ones; rewrite OUT.md."""
+    path = OUT.with_suffix(".json")
+    sections = json.loads(path.read_text()) if path.exists() else {}
+    sections.setdefault("students", {}).setdefault(student, {})[part] = section
+    sections["machine"] = machine()
+    write_report(OUT, sections, render(sections))
 
 
 def main() -> None:
@@ -118,7 +145,7 @@ def main() -> None:
     for part in (whole, full):
         part.add_argument("--student", required=True, help="the distilled checkpoint")
     args = parser.parse_args()
-    save_section(OUT, args.part, {"whole": part_whole, "full": part_full}[args.part](args), render)
+    save(args.student, args.part, {"whole": part_whole, "full": part_full}[args.part](args))
 
 
 if __name__ == "__main__":

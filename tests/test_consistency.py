@@ -147,6 +147,11 @@ def test_a_model_config_names_only_a_students_sampler() -> None:
         ModelConfig(student_steps=2, student_sampler="unipc")
 
 
+def test_a_consistency_student_draws_all_in_the_precision_asked_and_a_progressive_one_starts_in_fp32() -> None:
+    assert student_settings(4, "consistency").fp32_from is None
+    assert student_settings(4, "ddim").fp32_from == 1.0
+
+
 def test_a_consistency_student_cannot_teach() -> None:
     teacher = DriftingPoint(images(0))
     teacher.config = preset("tiny", student_steps=2, student_sampler="consistency")
@@ -168,7 +173,7 @@ def test_the_command_line_distils_a_consistency_student_and_draws_it_in_any_step
                            "--distillation", "consistency", "--student-steps", "2", "--max-steps", "1",
                            "--batch-size", "16", "--data-root", str(mnist_root), "--device", "cpu")
     assert code == 0, err
-    assert "--sampler consistency --steps 2 --guidance 1" in err
+    assert "--sampler consistency --steps 2 --guidance 1 unless" in err  # all in bf16: no --fp32-from
     student = next((run / "checkpoints").glob("*.safetensors"))
     config = load_checkpoint(student).model_config
     assert (config.student_steps, config.student_sampler) == (2, "consistency")

@@ -80,7 +80,8 @@ HUBER_C = 0.00054 * 784 ** 0.5
 def student_flags(model: ModelConfig) -> str:
     """A student's own walk (`model_defaults`) as the command line's flags."""
     walk = model_defaults(model)
-    return f"--sampler {walk.sampler} --steps {walk.steps} --guidance {walk.guidance:g} --fp32-from {walk.fp32_from:g}"
+    fp32 = "" if walk.fp32_from is None else f" --fp32-from {walk.fp32_from:g}"
+    return f"--sampler {walk.sampler} --steps {walk.steps} --guidance {walk.guidance:g}{fp32}"
 
 
 def _network(config: ModelConfig) -> ModelConfig:

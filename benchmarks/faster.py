@@ -446,8 +446,10 @@ def render(sections: dict) -> list[str]:
                       f"60 s holds at most {60_000 / 10_000 / compiled_ms:.1f} passes per digit before loading, "
                       "compiling and the sampler's own arithmetic are paid; the default walk takes "
                       f"{sp['passes_per_digit']}. Fewer passes at equal quality is distillation: the 4-pass "
-                      "student distilled this round ([distill-2026-12-07.md](distill-2026-12-07.md)) draws in about "
-                      "half the time, but not yet at the default's quality.",
+                      "students distilled this round ([distill-2026-12-07.md](distill-2026-12-07.md)) draw in about "
+                      "half the time, and the consistency student, all in bf16, draws 10,000 within the minute in "
+                      "one process and reads as asked about as often as the default walk, but with a higher FID, "
+                      "lower recall and the haze of a student ([distill_ab.md](distill_ab.md)).",
                       "- FID within 2x the floor: the same model walked in 50 steps is not within 2x either "
                       "([solver.md](solver.md), its 50-step row): the network, not the walk, sets it, and the routes "
                       "that would move it (capacity, low-noise training) are training runs.",
@@ -504,7 +506,17 @@ ROUTES = [
      "default's and the teacher's own 4-step walk, but below 99% read as asked and with more haze and specks; not "
      "adopted ([distill-2026-12-07.md](distill-2026-12-07.md), [distill_ab.md](distill_ab.md))"
      if DISTILLED.exists() else "a student in training, not measured yet"),
-    ("1. Fewer passes: consistency distillation", "not tried"),
+    ("1. Fewer passes: consistency distillation",
+     "one student, training seed 0: `mnist-diffusion train --run-dir runs/cd/c4 --teacher shipped --distillation "
+     "consistency --student-steps 4 --max-minutes 60 --lr 1e-4 --warmup-steps 200 --threads 2` (2,606 steps, "
+     "alone), scored by `benchmarks/ab.py --out distill_ab` at 2, 4 and 8 steps and by `benchmarks/distill.py`: at "
+     "4 passes, all in bf16 at no cost, it reads as asked about as often as the default walk (99%, on one sampling "
+     "seed just under), at the default's precision and coverage and a FID between the default's and the "
+     "progressive student's, but with a student's haze (few exact-zero pixels) and lower recall; at 8 passes "
+     "digits in several ink pieces within 2 points of MNIST's (as only the stochastic tail had reached, "
+     "[stochastic_tail.md](stochastic_tail.md)), at a higher FID; 2 passes fail (the one-step "
+     "map from pure noise is not learned at this budget); not adopted ([distill_ab.md](distill_ab.md), "
+     "[distill-2026-12-07.md](distill-2026-12-07.md))" if DISTILLED.exists() else "not measured yet"),
     ("2. Faster passes: the profile, batch size, `torch.compile`", "above; `--compile` shipped, off by default"),
     ("2. Faster passes: channels-last", "slower for sampling ([inference_speed.md](inference_speed.md))"),
     ("2. Faster passes: both guidance branches in one batch", "already so (`sampling.Denoiser`)"),

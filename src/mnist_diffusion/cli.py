@@ -401,7 +401,7 @@ def _add_train_parser(commands) -> None:
                         f"(default: {config.DEFAULT_STUDENT_STEPS})")
     p.add_argument("--distillation", choices=sorted(config.DISTILLATIONS), default=None,
                    help="with --teacher: progressive (default; each student step learns a leg of the teacher's "
-                        "walk) or consistency (the walk's end from any point of it: draws in any number of steps)")
+                        "walk) or consistency (the walk's end from any point of it; --steps picks its passes)")
     p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=28,
                    help="28 (native) or 32 (zero-padded); sampling always uses the trained size")
     p.add_argument("--dropout", type=share_or_weight(0.99), default=None)

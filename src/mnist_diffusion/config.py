@@ -118,7 +118,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()
     dark_ink: bool = False
     student_steps: int = 0
-    student_sampler: str = "ddim"
+    student_sampler: str = STUDENT_SAMPLERS[0]
     black_margin: float = 0.0
 
     def __post_init__(self) -> None:

@@ -81,7 +81,7 @@ def test_interpolation_streams_its_frames(server_url: str) -> None:
     ("generate", {"seed": "abc"}, 'seed must be a whole number from 0 to 9007199254740991, got "abc"'),
     ("generate", {"steps": 5000}, "steps must be a whole number from 1 to 100, got 5000"),
     ("generate", {"guidance": 1e308}, "guidance must be a number from 0 to 20"),
-    ("generate", {"sampler": "magic"}, "sampler must be one of ddim, ddpm, dpm++2m, dpm++2m-sde"),
+    ("generate", {"sampler": "magic"}, "sampler must be one of consistency, ddim, ddpm, dpm++2m, dpm++2m-sde"),
     ("generate", [1, 2], "the request body must be a JSON object"),
     ("complete", {"pixels": [0] * 100, "known": [1] * 784}, "pixels must be a list of 784 whole numbers"),
     ("complete", {"pixels": [0] * 784, "known": [1] * 784}, "the mask must keep some pixels and erase others"),

@@ -29,9 +29,8 @@ MAX_TIMESTEPS = 100_000
 MAX_SEED = 2**63 - 1  # torch.Generator seeds are 64-bit
 MAX_STUDENT_STEPS = 64
 MAX_BLACK_MARGIN = 0.5  # in model units, where [-1, 1] spans 0-255
-# How a distilled student steps, by how it was distilled (`distill.py`, `train --distillation`): a
-# progressive student takes the one deterministic DDIM step its targets are made for; a consistency
-# student's clean image is noised afresh at each step (Song et al. 2023, Algorithm 1).
+# A student's sampler, by how it was distilled (`distill.py`, `train --distillation`): the DDIM step a
+# progressive student's targets are made for, or a consistency student's (Song et al. 2023, Alg. 1).
 DISTILLATIONS: dict[str, str] = {"progressive": "ddim", "consistency": "consistency"}
 STUDENT_SAMPLERS: tuple[str, ...] = tuple(DISTILLATIONS.values())
 DEFAULT_STUDENT_STEPS = 4  # a distillation's student steps unless told: half the default walk's 8
@@ -426,9 +425,8 @@ class SampleConfig:
 
 
 # A progressive student's first step, from pure noise to mid-walk, in fp32 (`SampleConfig.fp32_from`):
-# bf16's rounding, magnified in the clean image at pure noise, is carried into the next state. A
-# consistency student's first step lands at the walk's second point (log-SNR -5), where that clean
-# image is scaled by alpha = 0.08: measured the same all in bf16 (benchmarks/results/distill_ab.md).
+# bf16's rounding, magnified in the clean image at pure noise, is carried on. A consistency student's
+# lands at log-SNR -5, where alpha = 0.08: measured the same all in bf16 (results/distill_ab.md).
 STUDENT_FP32_FROM = 1.0
 
 

@@ -31,7 +31,7 @@ from shipped_model import histogram
 from mnist_diffusion.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
-DATE = "2026-12-07"
+DATE = "2026-12-07"  # the round the file belongs to; each section carries the day it was measured
 OUT = RESULTS / f"distill-{DATE}"
 
 
@@ -52,7 +52,7 @@ def part_whole(args: argparse.Namespace) -> dict:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 seconds[name].append(time.perf_counter() - start)
     return {"command": f"python benchmarks/distill.py whole --student {args.student} --num {args.num} "
-                       f"--rounds {args.rounds}", "date": DATE, "num": args.num,
+                       f"--rounds {args.rounds}", "date": time.strftime("%Y-%m-%d"), "num": args.num,
             "rows": [{"run": name, "passes": passes(model), "seconds": seconds[name]}
                      for name, model in models.items()]}
 
@@ -63,7 +63,8 @@ def part_full(args: argparse.Namespace) -> dict:
     runs, test_images = full_evaluation(pipe, args.num, args.seeds, "", args.data_root)
     train = student.train_config
     return {"command": f"python benchmarks/distill.py full --student {args.student} --num {args.num} "
-                       f"--seeds {args.seeds}", "date": DATE, "num": args.num, "threads": torch.get_num_threads(),
+                       f"--seeds {args.seeds}", "date": time.strftime("%Y-%m-%d"), "num": args.num,
+            "threads": torch.get_num_threads(),
             "mnist_histogram": histogram(test_images), "runs": runs,
             "training": {"teacher": train.teacher if train else None, "step": student.step,
                          "images_seen": student.images_seen, "minutes": student.extra.get("elapsed_s", 0) / 60,
@@ -90,7 +91,8 @@ def render(sections: dict) -> list[str]:
 def render_student(student: str, parts: dict) -> list[str]:
     """One student's sections: its training, its full evaluation against issue 32's goal, and the
     whole-process timing against its teacher."""
-    lines = [f"## `{student}`", ""]
+    dates = sorted({part["date"] for part in parts.values()})
+    lines = [f"## `{student}` (measured {', '.join(dates)})", ""]
     if "full" in parts:
         f = parts["full"]
         t = f["training"]

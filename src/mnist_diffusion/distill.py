@@ -146,7 +146,7 @@ class Distiller:
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.schedule, self.walk = schedule, walk or model_defaults(teacher.config)  # type: ignore[arg-type]
         self.second_order = self.walk.sampler != STUDENT_SAMPLERS[0]
-        self.legs = Legs.build(schedule, student_steps, self.walk)
+        self.legs = self._legs(student_steps)
         self.precision = resolve_precision(self.walk.precision, device)
         self.num_classes = getattr(teacher.config, "num_classes", 0)  # type: ignore[union-attr]
 
@@ -181,6 +181,10 @@ class Distiller:
         start = None if resumed else teacher.weights()
         return cls.of(teacher, model_config, diffusion_config, device), model_config, diffusion_config, start
 
+    def _legs(self, student_steps: int) -> Legs:
+        """The legs the student learns: one per step of its walk."""
+        return Legs.build(self.schedule, student_steps, self.walk)
+
     @property
     def num_legs(self) -> int:
         return len(self.legs.student)
@@ -202,22 +206,22 @@ class Distiller:
         return out
 
     def noised_and_targets(self, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
-                           noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row noised to its leg's start `(B, C, H, W)`, and the teacher's target from there (`targets`)."""
+                           noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's leg start `(B,)`, the row noised there `(B, C, H, W)`, and the teacher's target from
+        there (`targets`)."""
         starts = torch.tensor(self.legs.student, device=x0.device)[legs]  # (B,)
         z = self.schedule.q_sample(x0, starts, noise)
         target = torch.empty_like(z)
         for leg in legs.unique().tolist():
             rows = legs == leg
             target[rows] = self.targets(z[rows], labels[rows] if labels is not None else None, leg)
-        return z, target
+        return starts, z, target
 
     def loss(self, student: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, legs: torch.Tensor,
              noise: torch.Tensor) -> torch.Tensor:
         """Mean over rows of each row's landing error (see the module's docstring). x0, noise `(B, C, H, W)`;
         legs `(B,)` ints in [0, num_legs); labels `(B,)` or None."""
-        starts = torch.tensor(self.legs.student, device=x0.device)[legs]  # (B,)
-        z, target = self.noised_and_targets(x0, labels, legs, noise)
+        starts, z, target = self.noised_and_targets(x0, labels, legs, noise)
         x_hat, eps_hat = self.schedule.to_x0_eps(z, starts, student(z, starts, labels).float())
         landing = torch.tensor([*self.legs.student[1:], 0], device=x0.device)[legs]
         alpha_n, sigma_n = self.schedule.alpha_sigma(landing, z)
@@ -235,9 +239,12 @@ class ConsistencyDistiller(Distiller):
     def __init__(self, teacher: nn.Module, schedule: NoiseSchedule, student_steps: int,
                  device: torch.device, walk: SampleConfig | None = None,
                  intervals: int = CONSISTENCY_INTERVALS) -> None:
+        self.intervals = intervals
         super().__init__(teacher, schedule, student_steps, device, walk)
-        self.legs = Legs.consistency(schedule, self.walk, intervals)
         self.black = teacher.config.black  # type: ignore[union-attr]
+
+    def _legs(self, student_steps: int) -> Legs:
+        return Legs.consistency(self.schedule, self.walk, self.intervals)
 
     def clean_image(self, student: nn.Module, z: torch.Tensor, t: torch.Tensor,
                     labels: torch.Tensor | None) -> torch.Tensor:
@@ -249,14 +256,14 @@ class ConsistencyDistiller(Distiller):
         """Mean over rows of the pseudo-Huber distance between the student's clean image at the row's grid
         point and its target: its own clean image (no gradient, clamped as the walk clamps it) where the
         teacher's step lands, or, at the last point, the teacher's clean image. Shapes as `Distiller.loss`."""
-        grid = torch.tensor([*self.legs.student, self.legs.student[-1]], device=x0.device)
-        z, landing = self.noised_and_targets(x0, labels, legs, noise)
+        starts, z, landing = self.noised_and_targets(x0, labels, legs, noise)
         goal = landing.clone()
         inner = legs < self.num_legs - 1
         if inner.any():
+            next_points = torch.tensor(self.legs.student[1:], device=x0.device)[legs[inner]]
             with torch.no_grad():
                 rows_labels = labels[inner] if labels is not None else None
-                own = self.clean_image(student, landing[inner], grid[legs + 1][inner], rows_labels)
+                own = self.clean_image(student, landing[inner], next_points, rows_labels)
                 goal[inner] = own.clamp(self.black, 1.0)
-        error = (self.clean_image(student, z, grid[legs], labels) - goal).flatten(1)
+        error = (self.clean_image(student, z, starts, labels) - goal).flatten(1)
         return ((error.pow(2).sum(1) + HUBER_C ** 2).sqrt() - HUBER_C).mean()

@@ -129,6 +129,13 @@ def test_the_student_walk_takes_the_steps_its_loss_measured() -> None:
     torch.testing.assert_close(drawn, x, rtol=1e-4, atol=1e-4)
 
 
+def test_a_students_walk_is_summarised_as_it_draws() -> None:
+    """Guidance 1 (the conditional output alone) has no interval to name; the fp32 first step is named."""
+    assert student_settings(4).summary() == "4 steps of `ddim` ending at t = 25, guidance 1, fp32 on t/T >= 1"
+    assert student_settings(4, "consistency").summary() == "4 steps of `consistency` ending at t = 25, guidance 1"
+    assert SampleConfig(guidance=2.0).summary().endswith("guidance 2 on t/T 0.3-0.7")
+
+
 def test_null_label_rows_learn_the_teachers_unconditional_walk() -> None:
     torch.manual_seed(0)
     teacher = UNet(preset("tiny"))

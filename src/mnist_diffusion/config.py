@@ -417,11 +417,12 @@ class SampleConfig:
     def summary(self) -> str:
         """These settings in the words the README and the model card use (tests/test_docs.py checks
         that both say the defaults' summary): '8 steps of `unipc` ending at t = 25, guidance 1.25 on
-        t/T 0.3-0.7'. Steps left to the sampler are the few-step samplers' `FEW_STEPS`."""
+        t/T 0.3-0.7'. Steps left to the sampler are `FEW_STEPS`; guidance 1 names no interval."""
         interval = self.guidance_interval
         where = "every step" if interval == ALL_STEPS else f"t/T {interval[0]:g}-{interval[1]:g}"
-        return (f"{self.steps or FEW_STEPS} steps of `{self.sampler}` ending at t = {self.last_timestep}, "
-                f"guidance {self.guidance:g} on {where}")
+        guided = f"guidance {self.guidance:g}" + (f" on {where}" if self.guidance != 1.0 else "")
+        fp32 = "" if self.fp32_from is None else f", fp32 on t/T >= {self.fp32_from:g}"
+        return f"{self.steps or FEW_STEPS} steps of `{self.sampler}` ending at t = {self.last_timestep}, {guided}{fp32}"
 
 
 # A progressive student's first step, from pure noise to mid-walk, in fp32 (`SampleConfig.fp32_from`):

@@ -1,9 +1,9 @@
-"""Fewer passes by distillation (issue 32, route 1): students distilled from the shipped model's
-default walk (`mnist-diffusion train --teacher shipped --student-steps N`, progressive or with
-`--distillation consistency`), each against its teacher.
+"""Fewer passes by distillation (issue 32, route 1): students distilled from a teacher's default walk
+(`mnist-diffusion train --teacher shipped --student-steps N`, progressive or with `--distillation
+consistency`; any model can teach), each against the product's default: the shipped model's walk.
 
     python benchmarks/distill.py whole --student PATH [--num 10000] [--rounds 2]
-        # one `sample` process per run, teacher and student alternating, model load included
+        # one `sample` process per run, the shipped default and the student alternating, load included
     python benchmarks/distill.py full --student PATH [--num 10000] [--seeds 0,1]
         # the student's full evaluation against issue 32's targets, and what its training cost
 
@@ -42,7 +42,7 @@ def passes(model: str) -> int:
 
 def part_whole(args: argparse.Namespace) -> dict:
     """Wall seconds of one process drawing `num` digits with the model's own walk, as `sample` does."""
-    models = {"teacher (shipped)": "shipped", "student": args.student}
+    models = {"shipped default": "shipped", "student": args.student}
     seconds: dict[str, list[float]] = {name: [] for name in models}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):  # alternating, so a busy moment hurts both alike
@@ -80,7 +80,7 @@ METHODS = {"ddim": "progressive distillation", "consistency": "consistency disti
 def render(sections: dict) -> list[str]:
     lines = [f"# Fewer passes by distillation ({DATE})", "",
              f"Made by `benchmarks/distill.py` on {sections.get('machine', machine())}; each section gives its "
-             "command. The teacher is the shipped model at the default walk; a student draws with its own "
+             "command. Each student names its teacher (a model at its default walk); a student draws with its own "
              "(`ModelConfig.student_steps` and `student_sampler`: one pass per step). The paired A/B, with the "
              "teacher walked as a student is: [distill_ab.md](distill_ab.md).", ""]
     for student, parts in sections["students"].items():
@@ -90,7 +90,7 @@ def render(sections: dict) -> list[str]:
 
 def render_student(student: str, parts: dict) -> list[str]:
     """One student's sections: its training, its full evaluation against issue 32's goal, and the
-    whole-process timing against its teacher."""
+    whole-process timing against the shipped default."""
     dates = sorted({part["date"] for part in parts.values()})
     lines = [f"## `{student}` (measured {', '.join(dates)})", ""]
     if "full" in parts:
@@ -116,9 +116,9 @@ def render_student(student: str, parts: dict) -> list[str]:
                   *markdown_table(["target", "goal", "reached", "met"], goal_rows(goal)), ""]
     if "whole" in parts:
         w = parts["whole"]
-        lines += ["### One `sample` process, teacher and student", "", f"`{w['command']}`: wall seconds of one "
-                  f"process drawing {w['num']:,} digits with the model's own walk (threads `auto`, model load and "
-                  "the grid included), the runs alternating.", "",
+        lines += ["### One `sample` process, the shipped default and the student", "",
+                  f"`{w['command']}`: wall seconds of one process drawing {w['num']:,} digits with the model's "
+                  "own walk (threads `auto`, model load and the grid included), the runs alternating.", "",
                   *markdown_table(["model", "passes per digit", "seconds, each run", "median"],
                                   [[r["run"], r["passes"], ", ".join(f"{s:.0f}" for s in r["seconds"]),
                                     f"{statistics.median(r['seconds']):.0f}"] for r in w["rows"]]), ""]

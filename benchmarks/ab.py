@@ -154,6 +154,19 @@ def legacy(row: dict) -> dict:
     return row | {"arm": arm, "walk": walk, "model": model_name(row.get("model", "shipped"))}
 
 
+def arm_means(paths: list[Path], num: int = 10_000) -> list[dict]:
+    """Every arm of these results files drawn at `num` digits with all of `METRICS`: where it comes from
+    (the file's stem, date, model, arm and walk) and each metric's mean over its seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for path in paths:
+        for row in map(legacy, map(json.loads, path.read_text().splitlines())):
+            if row.get("num") == num and all(row.get(key) is not None for key in METRICS):
+                groups.setdefault((path.stem, row["date"], row["model"], row["arm"], row["walk"]), []).append(row)
+    return [{"study": study, "date": date, "model": model, "arm": arm, "walk": walk, "seeds": len(rows),
+             **{key: statistics.fmean(row[key] for row in rows) for key in METRICS}}
+            for (study, date, model, arm, walk), rows in groups.items()]
+
+
 def write_table(out: Path, rows: list[dict], mnist: dict[str, float] | None) -> Path:
     """OUT.md: one line per (date, model, arm, N), its mean and range over the seeds drawn."""
     groups: dict[tuple, list[dict]] = {}

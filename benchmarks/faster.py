@@ -569,7 +569,9 @@ ROUTES = [
      "one run, training seed 0: `python benchmarks/train_budget.py train --recipe bf16-black --name bf16-black-2cores "
      "--minutes 60 --threads 2` (the shipped model's command and recipe with `--black-margin 0.08`), scored against "
      "the shipped model by `benchmarks/ab.py --out model_ab`: MNIST's share of exact-zero pixels and a lower FID on "
-     "both sampling seeds, but below 99% read as asked, lower precision and more specks on both; not adopted "
+     "both sampling seeds, but below 99% read as asked, lower precision and more specks on both; guided at 1.4 "
+     "instead of 1.25 it reads as asked above 99% at the shipped model's precision, but at a higher FID than the "
+     "shipped model's; not adopted "
      "([model_ab.md](model_ab.md))" if MODEL_AB.exists() else "in training, not measured yet"),
     ("4. Capacity within the hour: the `medium` preset (two residual blocks per level, 1.62M parameters)",
      "trained beside the pair above on one core for the recipe's 44 minutes: `mnist-diffusion train --run-dir "

@@ -621,8 +621,14 @@ class Targets:
 
 
 def scored_arms() -> list[dict]:
-    """The arms of every paired comparison at 10,000 digits drawn from two sampling seeds or more."""
-    return [arm for arm in arm_means(sorted(RESULTS.glob("*.jsonl"))) if arm["seeds"] >= 2]
+    """The arms of every paired comparison at 10,000 digits drawn from two sampling seeds or more, each
+    once: an arm scored again in another study (the same model and walk, the same scores to 3 decimals)
+    is kept where first read."""
+    arms: dict[tuple, dict] = {}
+    for arm in arm_means(sorted(RESULTS.glob("*.jsonl"))):
+        if arm["seeds"] >= 2:
+            arms.setdefault((arm["model"], arm["walk"], *(round(arm[key], 3) for _, key in QUALITY_TARGETS)), arm)
+    return list(arms.values())
 
 
 def arm_name(arm: dict) -> str:
